@@ -1,0 +1,102 @@
+/**
+ * The project's error classes. Web-standard only (no Deno APIs), so `lib/` stays portable.
+ *
+ * - {@linkcode BareGPTError}: base class; a failure not caused by the user's input (CLI exit 1).
+ * - {@linkcode InputError}: the user's input is wrong: a flag, a file, a prompt (CLI exit 2).
+ * - {@linkcode WeightsError}: a weights or checkpoint file is invalid (an InputError, exit 2).
+ *
+ * Messages are one line that says what is wrong and what to do; the CLI prints `error: <message>`.
+ *
+ * @module
+ */
+
+/** Collapses any line breaks so that every message is exactly one line. */
+function oneLine(message: string): string {
+  return message.replace(/\s*[\r\n]+\s*/g, " ").trim();
+}
+
+/**
+ * Base class of every error the project raises on purpose. Thrown directly for failures that are
+ * not the user's fault (a failed write, NaN during training): the CLI exits with code 1.
+ *
+ * @example
+ * ```ts
+ * import { BareGPTError } from "./errors.ts";
+ * const e = new BareGPTError("loss became NaN at step 12; lower --lr and retry");
+ * console.log(e.name, e.exitCode); // "BareGPTError" 1
+ * ```
+ */
+export class BareGPTError extends Error {
+  /** The CLI exit code for this kind of error: 1 here, 2 for {@linkcode InputError}. */
+  get exitCode(): number {
+    return 1;
+  }
+
+  /** @param message one line: what is wrong and what to do. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(oneLine(message), options);
+    this.name = "BareGPTError";
+  }
+}
+
+/**
+ * The user's input is wrong: a flag, a named file that is missing or invalid, a prompt with
+ * characters outside the vocabulary. The CLI exits with code 2.
+ *
+ * @example
+ * ```ts
+ * import { InputError } from "./errors.ts";
+ * const e = new InputError("--temperature must be > 0, got -1");
+ * console.log(e instanceof InputError, e.exitCode); // true 2
+ * ```
+ */
+export class InputError extends BareGPTError {
+  override get exitCode(): number {
+    return 2;
+  }
+
+  /** @param message one line: what is wrong and what to do. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "InputError";
+  }
+}
+
+/**
+ * A weights or checkpoint file is invalid: truncated, corrupt or hostile. The CLI exits with code 2.
+ *
+ * @example
+ * ```ts
+ * import { InputError, WeightsError } from "./errors.ts";
+ * const e = new WeightsError(
+ *   "weights file is truncated: header claims 1234 bytes but only 1000 follow; " +
+ *     "re-download or re-train it",
+ * );
+ * console.log(e.name, e instanceof InputError, e.exitCode); // "WeightsError" true 2
+ * ```
+ */
+export class WeightsError extends InputError {
+  /** @param message one line: what is wrong and what to do. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "WeightsError";
+  }
+}
+
+/**
+ * True when `e` is one of the project's own errors (as opposed to a bug or a platform error).
+ *
+ * @example
+ * ```ts
+ * import { InputError, isBareGPTError } from "./errors.ts";
+ * try {
+ *   throw new InputError("--steps must be a positive integer, got 0");
+ * } catch (e) {
+ *   if (isBareGPTError(e)) console.error(`error: ${e.message}`);
+ *   else throw e;
+ * }
+ * ```
+ */
+export function isBareGPTError(e: unknown): e is BareGPTError {
+  return e instanceof BareGPTError;
+}

@@ -1,0 +1,75 @@
+/**
+ * The character tokenizer: one token per Unicode code point of the corpus, ids in the order of
+ * the sorted code points.
+ *
+ * @module
+ */
+
+import { InputError } from "./errors.ts";
+
+/** Most distinct characters a vocabulary can hold (ids are stored as Uint16). */
+export const MAX_VOCAB = 65536;
+
+/** Maps characters (code points) to token ids and back. */
+export class Tokenizer {
+  /** The characters, index = token id. */
+  readonly vocab: readonly string[];
+  readonly #ids: Map<string, number>;
+
+  constructor(vocab: readonly string[]) {
+    if (vocab.length === 0) {
+      throw new InputError("the vocabulary is empty; train on a non-empty corpus");
+    }
+    if (vocab.length > MAX_VOCAB) {
+      throw new InputError(
+        `the corpus has ${vocab.length} distinct characters, more than the ${MAX_VOCAB} a vocabulary can hold; use a text with fewer distinct characters`,
+      );
+    }
+    this.vocab = vocab;
+    this.#ids = new Map(vocab.map((ch, i) => [ch, i]));
+    if (this.#ids.size !== vocab.length) {
+      throw new InputError("the vocabulary repeats a character; the weights file is corrupt");
+    }
+  }
+
+  /** The tokenizer of a text: its distinct code points, sorted by code point. */
+  static fromText(text: string): Tokenizer {
+    const chars = [...new Set(text)];
+    chars.sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+    return new Tokenizer(chars);
+  }
+
+  /** Number of distinct tokens. */
+  get size(): number {
+    return this.vocab.length;
+  }
+
+  /** True when `ch` (one code point) is in the vocabulary. */
+  has(ch: string): boolean {
+    return this.#ids.has(ch);
+  }
+
+  /** The ids of `text`, one per code point; throws InputError naming unknown characters. */
+  encode(text: string): Uint16Array {
+    const chars = [...text];
+    const unknown = new Set(chars.filter((ch) => !this.#ids.has(ch)));
+    if (unknown.size > 0) {
+      const names = [...unknown].slice(0, 10).map((ch) => JSON.stringify(ch)).join(", ");
+      throw new InputError(
+        `the text has ${unknown.size} character${
+          unknown.size > 1 ? "s" : ""
+        } outside the model's vocabulary: ${names}${
+          unknown.size > 10 ? ", ..." : ""
+        }; use only characters of the training corpus`,
+      );
+    }
+    return Uint16Array.from(chars, (ch) => this.#ids.get(ch)!);
+  }
+
+  /** The text of a sequence of ids. */
+  decode(ids: ArrayLike<number>): string {
+    let s = "";
+    for (let i = 0; i < ids.length; i++) s += this.vocab[ids[i]];
+    return s;
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * Model files: a GPT with its vocabulary and training facts to and from safetensors bytes, with
+ * GPT-2 tensor names and shapes and deterministic metadata.
+ *
+ * @module
+ */
+
+import { WeightsError } from "./errors.ts";
+import {
+  type GPT,
+  GPT as Model,
+  type GPTConfig,
+  type GPTOptions,
+  parameterSpecs,
+  validateConfig,
+} from "./model.ts";
+import { decodeSafetensors, encodeSafetensors, type TensorEntry } from "./safetensors.ts";
+import { Tokenizer } from "./tokenizer.ts";
+
+/** Training facts kept in a weights file's metadata (all optional, all strings in the file). */
+export type TrainingFacts = Record<string, string>;
+
+/** A loaded model file. */
+export interface ModelFile {
+  model: GPT;
+  tokenizer: Tokenizer;
+  /** Every metadata entry other than config and vocab (steps, val_loss, corpus_sha256, ...). */
+  facts: TrainingFacts;
+}
+
+/** The config as stored in metadata (GPT-2 / nanoGPT key names). */
+export function configToJSON(c: GPTConfig): string {
+  return JSON.stringify({
+    vocab_size: c.vocabSize,
+    block_size: c.blockSize,
+    d_model: c.dModel,
+    n_layers: c.nLayers,
+    n_heads: c.nHeads,
+  });
+}
+
+/** Parses and validates a stored config; throws WeightsError. */
+export function configFromJSON(text: string | undefined): GPTConfig {
+  if (text === undefined) {
+    throw new WeightsError(
+      "weights file has no config in its metadata; it was not written by BareGPT",
+    );
+  }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new WeightsError(
+      "weights file's config metadata is not valid JSON; re-download or re-train it",
+    );
+  }
+  if (raw === null || typeof raw !== "object") {
+    throw new WeightsError(
+      "weights file's config metadata is not an object; re-download or re-train it",
+    );
+  }
+  const c = {
+    vocabSize: raw.vocab_size,
+    blockSize: raw.block_size,
+    dModel: raw.d_model,
+    nLayers: raw.n_layers,
+    nHeads: raw.n_heads,
+  } as GPTConfig;
+  try {
+    validateConfig(c);
+  } catch (e) {
+    throw new WeightsError(`weights file's config is invalid: ${(e as Error).message}`);
+  }
+  return c;
+}
+
+/** The tensors of a parameter buffer with their GPT-2 names, for safetensors (float32 copies). */
+export function modelTensors(model: GPT, prefix = "", flat = model.flat): TensorEntry[] {
+  const entries: TensorEntry[] = [];
+  let offset = 0;
+  for (const { name, shape } of parameterSpecs(model.config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    entries.push({
+      name: prefix + name,
+      shape,
+      data: Float32Array.from(flat.subarray(offset, offset + n)),
+    });
+    offset += n;
+  }
+  return entries;
+}
+
+/** The metadata of a model file: config, vocab and the given facts. */
+export function modelMetadata(model: GPT, tokenizer: Tokenizer, facts: TrainingFacts = {}) {
+  return { ...facts, config: configToJSON(model.config), vocab: JSON.stringify(tokenizer.vocab) };
+}
+
+/** Encodes a model, its vocabulary and training facts as safetensors bytes (deterministic). */
+export function saveModel(model: GPT, tokenizer: Tokenizer, facts: TrainingFacts = {}): Uint8Array {
+  return encodeSafetensors(modelTensors(model), modelMetadata(model, tokenizer, facts));
+}
+
+/** Reads the vocabulary from metadata; throws WeightsError. */
+function vocabFromJSON(text: string | undefined, vocabSize: number): Tokenizer {
+  if (text === undefined) {
+    throw new WeightsError("weights file has no vocab in its metadata; re-download or re-train it");
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new WeightsError(
+      "weights file's vocab metadata is not valid JSON; re-download or re-train it",
+    );
+  }
+  if (!Array.isArray(raw) || raw.some((ch) => typeof ch !== "string" || [...ch].length !== 1)) {
+    throw new WeightsError(
+      "weights file's vocab is not a list of single characters; re-download or re-train it",
+    );
+  }
+  if (raw.length !== vocabSize) {
+    throw new WeightsError(
+      `weights file's vocab has ${raw.length} characters but its config says ${vocabSize}; re-download or re-train it`,
+    );
+  }
+  try {
+    return new Tokenizer(raw);
+  } catch (e) {
+    throw new WeightsError(`weights file's vocab is invalid: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Checks that `tensors` holds every parameter of config with its exact shape (names prefixed with
+ * `prefix`) and copies them into flat. Throws WeightsError naming the first problem.
+ */
+export function readParams(
+  tensors: Map<string, { shape: number[]; data: Float32Array }>,
+  config: GPTConfig,
+  flat: Float32Array | Float64Array,
+  prefix = "",
+): void {
+  let offset = 0;
+  for (const { name, shape } of parameterSpecs(config)) {
+    const t = tensors.get(prefix + name);
+    if (t === undefined) {
+      throw new WeightsError(
+        `weights file lacks tensor ${prefix + name}; re-download or re-train it`,
+      );
+    }
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new WeightsError(
+        `tensor ${
+          prefix + name
+        } has shape [${t.shape}] but the config needs [${shape}]; re-download or re-train it`,
+      );
+    }
+    flat.set(t.data, offset);
+    offset += t.data.length;
+  }
+}
+
+/** Decodes and validates a model file. Throws WeightsError for anything wrong with it. */
+export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): ModelFile {
+  const { tensors, metadata } = decodeSafetensors(bytes);
+  const config = configFromJSON(metadata.config);
+  const tokenizer = vocabFromJSON(metadata.vocab, config.vocabSize);
+  const expected = new Set(parameterSpecs(config).map((s) => s.name));
+  for (const name of tensors.keys()) {
+    if (!expected.has(name)) {
+      throw new WeightsError(
+        `weights file has an unexpected tensor ${name}; it is not a BareGPT model of this config`,
+      );
+    }
+  }
+  const model = new Model(config, { grads: false, ...options });
+  readParams(tensors, config, model.flat);
+  const facts: TrainingFacts = {};
+  for (const [k, v] of Object.entries(metadata)) if (k !== "config" && k !== "vocab") facts[k] = v;
+  return { model, tokenizer, facts };
+}
