@@ -45,7 +45,7 @@ export function splitIndex(n: number): number {
  * Tokenizes a text and splits it. The tokenizer defaults to the text's own characters; pass a
  * model's tokenizer to read a corpus with its vocabulary (unknown characters are an error).
  */
-export function makeCorpus(text: string, tokenizer = Tokenizer.fromText(text)): Corpus {
+export function makeCorpus(text: string, tokenizer: Tokenizer = Tokenizer.fromText(text)): Corpus {
   const tokens = tokenizer.encode(text);
   const split = splitIndex(tokens.length);
   return { tokenizer, tokens, train: tokens.subarray(0, split), val: tokens.subarray(split) };

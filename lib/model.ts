@@ -22,7 +22,8 @@ import {
 import { Rng } from "./rng.ts";
 import {
   add,
-  Arena,
+  type Arena,
+  defaultArena,
   type FloatArray,
   geluForward,
   layernormForward,
@@ -165,7 +166,7 @@ export type Allocator = (n: number) => FloatArray;
 /** The allocator of a storage type: float32 in the kernels' arena, or float64 on the heap. */
 export function allocatorFor(dtype: "float32" | "float64", arena?: Arena): Allocator {
   if (dtype === "float64") return (n) => new Float64Array(n);
-  const a = arena ?? new Arena();
+  const a = arena ?? defaultArena();
   return (n) => a.f32(n);
 }
 
@@ -350,7 +351,7 @@ export class GPT {
     validateConfig(config);
     this.config = { ...config };
     this.dtype = options.dtype ?? "float32";
-    this.arena = this.dtype === "float32" ? (options.arena ?? new Arena()) : undefined;
+    this.arena = this.dtype === "float32" ? (options.arena ?? defaultArena()) : undefined;
     this.alloc = allocatorFor(this.dtype, this.arena);
     const n = parameterCount(config);
     this.flat = this.alloc(n);
@@ -406,6 +407,11 @@ export class KVCache {
   readonly #tokens: Uint16Array; // [T]
   /** Logits of every row of the last feed: [n, V]. */
   readonly logits: FloatArray;
+  /**
+   * Attention probabilities per layer, [H, T, T]: row t holds what position t attended to over
+   * positions 0..t (zero beyond), as of the feed that computed row t.
+   */
+  readonly attention: Float32Array[];
 
   constructor(model: GPT) {
     const c = model.config;
@@ -423,6 +429,7 @@ export class KVCache {
     this.#scores = new Float64Array(T);
     this.#tokens = new Uint16Array(T);
     this.logits = alloc(T * c.vocabSize);
+    this.attention = Array.from({ length: c.nLayers }, () => new Float32Array(c.nHeads * T * T));
   }
 
   /** Empties the cache. */
@@ -455,7 +462,7 @@ export class KVCache {
       const qkv = this.#qkv[l];
       layernormForward(ln, this.#mean, this.#rstd, x, b.ln1Weight, b.ln1Bias, n, C);
       matmul(qkv.subarray(p0 * 3 * C, (p0 + n) * 3 * C), ln, b.qkvWeight, b.qkvBias, n, C, 3 * C);
-      this.#attend(attnOut, qkv, p0, n, C, H);
+      this.#attend(attnOut, qkv, this.attention[l], p0, n, C, H);
       matmul(tmp, attnOut, b.attnProjWeight, b.attnProjBias, n, C, C);
       add(x, x, tmp, n * C);
       layernormForward(ln, this.#mean, this.#rstd, x, b.ln2Weight, b.ln2Bias, n, C);
@@ -484,7 +491,16 @@ export class KVCache {
   }
 
   /** Causal attention of rows p0 .. p0+n-1 over every cached position up to each row. */
-  #attend(out: FloatArray, qkv: FloatArray, p0: number, n: number, C: number, H: number): void {
+  #attend(
+    out: FloatArray,
+    qkv: FloatArray,
+    probs: Float32Array,
+    p0: number,
+    n: number,
+    C: number,
+    H: number,
+  ): void {
+    const T = this.model.config.blockSize;
     const hs = C / H;
     const C3 = 3 * C;
     const scale = 1 / Math.sqrt(hs);
@@ -507,10 +523,13 @@ export class KVCache {
           sum += scores[j];
         }
         const o = r * C + h * hs;
+        const row = (h * T + t) * T;
+        probs.fill(0, row + t + 1, row + T);
         for (let i = 0; i < hs; i++) out[o + i] = 0;
         for (let j = 0; j <= t; j++) {
           const v = j * C3 + 2 * C + h * hs;
           const pj = scores[j] / sum;
+          probs[row + j] = pj;
           for (let i = 0; i < hs; i++) out[o + i] += pj * qkv[v + i];
         }
       }

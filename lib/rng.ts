@@ -8,7 +8,7 @@
 /** Seeded PRNG (xoshiro128**) with uniform and normal draws. */
 export class Rng {
   /** The generator's state; copy it to save the generator, assign it to restore. */
-  readonly state = new Uint32Array(4);
+  readonly state: Uint32Array = new Uint32Array(4);
 
   /** Seeds the generator from any 53-bit integer with splitmix32. */
   constructor(seed = 0) {

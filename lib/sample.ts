@@ -47,7 +47,7 @@ export function validateSampling(o: SamplingOptions, vocabSize?: number): void {
 export function nextDistribution(
   logits: FloatArray,
   options: SamplingOptions = {},
-  out = new Float64Array(logits.length),
+  out: Float64Array = new Float64Array(logits.length),
 ): Float64Array {
   const V = logits.length;
   const temperature = options.temperature ?? 1;

@@ -14,8 +14,9 @@
  * @module
  */
 
+import { InputError } from "./errors.ts";
 import type { KernelExports, KernelTier } from "./kernels/mod.ts";
-import { createKernels } from "./kernels/mod.ts";
+import { createKernels, createSharedMemory, detectTier } from "./kernels/mod.ts";
 
 /** Storage of a tensor: float32 for real work, float64 for the gradient checks. */
 export type FloatArray = Float32Array | Float64Array;
@@ -29,6 +30,8 @@ let wasmTier: KernelTier = "js";
 /** The buffers of the kernels' memory (a shared memory gives a new buffer object after a grow). */
 const wasmBuffers = new Set<ArrayBufferLike>();
 let wasmMemory: WebAssembly.Memory | null = null;
+/** The arena every model of this thread allocates from by default (see {@link defaultArena}). */
+let sharedArena: Arena | null = null;
 
 /**
  * Routes the kernels of this thread to a WebAssembly tier over `memory`, or back to plain
@@ -38,6 +41,7 @@ let wasmMemory: WebAssembly.Memory | null = null;
 export function useKernels(tier: KernelTier, memory?: WebAssembly.Memory): void {
   wasmTier = tier;
   wasmBuffers.clear();
+  sharedArena = null;
   if (tier === "js") {
     wasm = null;
     wasmMemory = null;
@@ -49,6 +53,24 @@ export function useKernels(tier: KernelTier, memory?: WebAssembly.Memory): void 
   wasmBuffers.add(memory.buffer);
 }
 
+/**
+ * Picks the kernels for this thread: the tier asked for, or the fastest this runtime supports,
+ * over a new shared memory. Returns the tier in use. Throws InputError when the tier asked for
+ * is not supported here.
+ */
+export function setupKernels(tier?: KernelTier): KernelTier {
+  const best = detectTier();
+  const rank = { js: 0, simd: 1, relaxed: 2 };
+  const chosen = tier ?? best;
+  if (rank[chosen] > rank[best]) {
+    throw new InputError(
+      `kernel tier ${chosen} is not supported by this runtime (best: ${best}); choose another`,
+    );
+  }
+  useKernels(chosen, chosen === "js" ? undefined : createSharedMemory(1 << 20));
+  return chosen;
+}
+
 /** The kernel tier this thread runs ("relaxed", "simd" or "js"). */
 export function kernelTier(): KernelTier {
   return wasmTier;
@@ -57,6 +79,15 @@ export function kernelTier(): KernelTier {
 /** The WebAssembly memory the kernels of this thread use, or null for the "js" tier. */
 export function kernelMemory(): WebAssembly.Memory | null {
   return wasmMemory;
+}
+
+/**
+ * The arena of this thread's kernel memory, shared by every model and buffer allocated without
+ * an explicit arena (so two models never overlap in the same memory).
+ */
+export function defaultArena(): Arena {
+  sharedArena ??= new Arena(wasmMemory);
+  return sharedArena;
 }
 
 /** Byte offset of `a` in the kernels' memory, or -1 when `a` cannot go to a WebAssembly kernel. */
@@ -89,7 +120,7 @@ export class Arena {
   readonly memory: WebAssembly.Memory | null;
   #offset: number;
 
-  constructor(memory: WebAssembly.Memory | null = kernelMemory(), offset = 65536) {
+  constructor(memory: WebAssembly.Memory | null, offset = 65536) {
     this.memory = memory;
     this.#offset = offset;
   }

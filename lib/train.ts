@@ -7,9 +7,12 @@
 
 import { AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
 import { randomBatch, windowBatch, windowCount } from "./data.ts";
-import { BareGPTError, InputError } from "./errors.ts";
-import { type Activations, backward, forward, type GPT } from "./model.ts";
+import { BareGPTError, InputError, WeightsError } from "./errors.ts";
+import { type Activations, backward, forward, type GPT, type GPTConfig } from "./model.ts";
 import { Rng } from "./rng.ts";
+import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+import { modelFromTensors, modelMetadata, modelTensors, readParams } from "./weights.ts";
 
 /** Training settings; every field has a default (the recipe of the shipped weights). */
 export interface TrainOptions {
@@ -31,6 +34,8 @@ export interface TrainOptions {
   clip?: number;
   /** Seed of the batch sampler. Default 0. */
   seed?: number;
+  /** Worker threads (default 1). */
+  threads?: number;
 }
 
 /** The defaults of {@link TrainOptions}. */
@@ -97,8 +102,27 @@ export class Trainer {
     this.#acts = model.activations(o.batch);
   }
 
+  /** A trainer; async so that a multi-threaded trainer can start its workers. */
+  static create(
+    model: GPT,
+    trainTokens: Uint16Array,
+    options: TrainOptions = {},
+  ): Promise<Trainer> {
+    return Promise.resolve(new Trainer(model, trainTokens, options));
+  }
+
+  /** Activations to evaluate with (the training batch's buffers, reused). */
+  get evalActivations(): Activations {
+    return this.#acts;
+  }
+
   /** One optimizer step on a random batch; returns its mean loss. Throws on a NaN/Inf loss. */
-  trainStep(): StepResult {
+  trainStep(): Promise<StepResult> {
+    return Promise.resolve(this.trainStepSync());
+  }
+
+  /** {@link trainStep}, synchronously (single thread). */
+  trainStepSync(): StepResult {
     const { model, batch: B } = this;
     const c = model.config;
     const T = c.blockSize;
@@ -110,15 +134,132 @@ export class Trainer {
       throw new BareGPTError(
         `the loss became ${loss} at step ${
           this.step + 1
-        }; lower --lr or check the corpus, the last checkpoint is kept`,
+        }; lower --lr or check the corpus (the last checkpoint is kept)`,
       );
     }
     backward(c, model.params, model.grads, acts, B, T, 1 / (B * T));
+    return this.#update(loss);
+  }
+
+  /** Clips the gradient and takes the AdamW step at the schedule's learning rate. */
+  #update(loss: number): StepResult {
+    const { model } = this;
     const gradNorm = clipGradNorm(model.gradFlat, this.clip);
     const lr = learningRate(this.schedule, this.step);
     this.optimizer.step(model.flat, model.gradFlat, lr);
     this.step++;
     return { step: this.step, loss, lr, gradNorm };
+  }
+
+  /**
+   * The full training state as checkpoint bytes (safetensors): weights, both Adam moments, and in
+   * the metadata the config, vocab, step, optimizer count and RNG state, plus `facts`.
+   */
+  checkpoint(facts: Record<string, string>, tokenizer: Tokenizer): Uint8Array {
+    const { model, optimizer } = this;
+    const tensors = [
+      ...modelTensors(model),
+      ...modelTensors(model, "optimizer.m.", optimizer.m),
+      ...modelTensors(model, "optimizer.v.", optimizer.v),
+    ];
+    return encodeSafetensors(tensors, {
+      ...modelMetadata(model, tokenizer, facts),
+      step: String(this.step),
+      adam_t: String(optimizer.t),
+      rng_state: JSON.stringify([...this.rng.state]),
+    });
+  }
+
+  /** Restores the state saved by {@link checkpoint} (after {@link Checkpoint.check}). */
+  restore(ckpt: Checkpoint): void {
+    this.model.flat.set(ckpt.params);
+    this.optimizer.m.set(ckpt.m);
+    this.optimizer.v.set(ckpt.v);
+    this.optimizer.t = ckpt.adamT;
+    this.rng.state.set(ckpt.rngState);
+    this.step = ckpt.step;
+  }
+
+  /** Stops any workers. */
+  close(): void {}
+}
+
+/** A decoded training checkpoint. */
+export class Checkpoint {
+  constructor(
+    readonly config: GPTConfig,
+    readonly vocab: readonly string[],
+    readonly params: Float32Array,
+    readonly m: Float32Array,
+    readonly v: Float32Array,
+    readonly step: number,
+    readonly adamT: number,
+    readonly rngState: Uint32Array,
+    readonly metadata: Record<string, string>,
+  ) {}
+
+  /** Decodes and validates checkpoint bytes; throws WeightsError. */
+  static decode(bytes: Uint8Array): Checkpoint {
+    const { tensors, metadata } = decodeSafetensors(bytes);
+    const { model, tokenizer } = modelFromTensors(
+      tensors,
+      metadata,
+      { dtype: "float64" },
+      "optimizer.",
+    );
+    const config = model.config;
+    const n = model.size;
+    const m = new Float32Array(n), v = new Float32Array(n);
+    readParams(tensors, config, m, "optimizer.m.");
+    readParams(tensors, config, v, "optimizer.v.");
+    const int = (key: string) => {
+      const x = Number(metadata[key]);
+      if (!Number.isInteger(x) || x < 0) {
+        throw new WeightsError(
+          `checkpoint's ${key} is missing or invalid; delete the checkpoint and start again`,
+        );
+      }
+      return x;
+    };
+    let rng: unknown;
+    try {
+      rng = JSON.parse(metadata.rng_state ?? "");
+    } catch { /* reported below */ }
+    if (
+      !Array.isArray(rng) || rng.length !== 4 ||
+      rng.some((x) => !Number.isInteger(x) || x < 0 || x > 0xffffffff)
+    ) {
+      throw new WeightsError(
+        "checkpoint's rng_state is missing or invalid; delete the checkpoint and start again",
+      );
+    }
+    return new Checkpoint(
+      config,
+      tokenizer.vocab,
+      Float32Array.from(model.flat),
+      m,
+      v,
+      int("step"),
+      int("adam_t"),
+      Uint32Array.from(rng),
+      metadata,
+    );
+  }
+
+  /** Throws InputError when this checkpoint is of another model or corpus. */
+  check(config: GPTConfig, corpusSha: string, tokenizer: Tokenizer, path: string): void {
+    const same = JSON.stringify(config) === JSON.stringify(this.config) &&
+      JSON.stringify(tokenizer.vocab) === JSON.stringify(this.vocab);
+    if (!same) {
+      throw new InputError(
+        `checkpoint ${path} is of another model (config or vocab differ); delete it or train with its settings`,
+      );
+    }
+    if (this.metadata.corpus_sha256 !== corpusSha) {
+      throw new InputError(
+        `checkpoint ${path} was made on another corpus (sha256 differs); delete it or train on that corpus`,
+      );
+    }
   }
 }
 

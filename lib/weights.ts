@@ -163,11 +163,24 @@ export function readParams(
 /** Decodes and validates a model file. Throws WeightsError for anything wrong with it. */
 export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): ModelFile {
   const { tensors, metadata } = decodeSafetensors(bytes);
+  return modelFromTensors(tensors, metadata, options);
+}
+
+/**
+ * A model from decoded safetensors: validates config, vocab and every tensor. Tensors whose names
+ * start with `otherPrefix` (a checkpoint's optimizer state) are left for the caller.
+ */
+export function modelFromTensors(
+  tensors: Map<string, { shape: number[]; data: Float32Array }>,
+  metadata: Record<string, string>,
+  options: GPTOptions = {},
+  otherPrefix?: string,
+): ModelFile {
   const config = configFromJSON(metadata.config);
   const tokenizer = vocabFromJSON(metadata.vocab, config.vocabSize);
   const expected = new Set(parameterSpecs(config).map((s) => s.name));
   for (const name of tensors.keys()) {
-    if (!expected.has(name)) {
+    if (!expected.has(name) && !(otherPrefix && name.startsWith(otherPrefix))) {
       throw new WeightsError(
         `weights file has an unexpected tensor ${name}; it is not a BareGPT model of this config`,
       );
@@ -176,6 +189,8 @@ export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): ModelFil
   const model = new Model(config, { grads: false, ...options });
   readParams(tensors, config, model.flat);
   const facts: TrainingFacts = {};
-  for (const [k, v] of Object.entries(metadata)) if (k !== "config" && k !== "vocab") facts[k] = v;
+  for (const [k, v] of Object.entries(metadata)) {
+    if (k !== "config" && k !== "vocab") facts[k] = v;
+  }
   return { model, tokenizer, facts };
 }

@@ -1,0 +1,814 @@
+#!/usr/bin/env -S deno run
+/**
+ * The BareGPT command line: train, sample, eval, inspect, info. With no arguments it streams text
+ * from the shipped weights (training them first if there are none), as BareGPT does.
+ *
+ * stdout carries only the product (sampled text, the eval line, JSON); configuration, progress
+ * and errors go to stderr. Exit codes: 0 success, 2 bad input, 1 any other failure.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { decodeText, makeCorpus } from "./lib/data.ts";
+import { BareGPTError, InputError } from "./lib/errors.ts";
+import type { KernelTier } from "./lib/kernels/mod.ts";
+import { setupKernels } from "./lib/tensor.ts";
+import {
+  DEFAULT_CONFIG,
+  GPT,
+  type GPTConfig,
+  parameterCount,
+  validateConfig,
+} from "./lib/model.ts";
+import { generateTokens, validateSampling } from "./lib/sample.ts";
+import { Tokenizer } from "./lib/tokenizer.ts";
+import { Checkpoint, evaluate, TRAIN_DEFAULTS, Trainer } from "./lib/train.ts";
+import { loadModel, saveModel } from "./lib/weights.ts";
+
+/** The shipped weights and the default corpus, found beside this module (not the working dir). */
+export const SHIPPED_WEIGHTS = new URL("./weights/shakespeare.safetensors", import.meta.url);
+export const DEFAULT_CORPUS = new URL("./data/tinyshakespeare.txt", import.meta.url);
+
+// ---------------------------------------------------------------------------------------------
+// Flags
+
+type FlagType = "string" | "boolean";
+interface Flag {
+  type: FlagType;
+  help: string;
+  short?: string;
+}
+
+const COMMON: Record<string, Flag> = {
+  help: { type: "boolean", short: "h", help: "show this help" },
+  debug: { type: "boolean", help: "print stack traces of errors" },
+  kernels: {
+    type: "string",
+    help: "kernel tier: relaxed, simd or js (default: the fastest available)",
+  },
+};
+
+const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<string, Flag> }> = {
+  train: {
+    summary: "train a model on a text file and save its weights",
+    usage: "train --data FILE --out FILE [options]",
+    flags: {
+      data: { type: "string", help: "UTF-8 corpus to train on (90% train, last 10% validation)" },
+      out: { type: "string", help: "weights file to write (.safetensors); refused if it exists" },
+      steps: { type: "string", help: `optimizer steps (default ${TRAIN_DEFAULTS.steps})` },
+      batch: { type: "string", help: `sequences per step (default ${TRAIN_DEFAULTS.batch})` },
+      block: {
+        type: "string",
+        help: `context length block_size (default ${DEFAULT_CONFIG.blockSize})`,
+      },
+      "d-model": { type: "string", help: `model width (default ${DEFAULT_CONFIG.dModel})` },
+      layers: { type: "string", help: `transformer blocks (default ${DEFAULT_CONFIG.nLayers})` },
+      heads: {
+        type: "string",
+        help: `attention heads, dividing d-model (default ${DEFAULT_CONFIG.nHeads})`,
+      },
+      lr: { type: "string", help: `peak learning rate (default ${TRAIN_DEFAULTS.lr})` },
+      warmup: { type: "string", help: `linear warmup steps (default ${TRAIN_DEFAULTS.warmup})` },
+      "min-lr": { type: "string", help: "final learning rate of the cosine decay (default lr/10)" },
+      "weight-decay": {
+        type: "string",
+        help: `AdamW weight decay on 2-D weights (default ${TRAIN_DEFAULTS.weightDecay})`,
+      },
+      clip: {
+        type: "string",
+        help: `gradient-norm clip, 0 for none (default ${TRAIN_DEFAULTS.clip})`,
+      },
+      seed: {
+        type: "string",
+        help: `seed of initialization and batches (default ${TRAIN_DEFAULTS.seed})`,
+      },
+      "eval-every": {
+        type: "string",
+        help: "validation loss every N steps, 0 for none (default 250)",
+      },
+      "eval-batches": {
+        type: "string",
+        help: "estimate the periodic validation loss on N windows (default 0: every window)",
+      },
+      "checkpoint-every": {
+        type: "string",
+        help: "write <out>.ckpt every N steps, 0 for none (default 0)",
+      },
+      resume: { type: "boolean", help: "continue from <out>.ckpt if it exists" },
+      init: { type: "string", help: "start from these weights (fine-tuning) instead of random" },
+      force: { type: "boolean", help: "overwrite an existing --out" },
+      threads: { type: "string", help: "worker threads (default: all cores)" },
+    },
+  },
+  sample: {
+    summary: "stream text from a model",
+    usage: "sample [--weights FILE] [--prompt TEXT] [options]",
+    flags: {
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
+      prompt: { type: "string", help: "text to continue (default: start of a line)" },
+      tokens: { type: "string", help: "characters to generate (default 1000)" },
+      temperature: { type: "string", help: "0 is greedy; higher is more random (default 1)" },
+      "top-k": { type: "string", help: "sample among the k most likely characters (default: all)" },
+      "top-p": {
+        type: "string",
+        help: "sample among the most likely characters of mass p (default 1)",
+      },
+      seed: { type: "string", help: "random seed (default: drawn and printed to stderr)" },
+    },
+  },
+  eval: {
+    summary: "validation loss and bits per character of a model on a text",
+    usage: "eval --weights FILE --data FILE [--split val|all] [--json]",
+    flags: {
+      weights: { type: "string", help: "weights file" },
+      data: { type: "string", help: "UTF-8 text to evaluate on" },
+      split: { type: "string", help: "val: the last 10% (default); all: the whole file" },
+      json: { type: "boolean", help: "print JSON instead of a line" },
+    },
+  },
+  inspect: {
+    summary: "top candidates per generated step and attention heatmaps (SVG)",
+    usage:
+      "inspect --weights FILE --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]",
+    flags: {
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
+      prompt: { type: "string", help: "text to start from" },
+      tokens: { type: "string", help: "characters to generate (default 20)" },
+      top: { type: "string", help: "candidates shown per step (default 5)" },
+      layer: { type: "string", help: "layer whose attention is drawn (default: the last)" },
+      out: { type: "string", help: "write the attention heatmaps to this SVG file" },
+      temperature: {
+        type: "string",
+        help: "sample at this temperature instead of greedy (needs --seed)",
+      },
+      seed: { type: "string", help: "random seed when sampling" },
+    },
+  },
+  info: {
+    summary: "config, parameter count, vocabulary and training facts of a weights file",
+    usage: "info [--weights FILE]",
+    flags: {
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
+    },
+  },
+};
+
+function helpText(name?: string): string {
+  if (name === undefined) {
+    const lines = [
+      "BareGPT: a character-level GPT, trained and sampled on the CPU.",
+      "",
+      "usage: deno run [permissions] cli.ts <command> [options]",
+      "       (no command: stream text from the shipped weights, training them first if needed)",
+      "",
+      "commands:",
+      ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(8)} ${c.summary}`),
+      "",
+      "Run `cli.ts <command> --help` for a command's options.",
+    ];
+    return lines.join("\n");
+  }
+  const c = COMMANDS[name];
+  const flags = { ...c.flags, ...COMMON };
+  const rows = Object.entries(flags).map(([f, spec]) => {
+    const left = `--${f}${spec.type === "string" ? " " + f.toUpperCase().replace(/-/g, "_") : ""}`;
+    return `  ${left.padEnd(30)} ${spec.help}`;
+  });
+  return [`usage: cli.ts ${c.usage}`, "", c.summary + ".", "", "options:", ...rows].join("\n");
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** Parses a command's flags; unknown flags and stray arguments are InputErrors. */
+export function parseFlags(command: string, args: string[]): Values {
+  const flags = { ...COMMANDS[command].flags, ...COMMON };
+  const options: Record<string, { type: FlagType; short?: string }> = {};
+  for (const [name, f] of Object.entries(flags)) {
+    options[name] = f.short === undefined ? { type: f.type } : { type: f.type, short: f.short };
+  }
+  // `--tokens -3` is a value, not a flag: join a string flag to a value that starts with "-"
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") ? args[i].slice(2) : "";
+    if (options[name]?.type === "string" && i + 1 < args.length && /^-[\d.]/.test(args[i + 1])) {
+      joined.push(`${args[i]}=${args[++i]}`);
+    } else joined.push(args[i]);
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: joined,
+      options,
+      strict: true,
+      allowPositionals: true,
+    });
+    if (positionals.length > 0) {
+      throw new InputError(
+        `unexpected argument ${
+          JSON.stringify(positionals[0])
+        } for ${command}; see \`${command} --help\``,
+      );
+    }
+    return values as Values;
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    const msg = (e as Error).message;
+    const unknown = msg.match(/Unknown option '([^']+)'/);
+    if (unknown) {
+      throw new InputError(`unknown flag ${unknown[1]} for ${command}; see \`${command} --help\``);
+    }
+    const missing = msg.match(/Option '([^']+?)(?: <value>)?' argument missing/);
+    if (missing) {
+      throw new InputError(
+        `flag ${missing[1].split(",").pop()!.trim()} needs a value; see \`${command} --help\``,
+      );
+    }
+    throw new InputError(`${msg.split("\n")[0]}; see \`${command} --help\``);
+  }
+}
+
+/** A numeric flag: undefined when absent, else a number within [min, max] (integer if asked). */
+export function numberFlag(
+  v: Values,
+  name: string,
+  min: number,
+  max: number,
+  integer: boolean,
+): number | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+  const kind = integer ? "an integer" : "a number";
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
+    throw new InputError(
+      `--${name} ${JSON.stringify(raw)} is out of range; use ${kind} from ${min} to ${max}`,
+    );
+  }
+  return n;
+}
+
+function stringFlag(v: Values, name: string): string | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "string" || raw === "") {
+    throw new InputError(`--${name} needs a value`);
+  }
+  return raw;
+}
+
+function requireFlag(v: Values, name: string, command: string): string {
+  const s = stringFlag(v, name);
+  if (s === undefined) {
+    throw new InputError(`${command} needs --${name}; see \`${command} --help\``);
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/** Reads a file the user named; a missing or unreadable file is an InputError. */
+export async function readInput(path: string | URL, what: string): Promise<Uint8Array> {
+  const shown = path instanceof URL ? displayPath(path) : path;
+  try {
+    if (path instanceof URL && path.protocol !== "file:") {
+      const res = await fetch(path);
+      if (!res.ok) {
+        throw new InputError(`${what} ${shown} could not be fetched: HTTP ${res.status}`);
+      }
+      return new Uint8Array(await res.arrayBuffer());
+    }
+    return await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new InputError(`${what} ${shown} does not exist; check the path`);
+    }
+    if (e instanceof Deno.errors.PermissionDenied) {
+      throw new InputError(
+        `${what} ${shown} is not readable (permission denied); check its permissions`,
+      );
+    }
+    if (e instanceof Deno.errors.IsADirectory || (e as Error).message?.includes("Is a directory")) {
+      throw new InputError(`${what} ${shown} is a directory; give a file`);
+    }
+    if (e instanceof TypeError && !(path instanceof URL && path.protocol === "file:")) {
+      throw new InputError(
+        `${what} ${shown} could not be fetched: ${(e as Error).message.split("\n")[0]}`,
+      );
+    }
+    throw e;
+  }
+}
+
+/** A module-relative URL shown relative to the working directory when possible. */
+function displayPath(url: URL): string {
+  if (url.protocol !== "file:") return url.href;
+  const here = new URL("./", import.meta.url).pathname;
+  return url.pathname.startsWith(here) ? url.pathname.slice(here.length) : url.pathname;
+}
+
+/** True when a file exists (a permission error propagates). */
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/**
+ * Writes a file atomically: a temporary file in the same folder, then a rename, so a failure
+ * never leaves a truncated file where a good one was.
+ */
+export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  try {
+    await Deno.writeFile(tmp, bytes);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    if (e instanceof Deno.errors.NotCapable) throw e;
+    const reason = e instanceof Deno.errors.NotFound
+      ? "its folder does not exist"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : (e as Error).message.split("\n")[0];
+    throw new BareGPTError(`cannot write ${path}: ${reason}; choose another path or free space`);
+  }
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function loadWeightsFile(path: string | undefined) {
+  const source = path ?? SHIPPED_WEIGHTS;
+  const bytes = await readInput(source, "weights file");
+  return loadModel(bytes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+const encoder = new TextEncoder();
+
+/** Thrown when stdout's reader went away (`sample | head`): the command ends quietly. */
+class PipeClosed extends Error {}
+
+function writeStdout(text: string): void {
+  let bytes = encoder.encode(text);
+  try {
+    while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
+  } catch (e) {
+    if (e instanceof Deno.errors.BrokenPipe) throw new PipeClosed();
+    throw e;
+  }
+}
+
+function log(line: string): void {
+  console.error(line);
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+function kernelsFlag(v: Values): KernelTier | undefined {
+  const k = stringFlag(v, "kernels");
+  if (k === undefined) return undefined;
+  if (k !== "relaxed" && k !== "simd" && k !== "js") {
+    throw new InputError(
+      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd or js`,
+    );
+  }
+  return k;
+}
+
+async function train(v: Values): Promise<void> {
+  const dataPath = requireFlag(v, "data", "train");
+  const out = requireFlag(v, "out", "train");
+  const steps = numberFlag(v, "steps", 1, 1e9, true) ?? TRAIN_DEFAULTS.steps;
+  const batch = numberFlag(v, "batch", 1, 4096, true) ?? TRAIN_DEFAULTS.batch;
+  const lr = numberFlag(v, "lr", 0, 10, false) ?? TRAIN_DEFAULTS.lr;
+  const warmup = numberFlag(v, "warmup", 0, 1e9, true) ?? TRAIN_DEFAULTS.warmup;
+  const minLr = numberFlag(v, "min-lr", 0, 10, false) ?? lr / 10;
+  const weightDecay = numberFlag(v, "weight-decay", 0, 10, false) ?? TRAIN_DEFAULTS.weightDecay;
+  const clip = numberFlag(v, "clip", 0, 1e9, false) ?? TRAIN_DEFAULTS.clip;
+  const seed = numberFlag(v, "seed", 0, Number.MAX_SAFE_INTEGER, true) ?? TRAIN_DEFAULTS.seed;
+  const evalEvery = numberFlag(v, "eval-every", 0, 1e9, true) ?? 250;
+  const evalBatches = numberFlag(v, "eval-batches", 0, 1e9, true) ?? 0;
+  const checkpointEvery = numberFlag(v, "checkpoint-every", 0, 1e9, true) ?? 0;
+  const threads = numberFlag(v, "threads", 1, 256, true) ?? defaultThreads();
+  const initPath = stringFlag(v, "init");
+  const shape = {
+    blockSize: numberFlag(v, "block", 1, 4096, true),
+    dModel: numberFlag(v, "d-model", 1, 8192, true),
+    nLayers: numberFlag(v, "layers", 1, 256, true),
+    nHeads: numberFlag(v, "heads", 1, 8192, true),
+  };
+  const resume = v.resume === true;
+  const ckptPath = `${out}.ckpt`;
+  if (!v.force && !resume && await exists(out)) {
+    throw new InputError(
+      `${out} already exists; pass --force to overwrite it or choose another --out`,
+    );
+  }
+
+  const corpusBytes = await readInput(dataPath, "corpus");
+  const text = decodeText(corpusBytes, dataPath);
+  const corpusSha = await sha256Hex(corpusBytes);
+
+  const tier = setupKernels(kernelsFlag(v));
+  let model: GPT;
+  let tokenizer: Tokenizer;
+  if (initPath !== undefined) {
+    if (Object.values(shape).some((x) => x !== undefined)) {
+      throw new InputError(
+        "--init takes the model's shape from the weights; drop --block, --d-model, --layers and --heads",
+      );
+    }
+    const loaded = await loadWeightsFile(initPath);
+    tokenizer = loaded.tokenizer;
+    model = new GPT(loaded.model.config);
+    model.flat.set(loaded.model.flat);
+  } else {
+    tokenizer = Tokenizer.fromText(text);
+    const config: GPTConfig = {
+      vocabSize: tokenizer.size,
+      blockSize: shape.blockSize ?? DEFAULT_CONFIG.blockSize,
+      dModel: shape.dModel ?? DEFAULT_CONFIG.dModel,
+      nLayers: shape.nLayers ?? DEFAULT_CONFIG.nLayers,
+      nHeads: shape.nHeads ?? DEFAULT_CONFIG.nHeads,
+    };
+    validateConfig(config);
+    model = new GPT(config).init(seed);
+  }
+  const corpus = makeCorpus(text, tokenizer);
+  const c = model.config;
+  if (corpus.val.length < c.blockSize + 1 && evalEvery > 0) {
+    throw new InputError(
+      `the validation split of ${dataPath} has ${corpus.val.length} characters, fewer than block_size + 1 = ${
+        c.blockSize + 1
+      }; use a longer corpus, a smaller --block, or --eval-every 0`,
+    );
+  }
+  const options = { batch, steps, lr, minLr, warmup, weightDecay, clip, seed: seed + 1, threads };
+  const trainer = await Trainer.create(model, corpus.train, options);
+  try {
+    if (resume) {
+      const restored = await tryResume(trainer, ckptPath, corpusSha, tokenizer);
+      if (!restored) log(`no checkpoint at ${ckptPath}; starting fresh`);
+    }
+
+    const command = [
+      "train",
+      `--data ${dataPath}`,
+      ...(initPath ? [`--init ${initPath}`] : [
+        `--block ${c.blockSize}`,
+        `--d-model ${c.dModel}`,
+        `--layers ${c.nLayers}`,
+        `--heads ${c.nHeads}`,
+      ]),
+      `--steps ${steps}`,
+      `--batch ${batch}`,
+      `--lr ${lr}`,
+      `--min-lr ${minLr}`,
+      `--warmup ${warmup}`,
+      `--weight-decay ${weightDecay}`,
+      `--clip ${clip}`,
+      `--seed ${seed}`,
+      `--threads ${threads}`,
+    ].join(" ");
+    log(
+      `model: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}; ${
+        parameterCount(c).toLocaleString("en-US")
+      } parameters`,
+    );
+    log(
+      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}), weight decay ${weightDecay}, clip ${clip}, seed ${seed}, ${threads} thread${
+        threads > 1 ? "s" : ""
+      }, kernels ${tier}`,
+    );
+    log(
+      `corpus: ${dataPath}, ${corpus.tokens.length.toLocaleString("en-US")} characters (${
+        corpus.train.length.toLocaleString("en-US")
+      } train, ${corpus.val.length.toLocaleString("en-US")} validation)`,
+    );
+
+    let interrupted = false;
+    const onInterrupt = () => {
+      interrupted = true;
+    };
+    Deno.addSignalListener("SIGINT", onInterrupt);
+    const saveCheckpoint = async () => {
+      await writeFileAtomic(
+        ckptPath,
+        trainer.checkpoint({ corpus_sha256: corpusSha, command }, tokenizer),
+      );
+    };
+    const progress = new Progress(steps, trainer.step, batch * c.blockSize);
+    try {
+      while (trainer.step < steps) {
+        const r = await trainer.trainStep();
+        progress.update(r.step, r.loss);
+        if (checkpointEvery > 0 && r.step % checkpointEvery === 0 && r.step < steps) {
+          await saveCheckpoint();
+        }
+        if (evalEvery > 0 && r.step % evalEvery === 0 && r.step < steps) {
+          const e = evaluate(model, corpus.val, {
+            maxWindows: evalBatches > 0 ? evalBatches : undefined,
+            acts: trainer.evalActivations,
+          });
+          progress.note(
+            `step ${r.step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
+              evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
+            }`,
+          );
+        }
+        if (interrupted) {
+          await saveCheckpoint();
+          progress.note(
+            `interrupted at step ${r.step}; checkpoint saved to ${ckptPath}; continue with --resume`,
+          );
+          Deno.exitCode = 130;
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0)); // let Ctrl-C be seen
+      }
+    } finally {
+      Deno.removeSignalListener("SIGINT", onInterrupt);
+      progress.done();
+    }
+    const facts: Record<string, string> = {
+      steps: String(trainer.step),
+      corpus_sha256: corpusSha,
+      command,
+    };
+    if (evalEvery > 0) {
+      const e = evaluate(model, corpus.val, { acts: trainer.evalActivations });
+      facts.val_loss = e.loss.toFixed(4);
+      log(
+        `final validation loss ${e.loss.toFixed(4)} (${
+          e.bpc.toFixed(4)
+        } bits per character, ${e.windows} windows)`,
+      );
+    }
+    await writeFileAtomic(out, saveModel(model, tokenizer, facts));
+    log(`saved ${out}`);
+    if (checkpointEvery > 0) await Deno.remove(ckptPath).catch(() => {});
+  } finally {
+    trainer.close();
+  }
+}
+
+async function tryResume(
+  trainer: Trainer,
+  ckptPath: string,
+  corpusSha: string,
+  tokenizer: Tokenizer,
+): Promise<boolean> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(ckptPath);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+  const ckpt = Checkpoint.decode(bytes);
+  ckpt.check(trainer.model.config, corpusSha, tokenizer, ckptPath);
+  trainer.restore(ckpt);
+  log(`resumed from ${ckptPath} at step ${trainer.step}`);
+  return true;
+}
+
+function defaultThreads(): number {
+  return Math.max(1, Math.min(navigator.hardwareConcurrency ?? 1, 64));
+}
+
+/** Training progress on stderr: a live bar on a TTY, plain lines otherwise. */
+class Progress {
+  readonly #tty = Deno.stderr.isTerminal();
+  readonly #start = performance.now();
+  readonly #firstStep: number;
+  readonly #total: number;
+  readonly #tokensPerStep: number;
+  #lastPrint = 0;
+  #live = false;
+
+  constructor(total: number, firstStep: number, tokensPerStep: number) {
+    this.#total = total;
+    this.#firstStep = firstStep;
+    this.#tokensPerStep = tokensPerStep;
+  }
+
+  update(step: number, loss: number): void {
+    const elapsed = (performance.now() - this.#start) / 1000;
+    const done = step - this.#firstStep;
+    const perStep = elapsed / Math.max(1, done);
+    const line = `step ${step}/${this.#total} loss ${loss.toFixed(4)} ${
+      Math.round((done * this.#tokensPerStep) / Math.max(elapsed, 1e-9)).toLocaleString("en-US")
+    } tok/s ${(perStep * 1000).toFixed(0)} ms/step eta ${
+      formatDuration((this.#total - step) * perStep)
+    }`;
+    if (this.#tty) {
+      const width = 20;
+      const filled = Math.round((width * step) / this.#total);
+      Deno.stderr.writeSync(
+        encoder.encode(`\r[${"#".repeat(filled)}${" ".repeat(width - filled)}] ${line}\x1b[K`),
+      );
+      this.#live = true;
+    } else if (step === this.#total || step - this.#lastPrint >= 10 || done === 1) {
+      log(line);
+      this.#lastPrint = step;
+    }
+  }
+
+  note(line: string): void {
+    if (this.#live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    this.#live = false;
+    log(line);
+  }
+
+  done(): void {
+    if (this.#live) Deno.stderr.writeSync(encoder.encode("\n"));
+    this.#live = false;
+  }
+}
+
+async function sample(v: Values): Promise<void> {
+  const tokens = numberFlag(v, "tokens", 0, 1e9, true) ?? 1000;
+  const temperature = numberFlag(v, "temperature", 0, 100, false) ?? 1;
+  const topK = numberFlag(v, "top-k", 0, 65536, true) ?? 0;
+  const topP = numberFlag(v, "top-p", 0, 1, false) ?? 1;
+  if (topP === 0) {
+    throw new InputError(`--top-p 0 is out of range; use a number above 0 and at most 1`);
+  }
+  let seed = numberFlag(v, "seed", 0, 2 ** 32 - 1, true);
+  const prompt = stringFlag(v, "prompt") ?? "";
+  setupKernels(kernelsFlag(v));
+  const { model, tokenizer } = await loadWeightsFile(stringFlag(v, "weights"));
+  validateSampling({ temperature, topK, topP }, model.config.vocabSize);
+  const promptIds = tokenizer.encode(prompt);
+  if (seed === undefined) {
+    seed = crypto.getRandomValues(new Uint32Array(1))[0];
+    log(`seed ${seed}`);
+  }
+  const newline = tokenizer.has("\n") ? tokenizer.encode("\n")[0] : 0;
+  writeStdout(prompt);
+  for (
+    const id of generateTokens(model, promptIds, newline, { tokens, temperature, topK, topP, seed })
+  ) {
+    writeStdout(tokenizer.vocab[id]);
+  }
+  writeStdout("\n");
+}
+
+async function evalCommand(v: Values): Promise<void> {
+  const weightsPath = requireFlag(v, "weights", "eval");
+  const dataPath = requireFlag(v, "data", "eval");
+  const split = stringFlag(v, "split") ?? "val";
+  if (split !== "val" && split !== "all") {
+    throw new InputError(`--split ${JSON.stringify(split)} is not a split; use val or all`);
+  }
+  setupKernels(kernelsFlag(v));
+  const { model, tokenizer } = await loadWeightsFile(weightsPath);
+  const text = decodeText(await readInput(dataPath, "corpus"), dataPath);
+  let corpus;
+  try {
+    corpus = makeCorpus(text, tokenizer);
+  } catch (e) {
+    if (e instanceof InputError) throw new InputError(`${dataPath}: ${e.message}`);
+    throw e;
+  }
+  const tokens = split === "val" ? corpus.val : corpus.tokens;
+  const r = evaluate(model, tokens);
+  if (v.json) {
+    writeStdout(
+      JSON.stringify({ loss: r.loss, bpc: r.bpc, tokens: r.tokens, windows: r.windows, split }) +
+        "\n",
+    );
+  } else {
+    writeStdout(`loss ${r.loss.toFixed(4)} bpc ${r.bpc.toFixed(4)} tokens ${r.tokens}\n`);
+  }
+}
+
+async function info(v: Values): Promise<void> {
+  const path = stringFlag(v, "weights");
+  const { model, tokenizer, facts } = await loadWeightsFile(path);
+  const c = model.config;
+  const lines = [
+    `weights     ${path ?? displayPath(SHIPPED_WEIGHTS)}`,
+    `config      vocab_size ${c.vocabSize}, block_size ${c.blockSize}, d_model ${c.dModel}, n_layers ${c.nLayers}, n_heads ${c.nHeads}`,
+    `parameters  ${parameterCount(c).toLocaleString("en-US")}`,
+    `vocab       ${JSON.stringify(tokenizer.vocab.join(""))}`,
+    ...Object.keys(facts).sort().map((k) => `${k.padEnd(11)} ${facts[k]}`),
+  ];
+  writeStdout(lines.join("\n") + "\n");
+}
+
+/** With no arguments: stream from the shipped weights, training them first if they are missing. */
+async function start(): Promise<void> {
+  try {
+    await Deno.lstat(SHIPPED_WEIGHTS);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    log(
+      `no weights at ${displayPath(SHIPPED_WEIGHTS)}: training them first on ${
+        displayPath(DEFAULT_CORPUS)
+      }`,
+    );
+    try {
+      await Deno.lstat(DEFAULT_CORPUS);
+    } catch {
+      throw new InputError(
+        `the default corpus ${
+          displayPath(DEFAULT_CORPUS)
+        } is missing; run \`deno task data\` first`,
+      );
+    }
+    await train({ data: DEFAULT_CORPUS.pathname, out: SHIPPED_WEIGHTS.pathname });
+  }
+  await sample({});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry point
+
+const HANDLERS: Record<string, (v: Values) => Promise<void>> = {
+  train,
+  sample,
+  eval: evalCommand,
+  info,
+};
+
+/** Translates a permission Deno refused into the flag that grants it. */
+function permissionMessage(e: Error): string {
+  const m = e.message.match(/Requires (\w+) access to ([^,]+),/);
+  if (!m) return `a permission was not granted (${e.message.split("\n")[0]})`;
+  const [, kind, target] = m;
+  const flag = `--allow-${kind}`;
+  const value = target.replace(/^"|"$/g, "");
+  return `no ${kind} permission for ${value}; run again with ${flag}=${value}`;
+}
+
+/** Runs the CLI and returns its exit code. */
+export async function main(args: string[]): Promise<number> {
+  const debug = args.includes("--debug");
+  try {
+    if (args.length === 0) {
+      await start();
+      return 0;
+    }
+    const [command, ...rest] = args;
+    if (command === "--help" || command === "-h" || command === "help") {
+      writeStdout(helpText() + "\n");
+      return 0;
+    }
+    if (!(command in HANDLERS)) {
+      throw new InputError(
+        `unknown command ${JSON.stringify(command)}; use one of ${
+          Object.keys(HANDLERS).join(", ")
+        }`,
+      );
+    }
+    const values = parseFlags(command, rest);
+    if (values.help) {
+      writeStdout(helpText(command) + "\n");
+      return 0;
+    }
+    await HANDLERS[command](values);
+    return 0;
+  } catch (e) {
+    if (e instanceof PipeClosed) return 0;
+    if (debug) console.error(e);
+    if (e instanceof BareGPTError) {
+      log(`error: ${e.message}`);
+      return e.exitCode;
+    }
+    if (e instanceof Deno.errors.NotCapable) {
+      log(`error: ${permissionMessage(e)}`);
+      return 2;
+    }
+    log(
+      `error: internal error: ${
+        (e as Error)?.message?.split("\n")[0] ?? e
+      }; rerun with --debug and report it`,
+    );
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  Deno.exit(Deno.exitCode !== 0 && code === 0 ? Deno.exitCode : code);
+}
