@@ -487,7 +487,7 @@ async function train(v: Values): Promise<void> {
       `--weight-decay ${weightDecay}`,
       `--clip ${clip}`,
       `--seed ${seed}`,
-      `--threads ${threads}`,
+      `--threads ${trainer.threads}`,
     ].join(" ");
     log(
       `model: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}; ${
@@ -495,8 +495,8 @@ async function train(v: Values): Promise<void> {
       } parameters`,
     );
     log(
-      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}), weight decay ${weightDecay}, clip ${clip}, seed ${seed}, ${threads} thread${
-        threads > 1 ? "s" : ""
+      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}), weight decay ${weightDecay}, clip ${clip}, seed ${seed}, ${trainer.threads} thread${
+        trainer.threads > 1 ? "s" : ""
       }, kernels ${tier}`,
     );
     log(
@@ -525,10 +525,7 @@ async function train(v: Values): Promise<void> {
           await saveCheckpoint();
         }
         if (evalEvery > 0 && r.step % evalEvery === 0 && r.step < steps) {
-          const e = evaluate(model, corpus.val, {
-            maxWindows: evalBatches > 0 ? evalBatches : undefined,
-            acts: trainer.evalActivations,
-          });
+          const e = await trainer.evaluate(corpus.val, evalBatches > 0 ? evalBatches : undefined);
           progress.note(
             `step ${r.step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
               evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
@@ -555,7 +552,7 @@ async function train(v: Values): Promise<void> {
       command,
     };
     if (evalEvery > 0) {
-      const e = evaluate(model, corpus.val, { acts: trainer.evalActivations });
+      const e = await trainer.evaluate(corpus.val);
       facts.val_loss = e.loss.toFixed(4);
       log(
         `final validation loss ${e.loss.toFixed(4)} (${

@@ -130,9 +130,19 @@ export class Arena {
     return this.#offset;
   }
 
+  /** Bytes an allocation of `bytes` takes (64-byte aligned, like a cache line). */
+  static size(bytes: number): number {
+    return Math.ceil(bytes / 64) * 64;
+  }
+
+  /** Reserves `bytes` of the memory (growing it if needed) and returns their byte offset. */
+  reserve(bytes: number): number {
+    return this.#reserve(bytes);
+  }
+
   #reserve(bytes: number): number {
     const start = this.#offset;
-    this.#offset = start + Math.ceil(bytes / 64) * 64; // 64-byte aligned, like a cache line
+    this.#offset = start + Arena.size(bytes);
     const memory = this.memory!;
     const need = this.#offset - memory.buffer.byteLength;
     if (need > 0) {

@@ -6,11 +6,13 @@
  */
 
 import { AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
-import { randomBatch, windowBatch, windowCount } from "./data.ts";
+import { randomBatch, windowCount } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { type Activations, backward, forward, type GPT, type GPTConfig } from "./model.ts";
+import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+import { kernelTier } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { modelFromTensors, modelMetadata, modelTensors, readParams } from "./weights.ts";
 
@@ -71,9 +73,21 @@ export class Trainer {
   /** Steps taken so far. */
   step = 0;
   readonly #train: Uint16Array;
+  /** Workers sharing the batch, or null on one thread. */
+  readonly #pool: WorkerPool | null;
+  /** This thread's activations: the whole batch on one thread, its share with a pool. */
   readonly #acts: Activations;
+  /** The batch being trained on, [B, T] (with a pool; on one thread the activations hold it). */
+  readonly #inputs: Uint16Array;
+  readonly #targets: Uint16Array;
 
-  constructor(model: GPT, trainTokens: Uint16Array, options: TrainOptions = {}) {
+  /** A single-threaded trainer; {@link Trainer.create} starts workers for more threads. */
+  constructor(
+    model: GPT,
+    trainTokens: Uint16Array,
+    options: TrainOptions = {},
+    pool: WorkerPool | null = null,
+  ) {
     const o = { ...TRAIN_DEFAULTS, ...options };
     const T = model.config.blockSize;
     if (trainTokens.length < T + 1) {
@@ -99,37 +113,58 @@ export class Trainer {
     });
     this.rng = new Rng(o.seed);
     this.#train = trainTokens;
-    this.#acts = model.activations(o.batch);
+    this.#pool = pool;
+    this.#acts = pool?.acts ?? model.activations(o.batch);
+    this.#inputs = pool ? new Uint16Array(o.batch * T) : this.#acts.inputs;
+    this.#targets = pool ? new Uint16Array(o.batch * T) : this.#acts.targets;
   }
 
-  /** A trainer; async so that a multi-threaded trainer can start its workers. */
-  static create(
+  /**
+   * A trainer over `threads` threads (default 1): with more than one and the WebAssembly kernels
+   * in use, workers share the batch (on the plain TypeScript tier it runs on one thread).
+   */
+  static async create(
     model: GPT,
     trainTokens: Uint16Array,
     options: TrainOptions = {},
   ): Promise<Trainer> {
-    return Promise.resolve(new Trainer(model, trainTokens, options));
+    const threads = Math.min(options.threads ?? 1, options.batch ?? TRAIN_DEFAULTS.batch);
+    const pool = threads > 1 && kernelTier() !== "js"
+      ? await WorkerPool.start(model, options.batch ?? TRAIN_DEFAULTS.batch, threads)
+      : null;
+    try {
+      return new Trainer(model, trainTokens, options, pool);
+    } catch (e) {
+      pool?.close();
+      throw e;
+    }
   }
 
-  /** Activations to evaluate with (the training batch's buffers, reused). */
+  /** Threads in use (1 without workers). */
+  get threads(): number {
+    return this.#pool?.threads ?? 1;
+  }
+
+  /** Activations to evaluate with (this thread's training buffers, reused). */
   get evalActivations(): Activations {
     return this.#acts;
   }
 
   /** One optimizer step on a random batch; returns its mean loss. Throws on a NaN/Inf loss. */
-  trainStep(): Promise<StepResult> {
-    return Promise.resolve(this.trainStepSync());
-  }
-
-  /** {@link trainStep}, synchronously (single thread). */
-  trainStepSync(): StepResult {
+  async trainStep(): Promise<StepResult> {
     const { model, batch: B } = this;
     const c = model.config;
     const T = c.blockSize;
-    const acts = this.#acts;
-    randomBatch(acts.inputs, acts.targets, this.#train, B, T, this.rng);
-    model.zeroGrad();
-    const loss = forward(c, model.params, acts, B, T) / (B * T);
+    randomBatch(this.#inputs, this.#targets, this.#train, B, T, this.rng);
+    let lossSum: number;
+    if (this.#pool) {
+      lossSum = await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T));
+    } else {
+      model.zeroGrad();
+      lossSum = forward(c, model.params, this.#acts, B, T);
+      backward(c, model.params, model.grads, this.#acts, B, T, 1 / (B * T));
+    }
+    const loss = lossSum / (B * T);
     if (!Number.isFinite(loss)) {
       throw new BareGPTError(
         `the loss became ${loss} at step ${
@@ -137,18 +172,33 @@ export class Trainer {
         }; lower --lr or check the corpus (the last checkpoint is kept)`,
       );
     }
-    backward(c, model.params, model.grads, acts, B, T, 1 / (B * T));
-    return this.#update(loss);
-  }
-
-  /** Clips the gradient and takes the AdamW step at the schedule's learning rate. */
-  #update(loss: number): StepResult {
-    const { model } = this;
     const gradNorm = clipGradNorm(model.gradFlat, this.clip);
     const lr = learningRate(this.schedule, this.step);
     this.optimizer.step(model.flat, model.gradFlat, lr);
     this.step++;
     return { step: this.step, loss, lr, gradNorm };
+  }
+
+  /**
+   * The validation loss of DESIGN.md over `tokens` (or an estimate on `maxWindows` evenly spaced
+   * windows), spread over the trainer's threads.
+   */
+  async evaluate(tokens: Uint16Array, maxWindows?: number): Promise<EvalResult> {
+    const pool = this.#pool;
+    if (pool === null) return evaluate(this.model, tokens, { maxWindows, acts: this.#acts });
+    const T = this.model.config.blockSize;
+    const windows = evalWindows(tokens.length, T, maxWindows);
+    let sum = 0;
+    for (let first = 0; first < windows.length; first += this.batch) {
+      const count = Math.min(this.batch, windows.length - first);
+      for (let b = 0; b < count; b++) {
+        const s = windows[first + b] * T;
+        this.#inputs.set(tokens.subarray(s, s + T), b * T);
+        this.#targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
+      }
+      sum += await pool.forwardLoss(this.#inputs, this.#targets, count);
+    }
+    return evalResult(sum, windows.length, T);
   }
 
   /**
@@ -180,8 +230,10 @@ export class Trainer {
     this.step = ckpt.step;
   }
 
-  /** Stops any workers. */
-  close(): void {}
+  /** Stops the workers. */
+  close(): void {
+    this.#pool?.close();
+  }
 }
 
 /** A decoded training checkpoint. */
@@ -288,40 +340,39 @@ export function evaluate(
 ): EvalResult {
   const c = model.config;
   const T = c.blockSize;
-  const total = windowCount(tokens.length, T);
+  const windows = evalWindows(tokens.length, T, options.maxWindows);
+  const acts = options.acts ?? model.activations(options.batch ?? 16);
+  let sum = 0;
+  for (let first = 0; first < windows.length; first += acts.B) {
+    const count = Math.min(acts.B, windows.length - first);
+    for (let b = 0; b < count; b++) {
+      const s = windows[first + b] * T;
+      acts.inputs.set(tokens.subarray(s, s + T), b * T);
+      acts.targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
+    }
+    sum += forward(c, model.params, acts, count, T);
+  }
+  return evalResult(sum, windows.length, T);
+}
+
+/**
+ * Indices of the windows to evaluate: all floor((n - 1) / T) of them, or maxWindows evenly spaced
+ * ones. Throws InputError when the text holds no window.
+ */
+export function evalWindows(n: number, T: number, maxWindows?: number): number[] {
+  const total = windowCount(n, T);
   if (total === 0) {
     throw new InputError(
-      `the text to evaluate has ${tokens.length} characters, fewer than block_size + 1 = ${
+      `the text to evaluate has ${n} characters, fewer than block_size + 1 = ${
         T + 1
       }; use a longer text`,
     );
   }
-  const acts = options.acts ?? model.activations(options.batch ?? 16);
-  const chosen = options.maxWindows !== undefined && options.maxWindows < total
-    ? Array.from(
-      { length: options.maxWindows },
-      (_, i) => Math.floor((i * total) / options.maxWindows!),
-    )
-    : null;
-  const n = chosen?.length ?? total;
-  let sum = 0;
-  for (let first = 0; first < n; first += acts.B) {
-    const count = Math.min(acts.B, n - first);
-    if (chosen === null) windowBatch(acts.inputs, acts.targets, tokens, first, count, T);
-    else {
-      for (let b = 0; b < count; b++) {
-        windowBatch(
-          acts.inputs.subarray(b * T),
-          acts.targets.subarray(b * T),
-          tokens,
-          chosen[first + b],
-          1,
-          T,
-        );
-      }
-    }
-    sum += forward(c, model.params, acts, count, T);
-  }
-  const loss = sum / (n * T);
-  return { loss, bpc: loss / Math.LN2, tokens: n * T, windows: n };
+  const count = maxWindows !== undefined && maxWindows < total ? maxWindows : total;
+  return Array.from({ length: count }, (_, i) => Math.floor((i * total) / count));
+}
+
+function evalResult(lossSum: number, windows: number, T: number): EvalResult {
+  const loss = lossSum / (windows * T);
+  return { loss, bpc: loss / Math.LN2, tokens: windows * T, windows };
 }

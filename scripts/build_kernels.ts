@@ -25,6 +25,8 @@
  * @module
  */
 
+// wabt (WebAssembly Binary Toolkit) compiled to JS, pinned: the build must be reproducible.
+// deno-lint-ignore no-import-prefix -- until deno.json maps it ("imports": { "wabt": ... })
 import wabtInit from "npm:wabt@1.0.39";
 
 /** Which instruction set a generated module may use. */
@@ -51,7 +53,7 @@ const TILE: Record<WasmTier, { rows: number; vecs: number }> = {
   simd: { rows: 4, vecs: 2 },
 };
 /** Reduction-dimension block: a B panel of KC x (4*vecs) floats stays in L1. */
-const KC = 1024;
+const KC = 256;
 /** Row block: an A block of MC x KC floats stays in L2 while the column tiles sweep it. */
 const MC = 96;
 

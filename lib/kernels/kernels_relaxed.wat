@@ -244,7 +244,7 @@
   (loop $sblocks
     ;; kn = min(KC, S - s0); the first block initialises C, the others accumulate into it
     (local.set $kn (i32.sub (local.get $S) (local.get $s0)))
-    (if (i32.gt_u (local.get $kn) (i32.const 1024)) (then (local.set $kn (i32.const 1024))))
+    (if (i32.gt_u (local.get $kn) (i32.const 256)) (then (local.set $kn (i32.const 256))))
     (local.set $mode (i32.const 2))
     (if (i32.and (i32.eqz (local.get $s0)) (i32.eqz (local.get $accumulate)))
       (then (local.set $mode (select (i32.const 1) (i32.const 0) (local.get $bias)))))

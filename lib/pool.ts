@@ -1,0 +1,219 @@
+/**
+ * Data parallelism over a batch: workers that share the kernels' WebAssembly memory, each running
+ * forward and backward on its rows of the batch into its own gradient buffer. The calling thread
+ * takes the first share itself, then sums the gradients in a fixed order, so results depend only
+ * on the seed, the thread count and the kernel tier. One message round trip per step.
+ *
+ * @module
+ */
+
+import { BareGPTError } from "./errors.ts";
+import { Activations, backward, forward, type GPT, type GPTConfig } from "./model.ts";
+import { addInPlace, Arena, kernelMemory, kernelTier } from "./tensor.ts";
+
+/** What the main thread tells a worker. */
+export type WorkerRequest =
+  | {
+    kind: "init";
+    tier: "relaxed" | "simd";
+    memory: WebAssembly.Memory;
+    config: GPTConfig;
+    rows: number;
+    paramsOffset: number;
+    gradsOffset: number;
+    actsOffset: number;
+  }
+  | { kind: "step"; rows: number; lossScale: number }
+  | { kind: "forward"; rows: number };
+
+/** What a worker answers. */
+export type WorkerReply =
+  | { kind: "ready"; inputsOffset: number; targetsOffset: number }
+  | { kind: "done"; lossSum: number }
+  | { kind: "error"; message: string };
+
+/** Bytes an Activations of `rows` sequences takes in an arena. */
+export function activationBytes(config: GPTConfig, rows: number): number {
+  let bytes = 0;
+  new Activations(
+    config,
+    rows,
+    (n) => (bytes += Arena.size(n * 4), new Float32Array(0)),
+    (n) => (bytes += Arena.size(n * 2), new Uint16Array(0)),
+  );
+  return bytes;
+}
+
+/** The rows of a batch of B sequences handled by each of n threads (first shares larger). */
+export function shares(B: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => Math.floor(B / n) + (i < B % n ? 1 : 0));
+}
+
+interface WorkerHandle {
+  worker: Worker;
+  grads: Float32Array;
+  inputs: Uint16Array;
+  targets: Uint16Array;
+  pending: ((reply: WorkerReply) => void) | null;
+}
+
+/**
+ * A pool of threads - 1 workers plus the calling thread, over a model whose parameters live in a
+ * shared kernel memory.
+ */
+export class WorkerPool {
+  readonly model: GPT;
+  readonly rows: number[];
+  /** The calling thread's activations (its share of the batch). */
+  readonly acts: Activations;
+  readonly #workers: WorkerHandle[];
+
+  private constructor(model: GPT, rows: number[], acts: Activations, workers: WorkerHandle[]) {
+    this.model = model;
+    this.rows = rows;
+    this.acts = acts;
+    this.#workers = workers;
+  }
+
+  /** Starts threads - 1 workers for batches of B sequences. */
+  static async start(model: GPT, B: number, threads: number): Promise<WorkerPool> {
+    const tier = kernelTier();
+    const memory = kernelMemory();
+    const arena = model.arena;
+    if (tier === "js" || memory === null || arena === undefined || arena.memory !== memory) {
+      throw new Error("a worker pool needs a float32 model in the WebAssembly kernels' memory");
+    }
+    if (!(memory.buffer instanceof SharedArrayBuffer)) {
+      throw new Error("a worker pool needs a shared WebAssembly memory");
+    }
+    const rows = shares(B, Math.min(threads, B));
+    const acts = model.activations(rows[0]);
+    const c = model.config;
+    const workers: WorkerHandle[] = [];
+    for (let i = 1; i < rows.length; i++) {
+      const grads = arena.f32(model.size);
+      const actsOffset = arena.reserve(activationBytes(c, rows[i]));
+      const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+      const handle: WorkerHandle = {
+        worker,
+        grads,
+        inputs: new Uint16Array(0),
+        targets: new Uint16Array(0),
+        pending: null,
+      };
+      worker.onmessage = (e: MessageEvent<WorkerReply>) => {
+        const resolve = handle.pending;
+        handle.pending = null;
+        resolve?.(e.data);
+      };
+      worker.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        const resolve = handle.pending;
+        handle.pending = null;
+        resolve?.({ kind: "error", message: e.message });
+      };
+      workers.push(handle);
+      const init: WorkerRequest = {
+        kind: "init",
+        tier,
+        memory,
+        config: c,
+        rows: rows[i],
+        paramsOffset: model.flat.byteOffset,
+        gradsOffset: grads.byteOffset,
+        actsOffset,
+      };
+      const ready = await request(handle, init);
+      if (ready.kind !== "ready") throw new Error("worker did not start");
+      const T = c.blockSize;
+      handle.inputs = new Uint16Array(memory.buffer, ready.inputsOffset, rows[i] * T);
+      handle.targets = new Uint16Array(memory.buffer, ready.targetsOffset, rows[i] * T);
+    }
+    return new WorkerPool(model, rows, acts, workers);
+  }
+
+  /** Number of threads, the calling one included. */
+  get threads(): number {
+    return this.rows.length;
+  }
+
+  /**
+   * Forward and backward of a batch (inputs/targets [B, T]) over every thread; the model's
+   * gradient becomes the sum of all shares' gradients of lossScale * loss. Returns the loss sum.
+   */
+  async forwardBackward(
+    inputs: Uint16Array,
+    targets: Uint16Array,
+    lossScale: number,
+  ): Promise<number> {
+    const { model, acts, rows } = this;
+    const c = model.config;
+    const T = c.blockSize;
+    const replies = this.#dispatch(inputs, targets, (r) => ({ kind: "step", rows: r, lossScale }));
+    // this thread's share
+    acts.inputs.set(inputs.subarray(0, rows[0] * T));
+    acts.targets.set(targets.subarray(0, rows[0] * T));
+    model.zeroGrad();
+    let lossSum = forward(c, model.params, acts, rows[0], T);
+    backward(c, model.params, model.grads, acts, rows[0], T, lossScale);
+    // then the workers', in a fixed order
+    const done = await Promise.all(replies);
+    for (let i = 0; i < done.length; i++) {
+      lossSum += done[i];
+      addInPlace(model.gradFlat, this.#workers[i].grads, model.size);
+    }
+    return lossSum;
+  }
+
+  /** The loss sum of a forward pass over up to B sequences, spread over the threads. */
+  async forwardLoss(inputs: Uint16Array, targets: Uint16Array, count: number): Promise<number> {
+    const { model, acts } = this;
+    const c = model.config;
+    const T = c.blockSize;
+    const split = shares(count, this.threads).map((r, i) => Math.min(r, this.rows[i]));
+    const replies = this.#dispatch(inputs, targets, (r) => ({ kind: "forward", rows: r }), split);
+    acts.inputs.set(inputs.subarray(0, split[0] * T));
+    acts.targets.set(targets.subarray(0, split[0] * T));
+    let lossSum = split[0] > 0 ? forward(c, model.params, acts, split[0], T) : 0;
+    for (const loss of await Promise.all(replies)) lossSum += loss;
+    return lossSum;
+  }
+
+  /** Copies each worker's rows of the batch and sends it a request; resolves to loss sums. */
+  #dispatch(
+    inputs: Uint16Array,
+    targets: Uint16Array,
+    message: (rows: number) => WorkerRequest,
+    split = this.rows,
+  ): Promise<number>[] {
+    const T = this.model.config.blockSize;
+    let first = split[0];
+    return this.#workers.map((w, i) => {
+      const r = split[i + 1];
+      if (r === 0) return Promise.resolve(0);
+      w.inputs.set(inputs.subarray(first * T, (first + r) * T));
+      w.targets.set(targets.subarray(first * T, (first + r) * T));
+      first += r;
+      return request(w, message(r)).then((reply) => {
+        if (reply.kind === "error") {
+          throw new BareGPTError(`a training worker failed: ${reply.message}`);
+        }
+        if (reply.kind !== "done") throw new BareGPTError("a training worker answered out of turn");
+        return reply.lossSum;
+      });
+    });
+  }
+
+  /** Stops the workers. */
+  close(): void {
+    for (const w of this.#workers) w.worker.terminate();
+    this.#workers.length = 0;
+  }
+}
+
+function request(w: WorkerHandle, message: WorkerRequest): Promise<WorkerReply> {
+  return new Promise((resolve) => {
+    w.pending = resolve;
+    w.worker.postMessage(message);
+  });
+}
