@@ -1,48 +1,9 @@
 // The CLI end to end on a small corpus: train, info, eval, sample; and the errors of DESIGN.md.
 
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
+import { assertUserError, runCli, smallCorpus } from "./fixtures.ts";
 
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
-
-/** Runs the CLI with all permissions; returns exit code, stdout and stderr. */
-export async function runCli(args: string[], permissions = ["-A"], stdin?: string) {
-  const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", ...permissions, CLI, ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  });
-  const child = cmd.spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const { code, stdout, stderr } = await child.output();
-  return {
-    code,
-    stdout: new TextDecoder().decode(stdout),
-    stderr: new TextDecoder().decode(stderr),
-  };
-}
-
-/** A small corpus: a few thousand characters of play-like text. */
-export function smallCorpus(): string {
-  const lines = [];
-  const names = ["ROMEO", "JULIET", "NURSE"];
-  const words = ["love", "night", "the", "moon", "sweet", "good", "my", "lord", "fair", "is"];
-  let s = 7;
-  const next = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  for (let i = 0; i < 120; i++) {
-    lines.push(`${names[Math.floor(next() * 3)]}:`);
-    lines.push(
-      Array.from({ length: 6 }, () => words[Math.floor(next() * words.length)]).join(" ") + ".",
-    );
-    lines.push("");
-  }
-  return lines.join("\n");
-}
+export { assertUserError, runCli, smallCorpus };
 
 const tiny = ["--d-model", "16", "--layers", "1", "--heads", "2", "--block", "16", "--batch", "4"];
 
@@ -148,19 +109,6 @@ Deno.test("CLI: every command has --help", async () => {
   const top = await runCli(["--help"]);
   assertMatch(top.stdout, /commands:/);
 });
-
-/** Asserts a one-line `error:` message on stderr, exit code 2, nothing on stdout. */
-export function assertUserError(
-  r: { code: number; stdout: string; stderr: string },
-  pattern: RegExp,
-) {
-  assertEquals(r.code, 2, r.stderr);
-  assertEquals(r.stdout, "");
-  const lines = r.stderr.trimEnd().split("\n");
-  assertEquals(lines.length, 1, `one line expected, got: ${r.stderr}`);
-  assertMatch(lines[0], /^error: /);
-  assertMatch(lines[0], pattern);
-}
 
 Deno.test("CLI: a missing file and a bad flag are one-line errors with exit code 2", async () => {
   assertUserError(

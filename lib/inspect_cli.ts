@@ -1,0 +1,164 @@
+/**
+ * The `inspect` command of the CLI: generates step by step (greedy, or sampled with --temperature
+ * and --seed), prints the top candidates of every step as an aligned table, then the text, and
+ * draws the attention of one layer as an SVG file (--out) or as a heatmap in the terminal.
+ *
+ * I/O goes through the functions the CLI passes in, so this module keeps to web-standard APIs
+ * (it only peeks at `Deno.stdout.isTerminal()` and `Deno.noColor` when they exist).
+ *
+ * @module
+ */
+
+import { InputError } from "./errors.ts";
+import {
+  formatCandidateTable,
+  inspectText,
+  renderAttentionSvg,
+  renderAttentionTerminal,
+} from "./inspect.ts";
+import type { KernelTier } from "./kernels/mod.ts";
+import { setupKernels } from "./tensor.ts";
+import type { ModelFile } from "./weights.ts";
+
+/** What the CLI lends the command. */
+export interface InspectIO {
+  readInput(path: string | URL, what: string): Promise<Uint8Array>;
+  writeStdout(text: string): void;
+  writeFileAtomic(path: string, bytes: Uint8Array): Promise<void>;
+  log(line: string): void;
+  /** Loads a weights file (undefined: the shipped weights). */
+  loadWeightsFile(path: string | undefined): Promise<ModelFile>;
+  /** Whether stdout is a terminal (default: asks Deno when present, else false). */
+  isTerminal?: () => boolean;
+  /** Whether colour is off (default: Deno.noColor when present, else false). */
+  noColor?: boolean;
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** Default characters generated, candidates shown. */
+export const INSPECT_DEFAULTS = { tokens: 20, top: 5 } as const;
+
+/** Most characters `inspect` generates (its output is a row per character). */
+export const MAX_INSPECT_TOKENS = 10000;
+
+function stringValue(v: Values, name: string): string | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "string" || raw === "") {
+    throw new InputError(`--${name} needs a value; see \`inspect --help\``);
+  }
+  return raw;
+}
+
+/** A numeric flag within [min, max]; undefined when absent. */
+function numberValue(
+  v: Values,
+  name: string,
+  min: number,
+  max: number,
+  integer: boolean,
+): number | undefined {
+  const raw = stringValue(v, name);
+  if (raw === undefined) return undefined;
+  const kind = integer ? "an integer" : "a number";
+  const n = raw.trim() === "" ? NaN : Number(raw);
+  if (!Number.isFinite(n)) {
+    throw new InputError(
+      `--${name} ${JSON.stringify(raw)} is not a number; use ${kind} from ${min} to ${max}`,
+    );
+  }
+  if ((integer && !Number.isInteger(n)) || n < min || n > max) {
+    throw new InputError(`--${name} ${raw} is out of range; use ${kind} from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function kernelsValue(v: Values): KernelTier | undefined {
+  const k = stringValue(v, "kernels");
+  if (k === undefined) return undefined;
+  if (k !== "relaxed" && k !== "simd" && k !== "js") {
+    throw new InputError(
+      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd or js`,
+    );
+  }
+  return k;
+}
+
+interface DenoLike {
+  stdout?: { isTerminal?: () => boolean };
+  noColor?: boolean;
+}
+
+function denoGlobal(): DenoLike | undefined {
+  return (globalThis as { Deno?: DenoLike }).Deno;
+}
+
+/**
+ * `inspect --weights W --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]
+ * [--temperature T --seed S] [--kernels TIER]`.
+ *
+ * stdout: the candidate table, a blank line, the whole text (prompt + generated), and without
+ * --out the terminal heatmaps. stderr: what was run and where the SVG went.
+ */
+export async function inspectCommand(v: Values, io: InspectIO): Promise<void> {
+  const prompt = stringValue(v, "prompt");
+  if (prompt === undefined) {
+    throw new InputError("inspect needs --prompt TEXT; see `inspect --help`");
+  }
+  const tokens = numberValue(v, "tokens", 0, MAX_INSPECT_TOKENS, true) ?? INSPECT_DEFAULTS.tokens;
+  const temperature = numberValue(v, "temperature", 0, 100, false) ?? 0;
+  const seed = numberValue(v, "seed", 0, 2 ** 32 - 1, true);
+  if (temperature > 0 && seed === undefined) {
+    throw new InputError(
+      `--temperature ${temperature} needs --seed S (an integer) so that the run can be repeated; add --seed 1, or drop --temperature for greedy decoding`,
+    );
+  }
+  const out = stringValue(v, "out");
+  const tier = setupKernels(kernelsValue(v));
+
+  const { model, tokenizer } = await io.loadWeightsFile(stringValue(v, "weights"));
+  const c = model.config;
+  const top = numberValue(v, "top", 1, c.vocabSize, true) ??
+    Math.min(INSPECT_DEFAULTS.top, c.vocabSize);
+  const layer = numberValue(v, "layer", 0, c.nLayers - 1, true) ?? c.nLayers - 1;
+  const promptIds = tokenizer.encode(prompt); // InputError naming unknown characters
+
+  const newlineId = tokenizer.has("\n") ? tokenizer.encode("\n")[0] : 0;
+  const result = inspectText(model, promptIds, {
+    tokens,
+    top,
+    layer,
+    temperature,
+    seed: seed ?? 0,
+    newlineId,
+  });
+  const map = result.attention;
+  const n = map.tokens.length;
+  io.log(
+    `inspect: ${tokens} step${tokens === 1 ? "" : "s"}, ${
+      temperature > 0 ? `temperature ${temperature}, seed ${seed}` : "greedy"
+    }, ${top} candidate${top === 1 ? "" : "s"}; attention of layer ${layer} (layers 0..${
+      c.nLayers - 1
+    }), ${c.nHeads} heads, characters ${map.start}..${map.start + n - 1}; kernels ${tier}`,
+  );
+
+  const deno = denoGlobal();
+  const tty = io.isTerminal ? io.isTerminal() : deno?.stdout?.isTerminal?.() ?? false;
+  const color = tty && !(io.noColor ?? deno?.noColor ?? false);
+  if (result.steps.length > 0) {
+    io.writeStdout(formatCandidateTable(result.steps, tokenizer.vocab, { top, bars: tty }) + "\n");
+  }
+  io.writeStdout(tokenizer.decode([...result.prompt, ...result.generated]) + "\n");
+  if (out !== undefined) {
+    const svg = renderAttentionSvg(map, tokenizer.vocab);
+    await io.writeFileAtomic(out, new TextEncoder().encode(svg));
+    io.log(
+      `wrote ${out}: ${c.nHeads} attention heatmap${
+        c.nHeads === 1 ? "" : "s"
+      } of ${n} x ${n} characters (layer ${layer}), ${n * (n + 1) / 2} cells each`,
+    );
+  } else {
+    io.writeStdout("\n" + renderAttentionTerminal(map, tokenizer.vocab, { color }));
+  }
+}
