@@ -1,50 +1,79 @@
 /**
- * BareGPT for Deno: a character-level GPT written from scratch in TypeScript, with
- * hand-written backpropagation, AdamW, KV-cache sampling and safetensors weights. The same code
- * runs in Deno and in browsers (it uses only web-standard APIs).
+ * BareGPT for Deno: a character-level GPT written from scratch in TypeScript, with hand-written
+ * backpropagation, AdamW, KV-cache sampling and safetensors weights. The same code runs in Deno
+ * and in browsers (it uses only web-standard APIs; the fast WebAssembly kernels are set up on
+ * first use).
  *
- * @example Stream text from a weights file
- * ```ts ignore
- * import { generateTokens, loadModel } from "./mod.ts";
+ * - Load and save: {@linkcode loadWeights} (a path, a URL or bytes), {@linkcode saveWeights},
+ *   {@linkcode shippedWeightsUrl} (the weights trained on Tiny Shakespeare).
+ * - Build and train: {@linkcode createModel}, {@linkcode createTrainer} (step it, or run it with
+ *   a progress callback and an `AbortSignal`), {@linkcode evaluate}.
+ * - Generate and look inside: {@linkcode generate} (an async iterable of characters),
+ *   {@linkcode nextCharDistribution}, {@linkcode attention}.
+ * - Errors: {@linkcode InputError} (bad input), {@linkcode WeightsError} (a bad weights file),
+ *   both {@linkcode BareGPTError}s.
  *
- * const { model, tokenizer } = loadModel(await Deno.readFile("weights/shakespeare.safetensors"));
- * for (const id of generateTokens(model, tokenizer.encode("ROMEO:"), 0, { tokens: 200, seed: 1 })) {
- *   console.log(tokenizer.vocab[id]);
+ * @example Stream text from the shipped weights (needs `--allow-read`)
+ * ```ts
+ * import { generate, loadWeights, shippedWeightsUrl } from "@baregpt/baregpt";
+ *
+ * const model = await loadWeights(shippedWeightsUrl);
+ * const out = new TextEncoder();
+ * for await (const ch of generate(model, { prompt: "ROMEO:", tokens: 200, temperature: 0.8 })) {
+ *   await Deno.stdout.write(out.encode(ch));
  * }
+ * ```
+ *
+ * @example Train a small model on your own text and save it
+ * ```ts
+ * import { createModel, createTrainer, generate, saveWeights } from "@baregpt/baregpt";
+ *
+ * const text = "the quick brown fox jumps over the lazy dog. ".repeat(20); // or Deno.readTextFile
+ * const model = createModel(text, { blockSize: 32, dModel: 32, nLayers: 1, nHeads: 2 });
+ * using trainer = await createTrainer(model, text, { steps: 50, batch: 8, lr: 5e-3, warmup: 5 });
+ * await trainer.run({
+ *   onProgress: ({ step, loss }) => {
+ *     if (step % 10 === 0) console.log(`step ${step}: loss ${loss.toFixed(3)}`);
+ *   },
+ * });
+ * const bytes = saveWeights(model, { steps: trainer.stepsDone }); // Deno.writeFile(path, bytes)
+ * console.log((await Array.fromAsync(generate(model, { prompt: "the ", tokens: 40 }))).join(""));
  * ```
  *
  * @module
  */
 
-export { BareGPTError, InputError, isBareGPTError, WeightsError } from "./lib/errors.ts";
-export { type Corpus, decodeText, makeCorpus, splitIndex } from "./lib/data.ts";
 export {
-  DEFAULT_CONFIG,
-  forward,
-  GPT,
-  type GPTConfig,
-  type GPTOptions,
-  KVCache,
-  parameterCount,
-  parameterSpecs,
-} from "./lib/model.ts";
-export { Rng } from "./lib/rng.ts";
-export {
-  drawIndex,
-  type GenerateOptions,
-  generateTokens,
-  nextDistribution,
-  type SamplingOptions,
-} from "./lib/sample.ts";
-export { Tokenizer } from "./lib/tokenizer.ts";
-export {
-  type EvalResult,
+  type Attention,
+  attention,
+  BareGPTError,
+  type CharProbability,
+  createModel,
+  createTrainer,
+  type DistributionOptions,
   evaluate,
-  type StepResult,
-  TRAIN_DEFAULTS,
-  Trainer,
-  type TrainOptions,
-} from "./lib/train.ts";
-export { loadModel, type ModelFile, saveModel } from "./lib/weights.ts";
-export { kernelTier, setupKernels } from "./lib/tensor.ts";
-export type { KernelTier } from "./lib/kernels/mod.ts";
+  type EvaluateOptions,
+  type Evaluation,
+  generate,
+  type GenerateOptions,
+  InputError,
+  isBareGPTError,
+  type KernelTier,
+  type LoadOptions,
+  loadWeights,
+  type Model,
+  type ModelConfig,
+  type ModelOptions,
+  nextCharDistribution,
+  type RunOptions,
+  type RunResult,
+  type SamplingOptions,
+  saveWeights,
+  selectKernels,
+  shippedWeightsUrl,
+  type StepInfo,
+  Tokenizer,
+  type Trainer,
+  type TrainerOptions,
+  WeightsError,
+} from "./lib/api.ts";

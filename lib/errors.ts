@@ -32,7 +32,12 @@ export class BareGPTError extends Error {
     return 1;
   }
 
-  /** @param message one line: what is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message one line: what is wrong and what to do.
+   * @param options the standard error options (`cause`).
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(oneLine(message), options);
     this.name = "BareGPTError";
@@ -51,11 +56,17 @@ export class BareGPTError extends Error {
  * ```
  */
 export class InputError extends BareGPTError {
+  /** The CLI exit code for this kind of error: 2. */
   override get exitCode(): number {
     return 2;
   }
 
-  /** @param message one line: what is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message one line: what is wrong and what to do.
+   * @param options the standard error options (`cause`).
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "InputError";
@@ -76,7 +87,12 @@ export class InputError extends BareGPTError {
  * ```
  */
 export class WeightsError extends InputError {
-  /** @param message one line: what is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message one line: what is wrong and what to do.
+   * @param options the standard error options (`cause`).
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "WeightsError";

@@ -10,12 +10,30 @@ import { InputError } from "./errors.ts";
 /** Most distinct characters a vocabulary can hold (ids are stored as Uint16). */
 export const MAX_VOCAB = 65536;
 
-/** Maps characters (code points) to token ids and back. */
+/**
+ * Maps characters (code points) to token ids and back. A model's tokenizer comes with it
+ * (`model.tokenizer`); {@linkcode Tokenizer.fromText} makes one from a corpus.
+ *
+ * @example
+ * ```ts
+ * import { Tokenizer } from "./tokenizer.ts";
+ * const tok = Tokenizer.fromText("hello");
+ * console.log(tok.vocab); // ["e", "h", "l", "o"]
+ * const ids = tok.encode("hole"); // Uint16Array [1, 3, 2, 0]
+ * console.log(tok.decode(ids)); // "hole"
+ * ```
+ */
 export class Tokenizer {
   /** The characters, index = token id. */
   readonly vocab: readonly string[];
   readonly #ids: Map<string, number>;
 
+  /**
+   * A tokenizer over the given characters, in that order (index = token id).
+   *
+   * @param vocab distinct single characters.
+   * @throws {InputError} when the list is empty, too long, or repeats a character.
+   */
   constructor(vocab: readonly string[]) {
     if (vocab.length === 0) {
       throw new InputError("the vocabulary is empty; train on a non-empty corpus");
