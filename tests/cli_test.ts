@@ -3,6 +3,8 @@
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 import { assertUserError, runCli, smallCorpus } from "./fixtures.ts";
 
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
 export { assertUserError, runCli, smallCorpus };
 
 const tiny = ["--d-model", "16", "--layers", "1", "--heads", "2", "--block", "16", "--batch", "4"];
@@ -131,4 +133,30 @@ Deno.test("CLI: a missing file and a bad flag are one-line errors with exit code
   );
   assertUserError(await runCli(["frobnicate"]), /unknown command "frobnicate"/);
   assertUserError(await runCli(["train", "--out", "x"]), /train needs --data/);
+});
+
+Deno.test("CLI: the shipped weights load relative to the module, from any working directory", async () => {
+  // `deno task compile` embeds weights/ beside cli.ts; this is the code path it relies on
+  const weights = new URL("../weights/shakespeare.safetensors", import.meta.url).pathname;
+  const cwd = await Deno.makeTempDir();
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      `--allow-read=${weights}`,
+      CLI,
+      "sample",
+      "--tokens",
+      "20",
+      "--seed",
+      "1",
+    ],
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const { code, stdout, stderr } = await cmd.output();
+  assertEquals(code, 0, new TextDecoder().decode(stderr));
+  assertEquals([...new TextDecoder().decode(stdout)].length, 21); // 20 characters and a newline
+  await Deno.remove(cwd);
 });
