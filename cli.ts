@@ -11,7 +11,7 @@
 
 import { parseArgs } from "node:util";
 import { decodeText, makeCorpus } from "./lib/data.ts";
-import { BareGPTError, InputError } from "./lib/errors.ts";
+import { BareGPTError, InputError, WeightsError } from "./lib/errors.ts";
 import type { KernelTier } from "./lib/kernels/mod.ts";
 import { setupKernels } from "./lib/tensor.ts";
 import {
@@ -24,6 +24,7 @@ import {
 import { generateTokens, validateSampling } from "./lib/sample.ts";
 import { Tokenizer } from "./lib/tokenizer.ts";
 import { Checkpoint, evaluate, TRAIN_DEFAULTS, Trainer } from "./lib/train.ts";
+import { activationBytes } from "./lib/pool.ts";
 import { loadModel, saveModel } from "./lib/weights.ts";
 
 /** The shipped weights and the default corpus, found beside this module (not the working dir). */
@@ -319,24 +320,97 @@ async function exists(path: string): Promise<boolean> {
 }
 
 /**
- * Writes a file atomically: a temporary file in the same folder, then a rename, so a failure
- * never leaves a truncated file where a good one was.
+ * Writes a file atomically: a temporary file in the same folder, flushed to disk, then a rename,
+ * so a failure or a kill at any moment never leaves a truncated file where a good one was.
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${path}.${Deno.pid}.tmp`;
+  const tmp = tempPath(path);
   try {
-    await Deno.writeFile(tmp, bytes);
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    try {
+      let rest = bytes;
+      while (rest.length > 0) rest = rest.subarray(await file.write(rest));
+      await file.syncData();
+    } finally {
+      file.close();
+    }
     await Deno.rename(tmp, path);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     if (e instanceof Deno.errors.NotCapable) throw e;
-    const reason = e instanceof Deno.errors.NotFound
-      ? "its folder does not exist"
-      : e instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : (e as Error).message.split("\n")[0];
-    throw new BareGPTError(`cannot write ${path}: ${reason}; choose another path or free space`);
+    throw new BareGPTError(
+      `cannot write ${path}: ${writeFailure(e)}; choose another path or free space`,
+    );
   }
+}
+
+/** The temporary file of an atomic write of `path` (unique to this process). */
+function tempPath(path: string): string {
+  return `${path}.${Deno.pid}.tmp`;
+}
+
+/** Why a write failed, in words. */
+function writeFailure(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "its folder does not exist";
+  if (e instanceof Deno.errors.NotADirectory) return "a part of the path is a file, not a folder";
+  if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
+  return (e as Error)?.message?.split("\n")[0] ?? String(e);
+}
+
+/** The folder of a path ("." for a bare file name). */
+function folderOf(path: string): string {
+  const i = Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\"));
+  return i < 0 ? "." : i === 0 ? path.slice(0, 1) : path.slice(0, i);
+}
+
+/**
+ * Makes sure a permission is granted (asking on a terminal where Deno would prompt); otherwise an
+ * InputError naming the flag that grants it.
+ */
+async function needPermission(name: "read" | "write", path: string, why: string): Promise<void> {
+  const desc: Deno.PermissionDescriptor = { name, path };
+  let { state } = await Deno.permissions.query(desc);
+  if (state === "prompt") state = (await Deno.permissions.request(desc)).state;
+  if (state !== "granted") {
+    throw new InputError(
+      `no ${name} permission for ${path} (${why}); run again with --allow-${name}=${path}`,
+    );
+  }
+}
+
+/**
+ * Checks before any work that training can write `out` and its checkpoint: read and write
+ * permission on the folder, the folder exists and is writable (a probe file is created and
+ * removed). Temporary files that killed runs left beside `out` are removed once a minute old.
+ */
+async function checkOutput(out: string): Promise<void> {
+  const dir = folderOf(out);
+  await needPermission("read", dir, "the folder of --out");
+  await needPermission("write", dir, "the folder of --out");
+  const probe = tempPath(out);
+  try {
+    await Deno.writeFile(probe, new Uint8Array(0));
+    await Deno.remove(probe).catch(() => {});
+  } catch (e) {
+    await Deno.remove(probe).catch(() => {});
+    if (e instanceof Deno.errors.NotCapable) throw e;
+    throw new InputError(`cannot write ${out}: ${writeFailure(e)}; choose another --out`);
+  }
+  const base = out.slice(Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\")) + 1);
+  const stale = new RegExp(`^${escapeRegExp(base)}(\\.ckpt)?\\.\\d+\\.tmp$`);
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (!entry.isFile || !stale.test(entry.name)) continue;
+      const path = `${dir}/${entry.name}`;
+      // a minute old: not the write in progress of another run into the same folder
+      const age = Date.now() - ((await Deno.stat(path)).mtime?.getTime() ?? Date.now());
+      if (age > 60_000) await Deno.remove(path).catch(() => {});
+    }
+  } catch { /* best effort */ }
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 async function sha256Hex(bytes: Uint8Array): Promise<string> {
@@ -347,7 +421,13 @@ async function sha256Hex(bytes: Uint8Array): Promise<string> {
 async function loadWeightsFile(path: string | undefined) {
   const source = path ?? SHIPPED_WEIGHTS;
   const bytes = await readInput(source, "weights file");
-  return loadModel(bytes);
+  try {
+    return loadModel(bytes);
+  } catch (e) {
+    if (!(e instanceof WeightsError)) throw e;
+    const shown = source instanceof URL ? displayPath(source) : source;
+    throw new WeightsError(`${shown}: ${e.message}`);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,11 +496,30 @@ async function train(v: Values): Promise<void> {
     nLayers: numberFlag(v, "layers", 1, 256, true),
     nHeads: numberFlag(v, "heads", 1, 8192, true),
   };
+  if (initPath !== undefined && Object.values(shape).some((x) => x !== undefined)) {
+    throw new InputError(
+      "--init takes the model's shape from the weights; drop --block, --d-model, --layers and --heads",
+    );
+  }
+  const tierFlag = kernelsFlag(v);
+  const force = v.force === true;
   const resume = v.resume === true;
   const ckptPath = `${out}.ckpt`;
-  if (!v.force && !resume && await exists(out)) {
+
+  // Before any work: the output folder must be writable, and no file may be lost by this run.
+  await checkOutput(out);
+  const outExists = await exists(out);
+  const ckptExists = await exists(ckptPath);
+  if (outExists && !force && !(resume && ckptExists)) {
     throw new InputError(
-      `${out} already exists; pass --force to overwrite it or choose another --out`,
+      resume
+        ? `${out} already exists and there is no checkpoint ${ckptPath} to resume (the run finished); pass --force to train it again`
+        : `${out} already exists; pass --force to overwrite it or choose another --out`,
+    );
+  }
+  if (ckptExists && !resume && !force) {
+    throw new InputError(
+      `${ckptPath} holds an interrupted run; pass --resume to continue it, or --force to start over`,
     );
   }
 
@@ -428,22 +527,18 @@ async function train(v: Values): Promise<void> {
   const text = decodeText(corpusBytes, dataPath);
   const corpusSha = await sha256Hex(corpusBytes);
 
-  const tier = setupKernels(kernelsFlag(v));
-  let model: GPT;
+  const tier = setupKernels(tierFlag);
+  let config: GPTConfig;
   let tokenizer: Tokenizer;
+  let initFlat: Float32Array | Float64Array | undefined;
   if (initPath !== undefined) {
-    if (Object.values(shape).some((x) => x !== undefined)) {
-      throw new InputError(
-        "--init takes the model's shape from the weights; drop --block, --d-model, --layers and --heads",
-      );
-    }
     const loaded = await loadWeightsFile(initPath);
     tokenizer = loaded.tokenizer;
-    model = new GPT(loaded.model.config);
-    model.flat.set(loaded.model.flat);
+    config = loaded.model.config;
+    initFlat = loaded.model.flat;
   } else {
     tokenizer = Tokenizer.fromText(text);
-    const config: GPTConfig = {
+    config = {
       vocabSize: tokenizer.size,
       blockSize: shape.blockSize ?? DEFAULT_CONFIG.blockSize,
       dModel: shape.dModel ?? DEFAULT_CONFIG.dModel,
@@ -451,8 +546,12 @@ async function train(v: Values): Promise<void> {
       nHeads: shape.nHeads ?? DEFAULT_CONFIG.nHeads,
     };
     validateConfig(config);
-    model = new GPT(config).init(seed);
   }
+  const useThreads = tier === "js" ? 1 : Math.min(threads, batch);
+  checkMemory(config, batch, useThreads, tier);
+  const model = new GPT(config);
+  if (initFlat !== undefined) model.flat.set(initFlat);
+  else model.init(seed);
   const corpus = makeCorpus(text, tokenizer);
   const c = model.config;
   if (corpus.val.length < c.blockSize + 1 && evalEvery > 0) {
@@ -462,12 +561,44 @@ async function train(v: Values): Promise<void> {
       }; use a longer corpus, a smaller --block, or --eval-every 0`,
     );
   }
+  if (useThreads > 1) await checkWorkerPermission(useThreads);
   const options = { batch, steps, lr, minLr, warmup, weightDecay, clip, seed: seed + 1, threads };
+  // The settings a resumed run must share with the run it continues (flag name -> value).
+  const settings = {
+    steps,
+    batch,
+    lr,
+    "min-lr": minLr,
+    warmup,
+    "weight-decay": weightDecay,
+    clip,
+    seed,
+  };
   const trainer = await Trainer.create(model, corpus.train, options);
+  // A first SIGINT/SIGTERM asks the loop to save a checkpoint and stop; a second stops at once
+  // (every file is written atomically, so nothing is left half-written).
+  let signal: "SIGINT" | "SIGTERM" | undefined;
+  const listeners: [Deno.Signal, () => void][] = [];
+  for (const name of ["SIGINT", "SIGTERM"] as const) {
+    const listener = () => {
+      if (signal !== undefined) {
+        log(`${name} again: stopping now; the last checkpoint is kept`);
+        Deno.exit(name === "SIGINT" ? 130 : 143);
+      }
+      signal = name;
+    };
+    try {
+      Deno.addSignalListener(name, listener);
+      listeners.push([name, listener]);
+    } catch { /* SIGTERM cannot be listened to on Windows */ }
+  }
   try {
+    let resumed = false;
     if (resume) {
-      const restored = await tryResume(trainer, ckptPath, corpusSha, tokenizer);
-      if (!restored) log(`no checkpoint at ${ckptPath}; starting fresh`);
+      if (ckptExists) {
+        await resumeFrom(trainer, ckptPath, corpusSha, tokenizer, settings, tier);
+        resumed = true;
+      } else log(`no checkpoint at ${ckptPath}; starting fresh`);
     }
 
     const command = [
@@ -505,26 +636,34 @@ async function train(v: Values): Promise<void> {
       } train, ${corpus.val.length.toLocaleString("en-US")} validation)`,
     );
 
-    let interrupted = false;
-    const onInterrupt = () => {
-      interrupted = true;
+    const ckptFacts = {
+      corpus_sha256: corpusSha,
+      command,
+      train_settings: JSON.stringify(settings),
+      threads: String(trainer.threads),
+      kernels: tier,
     };
-    Deno.addSignalListener("SIGINT", onInterrupt);
+    let wroteCheckpoint = false;
     const saveCheckpoint = async () => {
-      await writeFileAtomic(
-        ckptPath,
-        trainer.checkpoint({ corpus_sha256: corpusSha, command }, tokenizer),
-      );
+      await writeFileAtomic(ckptPath, trainer.checkpoint(ckptFacts, tokenizer));
+      wroteCheckpoint = true;
     };
     const progress = new Progress(steps, trainer.step, batch * c.blockSize);
     try {
       while (trainer.step < steps) {
         const r = await trainer.trainStep();
         progress.update(r.step, r.loss);
-        if (checkpointEvery > 0 && r.step % checkpointEvery === 0 && r.step < steps) {
+        if (r.step >= steps) break; // the last step: finish rather than checkpoint
+        if (signal !== undefined) {
           await saveCheckpoint();
+          progress.note(
+            `${signal}: stopped after step ${r.step} of ${steps}; saved ${ckptPath}; to continue, run the same command with --resume`,
+          );
+          Deno.exitCode = signal === "SIGINT" ? 130 : 143;
+          return;
         }
-        if (evalEvery > 0 && r.step % evalEvery === 0 && r.step < steps) {
+        if (checkpointEvery > 0 && r.step % checkpointEvery === 0) await saveCheckpoint();
+        if (evalEvery > 0 && r.step % evalEvery === 0) {
           const e = await trainer.evaluate(corpus.val, evalBatches > 0 ? evalBatches : undefined);
           progress.note(
             `step ${r.step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
@@ -532,19 +671,15 @@ async function train(v: Values): Promise<void> {
             }`,
           );
         }
-        if (interrupted) {
-          await saveCheckpoint();
-          progress.note(
-            `interrupted at step ${r.step}; checkpoint saved to ${ckptPath}; continue with --resume`,
-          );
-          Deno.exitCode = 130;
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 0)); // let Ctrl-C be seen
+        await new Promise((resolve) => setTimeout(resolve, 0)); // let a signal be seen
       }
     } finally {
-      Deno.removeSignalListener("SIGINT", onInterrupt);
       progress.done();
+    }
+    if (!allFinite(model.flat)) {
+      throw new BareGPTError(
+        `the weights hold NaN or Inf after step ${trainer.step} (training diverged); lower --lr; ${out} was not written`,
+      );
     }
     const facts: Record<string, string> = {
       steps: String(trainer.step),
@@ -562,30 +697,98 @@ async function train(v: Values): Promise<void> {
     }
     await writeFileAtomic(out, saveModel(model, tokenizer, facts));
     log(`saved ${out}`);
-    if (checkpointEvery > 0) await Deno.remove(ckptPath).catch(() => {});
+    // The checkpoint of this run is spent once its weights are saved.
+    if (wroteCheckpoint || resumed) await Deno.remove(ckptPath).catch(() => {});
   } finally {
+    for (const [name, listener] of listeners) Deno.removeSignalListener(name, listener);
     trainer.close();
   }
 }
 
-async function tryResume(
+/** Restores a checkpoint into the trainer after checking it belongs to this run. */
+async function resumeFrom(
   trainer: Trainer,
   ckptPath: string,
   corpusSha: string,
   tokenizer: Tokenizer,
-): Promise<boolean> {
-  let bytes: Uint8Array;
+  settings: Record<string, number>,
+  tier: KernelTier,
+): Promise<void> {
+  const bytes = await readInput(ckptPath, "checkpoint");
+  let ckpt: Checkpoint;
   try {
-    bytes = await Deno.readFile(ckptPath);
+    ckpt = Checkpoint.decode(bytes);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
+    if (!(e instanceof WeightsError)) throw e;
+    throw new WeightsError(
+      `checkpoint ${ckptPath} is unusable (${
+        e.message.replace(/; re-download or re-train it$/, "")
+      }); delete it to start over`,
+    );
   }
-  const ckpt = Checkpoint.decode(bytes);
   ckpt.check(trainer.model.config, corpusSha, tokenizer, ckptPath);
+  ckpt.checkSettings(settings, ckptPath);
+  const { threads, kernels } = ckpt.metadata;
+  if (
+    (threads !== undefined && threads !== String(trainer.threads)) ||
+    (kernels !== undefined && kernels !== tier)
+  ) {
+    log(
+      `note: the checkpoint was made on ${threads} thread(s) with ${kernels} kernels and this run uses ${trainer.threads} with ${tier}; the result will differ in the last bits from an uninterrupted run`,
+    );
+  }
   trainer.restore(ckpt);
   log(`resumed from ${ckptPath} at step ${trainer.step}`);
+}
+
+/** True when every value is finite. */
+function allFinite(a: ArrayLike<number>): boolean {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return false;
+  }
   return true;
+}
+
+/** The WebAssembly kernels address at most 4 GiB: refuse a model that cannot fit, up front. */
+function checkMemory(c: GPTConfig, batch: number, threads: number, tier: KernelTier): void {
+  if (tier === "js") return;
+  const params = parameterCount(c);
+  // weights, gradients, two Adam moments, a gradient buffer per extra thread, activations
+  const bytes = 4 * params * (4 + threads - 1) + activationBytes(c, batch) + 64 * 2 ** 20;
+  if (bytes > 2 ** 32) {
+    throw new InputError(
+      `this model (${
+        params.toLocaleString("en-US")
+      } parameters, batch ${batch} x ${c.blockSize}) needs about ${
+        (bytes / 2 ** 30).toFixed(1)
+      } GiB, more than the 4 GiB the WebAssembly kernels can address; use a smaller --d-model, --layers, --block or --batch`,
+    );
+  }
+}
+
+/**
+ * Workers load the library's modules (lib/) as the main program did: that needs read permission
+ * for lib/ (net permission for its host when run from a URL). Refuse clearly when it is missing.
+ */
+async function checkWorkerPermission(threads: number): Promise<void> {
+  const lib = new URL("./lib/", import.meta.url);
+  const alternative = "or pass --threads 1";
+  if (lib.protocol === "file:") {
+    const path = decodeURIComponent(lib.pathname).replace(/\/$/, "");
+    await needPermission("read", path, `training on ${threads} threads starts workers from it`)
+      .catch((e) => {
+        throw e instanceof InputError ? new InputError(`${e.message}, ${alternative}`) : e;
+      });
+  } else if (lib.protocol === "http:" || lib.protocol === "https:") {
+    const desc: Deno.PermissionDescriptor = { name: "net", host: lib.host };
+    let { state } = await Deno.permissions.query(desc);
+    if (state === "prompt") state = (await Deno.permissions.request(desc)).state;
+    if (state !== "granted") {
+      throw new InputError(
+        `no net permission for ${lib.host} (training on ${threads} threads starts workers from it); run again with --allow-net=${lib.host}, ${alternative}`,
+      );
+    }
+  }
 }
 
 function defaultThreads(): number {
@@ -655,7 +858,13 @@ async function sample(v: Values): Promise<void> {
   setupKernels(kernelsFlag(v));
   const { model, tokenizer } = await loadWeightsFile(stringFlag(v, "weights"));
   validateSampling({ temperature, topK, topP }, model.config.vocabSize);
-  const promptIds = tokenizer.encode(prompt);
+  let promptIds: Uint16Array;
+  try {
+    promptIds = tokenizer.encode(prompt);
+  } catch (e) {
+    if (!(e instanceof InputError)) throw e;
+    throw new InputError(e.message.replace(/^the text/, "the prompt"));
+  }
   if (seed === undefined) {
     seed = crypto.getRandomValues(new Uint32Array(1))[0];
     log(`seed ${seed}`);
@@ -715,6 +924,7 @@ async function info(v: Values): Promise<void> {
 
 /** With no arguments: stream from the shipped weights, training them first if they are missing. */
 async function start(): Promise<void> {
+  if (SHIPPED_WEIGHTS.protocol !== "file:") return await sample({}); // run from a URL: fetch them
   try {
     await Deno.lstat(SHIPPED_WEIGHTS);
   } catch (e) {
@@ -795,6 +1005,14 @@ export async function main(args: string[]): Promise<number> {
     if (e instanceof Deno.errors.NotCapable) {
       log(`error: ${permissionMessage(e)}`);
       return 2;
+    }
+    if (e instanceof RangeError && /alloc|array length|memory/i.test(e.message)) {
+      log(
+        `error: not enough memory (${
+          e.message.split("\n")[0]
+        }); use a smaller model, batch or block size`,
+      );
+      return 1;
     }
     log(
       `error: internal error: ${

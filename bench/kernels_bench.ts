@@ -87,7 +87,7 @@ const att = {
   out: alloc(B * T * C),
   probs: alloc(B * H * T * T),
   dqkv: alloc(B * T * 3 * C),
-  scratch: alloc(T),
+  scratch: alloc(T * (T + C / H)),
   mean: alloc(B * T),
   rstd: alloc(B * T),
   targets: alloc(B * T),

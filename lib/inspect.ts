@@ -407,8 +407,8 @@ export function heatmapLayout(n: number, H: number, options: SvgOptions = {}): H
   const grid = n * cell;
   const panelW = labelSpace + 14 + grid + pad; // 14: the "queries" axis title
   const panelH = panelTitle + labelSpace + 14 + grid + pad;
-  const top = 56; // title and subtitle
-  const width = Math.max(pad * 2 + columns * panelW, 520);
+  const top = 66; // title and subtitle
+  const width = Math.max(pad * 2 + columns * panelW, 560);
   const legendY = top + rows * panelH + 4;
   const height = legendY + 64;
   return {
@@ -426,6 +426,13 @@ export function heatmapLayout(n: number, H: number, options: SvgOptions = {}): H
     },
     legendY,
   };
+}
+
+/** The staircase from the top-left cell's top-right corner down the diagonal (relative path). */
+function stairs(n: number, c: number): string {
+  let d = "";
+  for (let t = 0; t < n; t++) d += `h${c}v${c}`;
+  return d;
 }
 
 /** Number formatting for legends: 0, 0.01, 0.1, 0.25, 0.5, 1. */
@@ -462,7 +469,8 @@ export function renderAttentionSvg(
     `<title>${escapeXml(title)}</title>`,
     `<path d="M0 0H${L.width}V${L.height}H0Z" fill="#fff"/>`,
     `<text x="16" y="22" font-size="15" font-weight="600" fill="#111">${escapeXml(title)}</text>`,
-    `<text x="16" y="42" font-size="11.5" fill="#555">rows: queries (the character attending), columns: keys (what it attends to); future cells are masked and left empty; ⏎ newline, · space</text>`,
+    `<text x="16" y="40" font-size="11.5" fill="#555">rows: queries (the character attending) · columns: keys (what it attends to)</text>`,
+    `<text x="16" y="55" font-size="11.5" fill="#555">future cells are masked and left empty · ⏎ is a newline, · a space</text>`,
   );
   for (let h = 0; h < H; h++) {
     const { x, y } = L.origin(h);
@@ -477,11 +485,14 @@ export function renderAttentionSvg(
       }" font-size="10" fill="#666" text-anchor="middle">keys →</text>`,
       `<text transform="translate(${x - Math.max(14, c * 1.4) - 4} ${
         y + grid / 2
-      }) rotate(-90)" font-size="10" fill="#666" text-anchor="middle">queries →</text>`,
-      // the frame of the causal triangle (a path, so rects are only cells)
-      `<path d="M${x - 0.5} ${y - 0.5}h${c + 1}L${x + grid + 0.5} ${y + grid - c - 0.5}V${
-        y + grid + 0.5
-      }H${x - 0.5}Z" fill="#f3f3f3" stroke="#ccc" stroke-width="1"/>`,
+      }) rotate(-90)" font-size="10" fill="#666" text-anchor="middle">← queries</text>`,
+      // the n x n frame and the staircase edge of the causal triangle (paths: rects are only cells)
+      `<path d="M${x - 0.5} ${y - 0.5}h${grid + 1}v${grid + 1}h${
+        -grid - 1
+      }Z" fill="none" stroke="#ddd" stroke-width="1"/>`,
+      `<path d="M${x} ${y}${stairs(n, c)}V${
+        y + grid
+      }H${x}Z" fill="none" stroke="#aaa" stroke-width="0.75"/>`,
     );
     // axis labels: keys across the top, queries down the left
     out.push(
@@ -654,7 +665,7 @@ export function renderAttentionTerminal(
           row += SHADES[Math.round(pos * (SHADES.length - 1))];
         }
       }
-      lines.push(row.trimEnd());
+      lines.push(row);
     }
   }
   return lines.join("\n") + "\n";

@@ -332,8 +332,9 @@ export function attentionForward(
 }
 
 /**
- * Backward of {@link attentionForward}: dQkv[B,T,3C] is overwritten. `scratch` holds at least T
- * floats (the gradient of one row of probabilities).
+ * Backward of {@link attentionForward}: dQkv[B,T,3C] is overwritten. `scratch` holds
+ * {@link attentionBackwardScratchSize}(T, C, H) floats for the WebAssembly kernels (the plain
+ * TypeScript reference needs only T; a smaller scratch makes the call use the reference).
  */
 export function attentionBackward(
   dQkv: FloatArray,
@@ -346,7 +347,10 @@ export function attentionBackward(
   C: number,
   H: number,
 ): void {
-  if (onWasm(dQkv, scratch, dOut, qkv, probs)) {
+  if (
+    onWasm(dQkv, scratch, dOut, qkv, probs) &&
+    scratch.length >= attentionBackwardScratchSize(T, C, H)
+  ) {
     wasm!.attention_backward(ptr(dQkv), ptr(scratch), ptr(dOut), ptr(qkv), ptr(probs), B, T, C, H);
     return;
   }
@@ -383,6 +387,74 @@ export function attentionBackward(
             dQkv[k + i] += dS * qkv[q + i];
           }
         }
+      }
+    }
+  }
+}
+
+/**
+ * Floats of scratch that {@link attentionBackward} needs to run on the WebAssembly kernels:
+ * T·T (the gradient of one head's probabilities) + T·(C/H) (one head's values, transposed).
+ */
+export function attentionBackwardScratchSize(T: number, C: number, H: number): number {
+  return T * (T + Math.floor(C / H));
+}
+
+/**
+ * Causal attention of the query rows t = p0 .. p0+n-1 of ONE sequence (the KV-cache path).
+ * qkv[T,3C] holds q | k | v per position (rows 0 .. p0+n-1 are read); row t attends to positions
+ * 0..t. probs[H,T,T] receives rows (h, t) of those positions (zero after t; other rows are left
+ * as they are); out[n,C] receives their outputs, heads concatenated (row r is position p0+r).
+ */
+export function attentionRows(
+  out: FloatArray,
+  probs: FloatArray,
+  qkv: FloatArray,
+  T: number,
+  p0: number,
+  n: number,
+  C: number,
+  H: number,
+): void {
+  if (!(p0 >= 0 && n >= 0 && p0 + n <= T)) {
+    throw new RangeError(`attentionRows: rows ${p0} .. ${p0 + n - 1} are outside [0, ${T})`);
+  }
+  if (onWasm(out, probs, qkv)) {
+    wasm!.attention_rows(ptr(out), ptr(probs), ptr(qkv), T, p0, n, C, H);
+    return;
+  }
+  const hs = C / H;
+  const C3 = 3 * C;
+  const scale = 1 / Math.sqrt(hs);
+  for (let r = 0; r < n; r++) {
+    const t = p0 + r;
+    for (let h = 0; h < H; h++) {
+      const q = t * C3 + h * hs;
+      const p = (h * T + t) * T;
+      // scores[j] = q_t · k_j * scale, j <= t; then a stable softmax
+      let max = -Infinity;
+      for (let j = 0; j <= t; j++) {
+        const k = j * C3 + C + h * hs;
+        let dot = 0;
+        for (let i = 0; i < hs; i++) dot += qkv[q + i] * qkv[k + i];
+        probs[p + j] = dot * scale;
+        if (probs[p + j] > max) max = probs[p + j];
+      }
+      let sum = 0;
+      for (let j = 0; j <= t; j++) {
+        const e = Math.exp(probs[p + j] - max);
+        probs[p + j] = e;
+        sum += e;
+      }
+      for (let j = 0; j <= t; j++) probs[p + j] /= sum;
+      for (let j = t + 1; j < T; j++) probs[p + j] = 0;
+      // out_r = Σ_j probs[j] v_j
+      const o = r * C + h * hs;
+      for (let i = 0; i < hs; i++) out[o + i] = 0;
+      for (let j = 0; j <= t; j++) {
+        const v = j * C3 + 2 * C + h * hs;
+        const pj = probs[p + j];
+        for (let i = 0; i < hs; i++) out[o + i] += pj * qkv[v + i];
       }
     }
   }

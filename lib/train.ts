@@ -203,10 +203,17 @@ export class Trainer {
 
   /**
    * The full training state as checkpoint bytes (safetensors): weights, both Adam moments, and in
-   * the metadata the config, vocab, step, optimizer count and RNG state, plus `facts`.
+   * the metadata the config, vocab, step, optimizer count and RNG state (the data position), plus
+   * `facts`. Throws BareGPTError when the state holds NaN or Inf (training diverged), so that a
+   * good checkpoint on disk is never replaced by a poisoned one.
    */
   checkpoint(facts: Record<string, string>, tokenizer: Tokenizer): Uint8Array {
     const { model, optimizer } = this;
+    if (!allFinite(model.flat) || !allFinite(optimizer.m) || !allFinite(optimizer.v)) {
+      throw new BareGPTError(
+        `the model or optimizer state holds NaN or Inf at step ${this.step} (training diverged); lower --lr (the last checkpoint is kept)`,
+      );
+    }
     const tensors = [
       ...modelTensors(model),
       ...modelTensors(model, "optimizer.m.", optimizer.m),
@@ -300,11 +307,23 @@ export class Checkpoint {
 
   /** Throws InputError when this checkpoint is of another model or corpus. */
   check(config: GPTConfig, corpusSha: string, tokenizer: Tokenizer, path: string): void {
-    const same = JSON.stringify(config) === JSON.stringify(this.config) &&
-      JSON.stringify(tokenizer.vocab) === JSON.stringify(this.vocab);
-    if (!same) {
+    const names: [keyof GPTConfig, string][] = [
+      ["blockSize", "block_size"],
+      ["dModel", "d_model"],
+      ["nLayers", "n_layers"],
+      ["nHeads", "n_heads"],
+      ["vocabSize", "vocab_size"],
+    ];
+    const differ = names.filter(([k]) => config[k] !== this.config[k])
+      .map(([k, n]) => `${n} ${this.config[k]} there, ${config[k]} here`);
+    if (differ.length === 0 && JSON.stringify(tokenizer.vocab) !== JSON.stringify(this.vocab)) {
+      differ.push("the vocabularies differ");
+    }
+    if (differ.length > 0) {
       throw new InputError(
-        `checkpoint ${path} is of another model (config or vocab differ); delete it or train with its settings`,
+        `checkpoint ${path} is of another model (${
+          differ.join(", ")
+        }); delete it or train with its settings`,
       );
     }
     if (this.metadata.corpus_sha256 !== corpusSha) {
@@ -313,6 +332,39 @@ export class Checkpoint {
       );
     }
   }
+
+  /**
+   * Throws InputError when the checkpoint was made with other training settings (stored under
+   * `train_settings` as JSON of flag name to value): resuming them would not continue that run.
+   * A checkpoint without stored settings is accepted.
+   */
+  checkSettings(settings: Record<string, number>, path: string): void {
+    let stored: Record<string, unknown>;
+    try {
+      stored = JSON.parse(this.metadata.train_settings ?? "null");
+    } catch {
+      stored = {};
+    }
+    if (stored === null || typeof stored !== "object") return;
+    const differ = Object.keys(settings).filter((k) => k in stored && stored[k] !== settings[k]);
+    if (differ.length > 0) {
+      throw new InputError(
+        `checkpoint ${path} was made with ${
+          differ.map((k) => `--${k} ${stored[k]}`).join(" ")
+        }, this run has ${
+          differ.map((k) => `--${k} ${settings[k]}`).join(" ")
+        }; resume with the checkpoint's settings or delete it`,
+      );
+    }
+  }
+}
+
+/** True when every value of `a` is finite. */
+function allFinite(a: ArrayLike<number>): boolean {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return false;
+  }
+  return true;
 }
 
 /** Result of {@link evaluate}. */

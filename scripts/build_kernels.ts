@@ -52,6 +52,11 @@ const TILE: Record<WasmTier, { rows: number; vecs: number }> = {
   relaxed: { rows: 6, vecs: 2 },
   simd: { rows: 4, vecs: 2 },
 };
+/**
+ * Width of the single-row tiles (floats): 8 independent accumulators, so that one row is not
+ * bound by the latency of its chains of multiply-adds.
+ */
+const WIDE = 32;
 /** Reduction-dimension block: a B panel of KC x (4*vecs) floats stays in L1. */
 const KC = 256;
 /** Row block: an A block of MC x KC floats stays in L2 while the column tiles sweep it. */
@@ -103,7 +108,7 @@ function gemmTile(tier: WasmTier, R: number, V: number): string {
     `  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)`,
     `  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)`,
     `  ${accs.map((a) => `(local ${a} v128)`).join(" ")}`,
-    `  ${vecs.map((v) => `(local $b${v} v128)`).join(" ")} (local $x v128)`,
+    `  ${R > 1 ? vecs.map((v) => `(local $b${v} v128)`).join(" ") : ""} (local $x v128)`,
     `  ${rows.map((r) => `(local $pa${r} i32) (local $pc${r} i32)`).join(" ")} (local $pb i32)`,
   );
   // Row pointers of A and C.
@@ -130,17 +135,22 @@ function gemmTile(tier: WasmTier, R: number, V: number): string {
     indent(loadBias.join("\n"), 6),
     `    ))))`,
   );
-  // Inner loop over the reduction dimension.
+  // Inner loop over the reduction dimension. One row uses each B vector once: loaded in place
+  // (a wide 1-row tile would run out of registers holding them).
   const body: string[] = [];
-  for (const v of vecs) {
-    body.push(`(local.set $b${v} (v128.load offset=${16 * v} (local.get $pb)))`);
+  const bv = (v: number) =>
+    R === 1 ? `(v128.load offset=${16 * v} (local.get $pb))` : `(local.get $b${v})`;
+  if (R > 1) {
+    for (const v of vecs) {
+      body.push(`(local.set $b${v} (v128.load offset=${16 * v} (local.get $pb)))`);
+    }
   }
   for (const r of rows) {
     body.push(`(local.set $x (v128.load32_splat (local.get $pa${r})))`);
     for (const v of vecs) {
       body.push(
         `(local.set $acc${r}_${v} ${
-          madd(tier, "(local.get $x)", `(local.get $b${v})`, `(local.get $acc${r}_${v})`)
+          madd(tier, "(local.get $x)", bv(v), `(local.get $acc${r}_${v})`)
         })`,
       );
     }
@@ -288,6 +298,179 @@ ${indent(rowsSweep(4), 8)}
 }
 
 // ---------------------------------------------------------------------------------------------
+// Matmul with few rows (M <= 3: sampling feeds one token at a time). Each weight is used only M
+// times, so the product is bound by reading B once: B is streamed row by row, G rows at a time
+// (G sequential streams the hardware prefetchers follow), into C rows that stay in L1:
+//
+//   C[m, :] = bias (or 0);  for k in [0, S) step G:  C[m, :] += sum_g A[m, k+g] B[k+g, :]
+//
+// Every C vector is an independent chain, so the multiply-adds are not latency-bound (the 1-row
+// tiles of `gemm` are: one chain per accumulator over all of S). The columns are processed in
+// chunks of SMALL_NC floats, so that the C rows of a chunk stay in L1 for any N.
+
+/** Rows of B per pass of the few-rows kernel, by M: M * G broadcast values stay in registers. */
+const SMALL_G: Record<number, number> = { 1: 8, 2: 4, 3: 3 };
+/** Column chunk of the few-rows kernel (floats): 3 C rows of it are 12 KiB. */
+const SMALL_NC = 1024;
+
+/** C[M, nc] (+)= A[M, S] . B[S, nc] for one column chunk; M rows, G rows of B per pass. */
+function smallGemm(tier: WasmTier, M: number): string {
+  const G = SMALL_G[M];
+  const rows = range(M);
+  /** One pass over the chunk with g rows of B (g = G, then 1 for the last S % G). */
+  const pass = (g: number) => {
+    const gs = range(g);
+    const splats = rows.flatMap((m) =>
+      gs.map((q) =>
+        `(local.set $x${m}_${q} (v128.load32_splat (i32.add (local.get $pa${m}) (i32.const ${
+          4 * q
+        }))))`
+      )
+    );
+    const ptrs = gs.map((q) =>
+      q === 0
+        ? `(local.set $pb0 (local.get $pb))`
+        : `(local.set $pb${q} (i32.add (local.get $pb${q - 1}) (local.get $bs)))`
+    );
+    const vec: string[] = [];
+    for (const m of rows) {
+      vec.push(`(local.set $acc${m} (v128.load (i32.add (local.get $pc${m}) (local.get $j))))`);
+    }
+    for (const q of gs) {
+      vec.push(`(local.set $w (v128.load (i32.add (local.get $pb${q}) (local.get $j))))`);
+      for (const m of rows) {
+        vec.push(
+          `(local.set $acc${m} ${
+            madd(tier, `(local.get $x${m}_${q})`, "(local.get $w)", `(local.get $acc${m})`)
+          })`,
+        );
+      }
+    }
+    for (const m of rows) {
+      vec.push(`(v128.store (i32.add (local.get $pc${m}) (local.get $j)) (local.get $acc${m}))`);
+    }
+    // The last nc % 4 columns: scalar, mul then add.
+    const sca: string[] = [];
+    for (const m of rows) {
+      sca.push(`(local.set $s${m} (f32.load (i32.add (local.get $pc${m}) (local.get $j))))`);
+    }
+    for (const q of gs) {
+      for (const m of rows) {
+        sca.push(
+          `(local.set $s${m} (f32.add (local.get $s${m}) (f32.mul (f32x4.extract_lane 0 (local.get $x${m}_${q}))
+  (f32.load (i32.add (local.get $pb${q}) (local.get $j))))))`,
+        );
+      }
+    }
+    for (const m of rows) {
+      sca.push(`(f32.store (i32.add (local.get $pc${m}) (local.get $j)) (local.get $s${m}))`);
+    }
+    const advance = rows.map((m) =>
+      `(local.set $pa${m} (i32.add (local.get $pa${m}) (i32.const ${4 * g})))`
+    );
+    return `;; passes of ${g} row(s) of B
+(block $kdone${g} (loop $k${g}
+  (br_if $kdone${g} (i32.gt_u (i32.add (local.get $k) (i32.const ${g})) (local.get $S)))
+${indent([...splats, ...ptrs].join("\n"), 2)}
+  (local.set $j (i32.const 0))
+  (block $vdone (loop $vloop
+    (br_if $vdone (i32.ge_u (local.get $j) (local.get $nv)))
+${indent(vec.join("\n"), 4)}
+    (local.set $j (i32.add (local.get $j) (i32.const 16)))
+    (br $vloop)))
+  (block $sdone (loop $sloop
+    (br_if $sdone (i32.ge_u (local.get $j) (local.get $nb)))
+${indent(sca.join("\n"), 4)}
+    (local.set $j (i32.add (local.get $j) (i32.const 4)))
+    (br $sloop)))
+${indent(advance.join("\n"), 2)}
+  (local.set $pb (i32.add (local.get $pb) (i32.mul (local.get $bs) (i32.const ${g}))))
+  (local.set $k (i32.add (local.get $k) (i32.const ${g})))
+  (br $k${g})))`;
+  };
+  const init = rows.map((m) =>
+    `(if (local.get $bias)
+  (then (memory.copy (local.get $pc${m}) (local.get $bias) (local.get $nb)))
+  (else (memory.fill (local.get $pc${m}) (i32.const 0) (local.get $nb))))`
+  );
+  return `;; C[${M}, nc] = A[${M}, S] . B[S, nc] (+ bias) for one column chunk: B streamed ${G} rows
+;; at a time (see smallGemm in scripts/build_kernels.ts). ars: row stride of A, bs = cs: row
+;; stride of B and C (bytes).
+(func $gemm_small_${M}
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $S i32) (param $nc i32)
+  (param $ars i32) (param $bs i32)
+  (local $nb i32) (local $nv i32) (local $k i32) (local $j i32) (local $pb i32) (local $w v128)
+  ${
+    rows.map((m) =>
+      `(local $pa${m} i32) (local $pc${m} i32) (local $acc${m} v128) (local $s${m} f32)`
+    ).join(" ")
+  }
+  ${range(G).map((q) => `(local $pb${q} i32)`).join(" ")}
+  ${rows.flatMap((m) => range(G).map((q) => `(local $x${m}_${q} v128)`)).join(" ")}
+  ;; nb: bytes of a chunk row; nv: those in whole vectors
+  (local.set $nb (i32.shl (local.get $nc) (i32.const 2)))
+  (local.set $nv (i32.and (local.get $nb) (i32.const -16)))
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+${
+    rows.slice(1).map((m) =>
+      `  (local.set $pa${m} (i32.add (local.get $pa${m - 1}) (local.get $ars)))` +
+      ` (local.set $pc${m} (i32.add (local.get $pc${m - 1}) (local.get $bs)))`
+    ).join("\n")
+  }
+  ;; C = bias or 0
+${indent(init.join("\n"), 2)}
+  (local.set $pb (local.get $b))
+${indent(pass(G), 2)}
+${G > 1 ? indent(pass(1), 2) : ""})`;
+}
+
+/**
+ * The few-rows driver: C[M, N] = A[M, S] . B[S, N] (+ bias) for any M, three rows at a time,
+ * column chunk by column chunk. Used by `matmul` below the row count of one register tile.
+ */
+function smallDriver(): string {
+  return `;; C[M, N] = A[M, S] . B[S, N] (+ bias), rows three at a time (see smallGemm).
+(func $gemm_small
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $M i32) (param $S i32)
+  (param $N i32)
+  (local $i i32) (local $m i32) (local $j0 i32) (local $nc i32) (local $ars i32) (local $bs i32)
+  (local $pa i32) (local $pc i32) (local $off i32)
+  (local.set $ars (i32.shl (local.get $S) (i32.const 2)))
+  (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
+  (block $idone (loop $rows
+    (br_if $idone (i32.ge_u (local.get $i) (local.get $M)))
+    (local.set $m (i32.sub (local.get $M) (local.get $i)))
+    (if (i32.gt_u (local.get $m) (i32.const 3)) (then (local.set $m (i32.const 3))))
+    (local.set $pa (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $ars))))
+    (local.set $pc (i32.add (local.get $c) (i32.mul (local.get $i) (local.get $bs))))
+    (local.set $j0 (i32.const 0))
+    (block $jdone (loop $chunks
+      (br_if $jdone (i32.ge_u (local.get $j0) (local.get $N)))
+      (local.set $nc (i32.sub (local.get $N) (local.get $j0)))
+      (if (i32.gt_u (local.get $nc) (i32.const ${SMALL_NC})) (then (local.set $nc (i32.const ${SMALL_NC}))))
+      (local.set $off (i32.shl (local.get $j0) (i32.const 2)))
+      (if (i32.eq (local.get $m) (i32.const 3))
+        (then (call $gemm_small_3 (i32.add (local.get $pc) (local.get $off)) (local.get $pa)
+          (i32.add (local.get $b) (local.get $off))
+          (select (i32.add (local.get $bias) (local.get $off)) (i32.const 0) (local.get $bias))
+          (local.get $S) (local.get $nc) (local.get $ars) (local.get $bs)))
+        (else (if (i32.eq (local.get $m) (i32.const 2))
+          (then (call $gemm_small_2 (i32.add (local.get $pc) (local.get $off)) (local.get $pa)
+            (i32.add (local.get $b) (local.get $off))
+            (select (i32.add (local.get $bias) (local.get $off)) (i32.const 0) (local.get $bias))
+            (local.get $S) (local.get $nc) (local.get $ars) (local.get $bs)))
+          (else (call $gemm_small_1 (i32.add (local.get $pc) (local.get $off)) (local.get $pa)
+            (i32.add (local.get $b) (local.get $off))
+            (select (i32.add (local.get $bias) (local.get $off)) (i32.const 0) (local.get $bias))
+            (local.get $S) (local.get $nc) (local.get $ars) (local.get $bs))))))
+      (local.set $j0 (i32.add (local.get $j0) (local.get $nc)))
+      (br $chunks)))
+    (local.set $i (i32.add (local.get $i) (local.get $m)))
+    (br $rows)))
+)`;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Matmul with a transposed right operand: C[M, N] = A[M, S] . B[N, S]^T, both read along S.
 // Register tiles of 2 rows of A x 4 rows of B hold 8 f32x4 partial dot products over S in
 // chunks of 4; at the end each row's 4 dot products are reduced into one f32x4 and stored.
@@ -353,42 +536,49 @@ function ntTile(tier: WasmTier, R: number, Cn: number): string {
     indent(body.join("\n"), 4),
     `    (br_if $k (local.tee $s (i32.sub (local.get $s) (i32.const 1)))))))`,
   );
-  // Reduce, add the scalar tail S % 4 (same order every call), store.
+  // Reduce, add the scalar tail S % 4 (same order every call), store: per group of 4 columns
+  // (or the single column of Cn = 1).
   const tailLen = `(i32.and (local.get $S) (i32.const 3))`;
+  const groups = Cn === 1 ? [[0]] : range(Cn / 4).map((g) => range(4).map((l) => 4 * g + l));
   for (const r of rows) {
-    if (Cn === 4) {
+    for (const [gi, group] of groups.entries()) {
+      if (Cn === 1) {
+        lines.push(
+          `  (local.set $res (f32x4.add (local.get $acc${r}_0) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc${r}_0) (local.get $acc${r}_0))))`,
+          `  (local.set $res (f32x4.add (local.get $res) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $res) (local.get $res))))`,
+        );
+      } else {
+        lines.push(
+          `  (local.set $res ${
+            hsum4(
+              ...group.map((c) => `(local.get $acc${r}_${c})`) as [string, string, string, string],
+            )
+          })`,
+        );
+      }
+      // Tail: for each column c, t = sum over the last S % 4 products, added to lane c % 4.
+      for (const c of group) {
+        const lane = c % 4;
+        lines.push(
+          `  (local.set $t (f32.const 0))`,
+          `  (local.set $s ${tailLen})`,
+          `  (if (local.get $s) (then (loop $tail`,
+          `    (local.set $t (f32.add (local.get $t) (f32.mul (f32.load (local.get $pa${r})) (f32.load (local.get $pb${c})))))`,
+          `    (local.set $pa${r} (i32.add (local.get $pa${r}) (i32.const 4)))`,
+          `    (local.set $pb${c} (i32.add (local.get $pb${c}) (i32.const 4)))`,
+          `    (br_if $tail (local.tee $s (i32.sub (local.get $s) (i32.const 1)))))`,
+          `    (local.set $pa${r} (i32.sub (local.get $pa${r}) (i32.shl ${tailLen} (i32.const 2))))`,
+          `    (local.set $pb${c} (i32.sub (local.get $pb${c}) (i32.shl ${tailLen} (i32.const 2))))`,
+          `    (local.set $res (f32x4.replace_lane ${lane} (local.get $res) (f32.add (f32x4.extract_lane ${lane} (local.get $res)) (local.get $t))))))`,
+        );
+      }
+      const dst = `(i32.add (local.get $c) (i32.mul (i32.const ${r}) (local.get $cs)))`;
       lines.push(
-        `  (local.set $res ${
-          hsum4(...cols.map((c) => `(local.get $acc${r}_${c})`) as [string, string, string, string])
-        })`,
-      );
-    } else {
-      lines.push(
-        `  (local.set $res (f32x4.add (local.get $acc${r}_0) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc${r}_0) (local.get $acc${r}_0))))`,
-        `  (local.set $res (f32x4.add (local.get $res) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $res) (local.get $res))))`,
+        Cn === 1
+          ? `  (f32.store ${dst} (f32x4.extract_lane 0 (local.get $res)))`
+          : `  (v128.store offset=${16 * gi} ${dst} (local.get $res))`,
       );
     }
-    // Tail: for each column c, t = sum over the last S % 4 products, added to lane c.
-    for (const c of cols) {
-      lines.push(
-        `  (local.set $t (f32.const 0))`,
-        `  (local.set $s ${tailLen})`,
-        `  (if (local.get $s) (then (loop $tail`,
-        `    (local.set $t (f32.add (local.get $t) (f32.mul (f32.load (local.get $pa${r})) (f32.load (local.get $pb${c})))))`,
-        `    (local.set $pa${r} (i32.add (local.get $pa${r}) (i32.const 4)))`,
-        `    (local.set $pb${c} (i32.add (local.get $pb${c}) (i32.const 4)))`,
-        `    (br_if $tail (local.tee $s (i32.sub (local.get $s) (i32.const 1)))))`,
-        `    (local.set $pa${r} (i32.sub (local.get $pa${r}) (i32.shl ${tailLen} (i32.const 2))))`,
-        `    (local.set $pb${c} (i32.sub (local.get $pb${c}) (i32.shl ${tailLen} (i32.const 2))))`,
-        `    (local.set $res (f32x4.replace_lane ${c} (local.get $res) (f32.add (f32x4.extract_lane ${c} (local.get $res)) (local.get $t))))))`,
-      );
-    }
-    const dst = `(i32.add (local.get $c) (i32.mul (i32.const ${r}) (local.get $cs)))`;
-    lines.push(
-      Cn === 4
-        ? `  (v128.store ${dst} (local.get $res))`
-        : `  (f32.store ${dst} (f32x4.extract_lane 0 (local.get $res)))`,
-    );
   }
   lines.push(`)`);
   return lines.join("\n");
@@ -433,14 +623,24 @@ ${indent(sweep(1), 4)}
 }
 
 /** The exported matmul entry points. */
-function matmulExports(): string {
+function matmulExports(tier: WasmTier): string {
   return `;; out[M, N] = inp[M, K] . w[K, N] + bias[N] (bias = 0: none). Overwrites out.
 (func (export "matmul")
   (param $out i32) (param $inp i32) (param $w i32) (param $bias i32)
   (param $M i32) (param $K i32) (param $N i32)
-  (call $gemm (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
-    (local.get $M) (local.get $K) (local.get $N)
-    (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0)))
+  (local $m0 i32)
+  ;; the first M - M % ${TILE[tier].rows} rows by register tiles, the rest by the few-rows kernel
+  (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const ${TILE[tier].rows}))))
+  (if (local.get $m0) (then
+    (call $gemm (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+      (local.get $m0) (local.get $K) (local.get $N)
+      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0))))
+  (if (i32.lt_u (local.get $m0) (local.get $M)) (then
+    (call $gemm_small
+      (i32.add (local.get $out) (i32.mul (local.get $m0) (i32.shl (local.get $N) (i32.const 2))))
+      (i32.add (local.get $inp) (i32.mul (local.get $m0) (i32.shl (local.get $K) (i32.const 2))))
+      (local.get $w) (local.get $bias) (i32.sub (local.get $M) (local.get $m0)) (local.get $K)
+      (local.get $N)))))
 
 ;; dw[K, N] += inp[M, K]^T . dout[M, N]: the "rows" of this product are the K columns of inp.
 (func (export "matmul_backward_weight")
@@ -467,6 +667,63 @@ function matmulExports(): string {
 // twice: an f32x4 loop over whole vectors, then a scalar loop over the last n % 4 elements. They
 // use no fused multiply-add, so both tiers give the same bits.
 
+/**
+ * exp(x) = 2^n * p(r), n = round(x / ln 2), r = x - n ln 2 (two-part ln 2 for accuracy),
+ * p = degree-7 Taylor polynomial: truncation error < 6e-9 for |r| <= ln(2) / 2, so the result is
+ * within a few float32 ulps. x is clamped to [-87.3, 88]: no overflow, no NaN for finite x.
+ *
+ * Written for x86 code generation: the clamp uses pmin / pmax (one instruction each; they give
+ * the same lanes as min / max here, NaN included); n = round(x / ln 2) comes from adding
+ * 1.5 * 2^23, which rounds to an integer (to nearest, ties to even, as f32x4.nearest) and leaves
+ * n + 0x400000 in the low mantissa bits, so 2^n = (bits - 0x4b400000 + 127) << 23 needs no
+ * float-to-int conversion; and the constants live in locals set once per call of the enclosing
+ * function (`expInit`), not rebuilt for every vector.
+ */
+const EXP_CONSTS: [name: string, value: number][] = [
+  ["hi", 88],
+  ["lo", -87.3],
+  ["log2e", 1.4426950408889634],
+  ["magic", 12582912], // 1.5 * 2^23
+  ["ln2hi", 0.693359375],
+  ["ln2lo", -2.12194440e-4],
+  ...[1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1].map((c, i): [string, number] => [
+    `c${7 - i}`, // coefficient of r^(7 - i)
+    c,
+  ]),
+];
+
+/** Locals of an inlined exp: temporaries and the constants (declare once per function). */
+function expLocals(): string {
+  const names = ["x", "t", "n", "r", "bias", ...EXP_CONSTS.map(([n]) => n)];
+  return names.map((n) => `(local $ex_${n} v128)`).join(" ");
+}
+
+/** Sets the constant locals of an inlined exp (once, before the loops). */
+function expInit(): string {
+  return EXP_CONSTS.map(([n, c]) => `(local.set $ex_${n} (f32x4.splat (f32.const ${num(c)})))`)
+    .concat(`(local.set $ex_bias (i32x4.splat (i32.const ${127 - 0x4b400000})))`)
+    .join("\n");
+}
+
+/** exp of every lane of the v128 expression `x`, inline (needs expLocals and expInit). */
+function expInline(x: string): string {
+  const k = (n: string) => `(local.get $ex_${n})`;
+  let p = k("c7");
+  for (let i = 6; i >= 0; i--) p = `(f32x4.add (f32x4.mul ${p} (local.get $ex_r)) ${k(`c${i}`)})`;
+  return `(block (result v128)
+  (local.set $ex_x (f32x4.pmax (f32x4.pmin ${x} ${k("hi")}) ${k("lo")}))
+  ;; t = x / ln 2 + 1.5 * 2^23, n = t - 1.5 * 2^23 = round(x / ln 2), r = x - n ln 2
+  (local.set $ex_t (f32x4.add (f32x4.mul (local.get $ex_x) ${k("log2e")}) ${k("magic")}))
+  (local.set $ex_n (f32x4.sub (local.get $ex_t) ${k("magic")}))
+  (local.set $ex_r (f32x4.sub (f32x4.sub (local.get $ex_x) (f32x4.mul (local.get $ex_n) ${
+    k("ln2hi")
+  }))
+    (f32x4.mul (local.get $ex_n) ${k("ln2lo")})))
+  ;; p(r) * 2^n
+  (f32x4.mul ${p}
+    (i32x4.shl (i32x4.add (local.get $ex_t) (local.get $ex_bias)) (i32.const 23))))`;
+}
+
 /** Operations on either an f32x4 (vector loop) or an f32 (scalar tail loop). */
 interface Lanes {
   /** The WAT value type of one element group: `v128` or `f32`. */
@@ -483,7 +740,7 @@ interface Lanes {
   splat(f32: string): string;
   /** The name of a local of this lane width: `$name_v` (v128) or `$name_s` (f32). */
   loc(name: string): string;
-  /** Accurate exp of every lane (see `$exp_v`). */
+  /** Accurate exp of every lane (see `expInline`; the function needs expLocals / expInit). */
   exp(x: string): string;
   /** `value` with the lanes where the comparison `cond` holds set to +0. */
   zeroWhere(value: string, cond: string): string;
@@ -502,7 +759,7 @@ const VECTOR: Lanes = {
   k: (c) => `(f32x4.splat (f32.const ${num(c)}))`,
   splat: (f32) => `(f32x4.splat ${f32})`,
   loc: (name) => `$${name}_v`,
-  exp: (x) => `(call $exp_v ${x})`,
+  exp: (x) => expInline(x),
   zeroWhere: (value, cond) => `(v128.andnot ${value} ${cond})`,
 };
 
@@ -555,33 +812,19 @@ function laneTotal(name: string): string {
   return `(f32.add (call $hsum (local.get $${name}_v)) (local.get $${name}_s))`;
 }
 
-/** Math helpers: exp (f32x4), horizontal sum, log (f64), dot product and axpy rows. */
+/** Math helpers: exp (f32x4), horizontal sum, log (f64). */
 function mathHelpers(): string {
-  // exp(x) = 2^n * p(r), n = round(x / ln 2), r = x - n ln 2 (two-part ln 2 for accuracy),
-  // p = degree-7 Taylor polynomial: truncation error < 6e-9 for |r| <= ln(2) / 2, so the result is
-  // within a few float32 ulps. x is clamped to [-87.3, 88]: no overflow, no NaN for finite x.
-  const horner = [1 / 5040, 1 / 720, 1 / 120, 1 / 24, 1 / 6, 1 / 2, 1, 1];
-  let p = `(f32x4.splat (f32.const ${horner[0]}))`;
-  for (const c of horner.slice(1)) {
-    p = `(f32x4.add (f32x4.mul ${p} (local.get $r)) (f32x4.splat (f32.const ${num(c)})))`;
-  }
   // log series in f2 = f^2, Horner from the f^14 term down to 1.
   const logSeries = [1 / 13, 1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3, 1].reduce(
     (acc, c) => `(f64.add (f64.mul ${acc} (local.get $f2)) (f64.const ${num(c)}))`,
     `(f64.const ${1 / 15})`,
   );
-  return `;; exp of every lane, relative error ~1e-7; x clamped to [-87.3, 88].
-(func $exp_v (param $x v128) (result v128) (local $n v128) (local $r v128)
-  (local.set $x (f32x4.max (f32x4.min (local.get $x) (f32x4.splat (f32.const 88.0)))
-    (f32x4.splat (f32.const -87.3))))
-  (local.set $n (f32x4.nearest (f32x4.mul (local.get $x) (f32x4.splat (f32.const 1.4426950408889634)))))
-  (local.set $r (f32x4.sub
-    (f32x4.sub (local.get $x) (f32x4.mul (local.get $n) (f32x4.splat (f32.const 0.693359375))))
-    (f32x4.mul (local.get $n) (f32x4.splat (f32.const -2.12194440e-4)))))
-  (f32x4.mul
-    ${p}
-    (i32x4.shl (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $n)) (i32x4.splat (i32.const 127)))
-      (i32.const 23))))
+  return `;; exp of every lane, relative error ~1e-7 (see expInline in scripts/build_kernels.ts).
+;; The vector loops inline the same code; the scalar tails call this on one lane.
+(func $exp_v (param $x v128) (result v128)
+  ${expLocals()}
+  ${expInit()}
+${indent(expInline("(local.get $x)"), 2)})
 
 ;; (v0 + v2) + (v1 + v3): the fixed horizontal sum order of every reduction.
 (func $hsum (param $v v128) (result f32)
@@ -605,37 +848,7 @@ function mathHelpers(): string {
   (local.set $f2 (f64.mul (local.get $f) (local.get $f)))
   (f64.add (f64.mul (local.get $e) (f64.const 0.6931471805599453))
     (f64.mul (f64.mul (f64.const 2) (local.get $f))
-      ${logSeries})))
-
-;; sum_i a[i] b[i] over n floats (f32x4 partial sums, then the scalar tail).
-(func $dot (param $a i32) (param $b i32) (param $n i32) (result f32)
-  (local $off i32) (local $nbytes i32) ${laneLocals("acc")}
-  (local.set $nbytes (i32.shl (local.get $n) (i32.const 2)))
-  ${zeroLanes("acc")}
-${
-    indent(
-      lanesLoop((L) =>
-        `(local.set ${L.loc("acc")} ${
-          L.op("add", `(local.get ${L.loc("acc")})`, L.op("mul", L.ld("$a"), L.ld("$b")))
-        })`
-      ),
-      2,
-    )
-  }
-  ${laneTotal("acc")})
-
-;; y[n] += s * x[n]
-(func $axpy (param $y i32) (param $x i32) (param $s f32) (param $n i32)
-  (local $off i32) (local $nbytes i32)
-  (local.set $nbytes (i32.shl (local.get $n) (i32.const 2)))
-${
-    indent(
-      lanesLoop((L) =>
-        L.st("$y", L.op("add", L.ld("$y"), L.op("mul", L.splat("(local.get $s)"), L.ld("$x"))))
-      ),
-      2,
-    )
-  })`;
+      ${logSeries})))`;
 }
 
 /** Exported element-wise kernels: GELU, AdamW and vector utilities. */
@@ -665,6 +878,8 @@ function elementwiseExports(): string {
   return `;; out[n] = gelu(inp[n]) (tanh approximation, computed as x / (1 + exp(-2u))).
 (func (export "gelu_forward") (param $out i32) (param $inp i32) (param $n i32)
   (local $off i32) (local $nbytes i32) ${laneLocals("x", "xc", "e")}
+  ${expLocals()}
+${indent(expInit(), 2)}
   (local.set $nbytes (i32.shl (local.get $n) (i32.const 2)))
 ${
     indent(
@@ -693,6 +908,8 @@ ${
 ;; x clamped to [-10, 10] (beyond, gelu' is 1 or 0 to float32 precision).
 (func (export "gelu_backward") (param $dinp i32) (param $inp i32) (param $dout i32) (param $n i32)
   (local $off i32) (local $nbytes i32) ${laneLocals("x", "xc", "e", "s")}
+  ${expLocals()}
+${indent(expInit(), 2)}
   (local.set $nbytes (i32.shl (local.get $n) (i32.const 2)))
 ${
     indent(
@@ -1043,6 +1260,8 @@ ${
   (local $off i32) (local $nbytes i32) (local $row i32) (local $x i32) (local $p i32)
   (local $max f32) (local $mv v128) (local $inv f32) (local $sum f32) (local $t i32)
   ${laneLocals("sum", "e")}
+  ${expLocals()}
+${indent(expInit(), 2)}
   (local.set $nbytes (i32.shl (local.get $V) (i32.const 2)))
   (local.set $x (local.get $logits))
   (local.set $p (local.get $probs))
@@ -1118,146 +1337,425 @@ ${indent(lanesLoop((L) => L.st("$d", L.op("mul", L.ld("$p"), L.splat("(local.get
     (br $rows))))`;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Causal self-attention. Per (batch b, head h) the work is five small matrix products over the
+// T x T triangle, run on the matmul register tiles above by `gemm_causal`, which skips the tiles
+// the causal mask makes zero:
+//
+//   forward:  S = Q K^T (lower)   P = softmax(S / sqrt(hs))   O = P V (prefix)
+//   backward: dV = P^T dO (suffix)   dP = dO V^T (lower)   dS = P (dP - rowsum(P dP)) / sqrt(hs)
+//             dQ = dS K (prefix)   dK = dS^T Q (suffix)
+//
+// Q, K, V, dO of a head are [T, hs] slices of the qkv / dout rows (row strides 3C and C floats).
+// The "lower" products read the right operand transposed: K^T and V^T [hs, T] are copied first.
+
+/** An i8x16.shuffle picking four f32 lanes: 0..3 are the lanes of `x`, 4..7 those of `y`. */
+function shuffle4(lanes: number[], x: string, y: string): string {
+  const bytes = lanes.flatMap((l) => [0, 1, 2, 3].map((b) => 4 * l + b));
+  return `(i8x16.shuffle ${bytes.join(" ")} ${x} ${y})`;
+}
+
 /**
- * Causal self-attention forward and backward. Loops run over (b, t, h) and only over keys
- * j <= t; a probability row is written whole (zeros after t).
+ * The driver of the causal products of one (batch, head): the `gemm` register tiles over row
+ * tiles of R rows (then single rows) from i = 0, each over the range the causal mask leaves.
+ * lim = off + i + r is one past the diagonal of the tile's last row (off: the position of row 0,
+ * nonzero only for `attention_rows`). Every output is overwritten (tile mode 0).
+ *
+ *   kind 0, lower:  C[i, j] = A(i, :) . B[:, j] for the column panels that start before lim;
+ *                   entries right of the diagonal inside a panel are junk the caller overwrites.
+ *   kind 1, prefix: C[i, :] = sum over s < lim of A(i, s) B[s, :]; A(i, s) is 0 for s > i
+ *                   (a probability row), so the extra terms of the tile's upper rows are exact 0s.
+ *   kind 2, suffix: C[i, :] = sum over s >= off + i of A(i, s) B[s, :]; A(i, s) = X[s, i] of a
+ *                   lower-triangular X (zero at s < i).
  */
+function causalDriver(tier: WasmTier): string {
+  const R = TILE[tier].rows;
+  const W = 4 * TILE[tier].vecs;
+  const args = `(i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2))) (local.get $pa)
+    (i32.add (local.get $pb) (i32.shl (local.get $j) (i32.const 2))) (i32.const 0) (i32.const 0)
+    (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn)`;
+  const panels = (w: number) =>
+    `;; ${w}-wide column panels
+(block $done${w} (loop $cols${w}
+  (br_if $done${w} (i32.or (i32.gt_u (i32.add (local.get $j) (i32.const ${w})) (local.get $N))
+    (i32.ge_u (local.get $j) (local.get $jlim))))
+  (if (i32.eq (local.get $r) (i32.const ${R}))
+    (then (call $gemm_tile_${R}x${w} ${args}))
+    (else (call $gemm_tile_1x${w} ${args})))
+  (local.set $j (i32.add (local.get $j) (i32.const ${w})))
+  (br $cols${w})))`;
+  return `;; C (=) A . B over one (batch, head), causal; see causalDriver in scripts/build_kernels.ts.
+;; kind 0: lower-triangular output; 1: reduction over s < off + i + r; 2: over s >= off + i.
+(func $gemm_causal
+  (param $c i32) (param $a i32) (param $b i32) (param $M i32) (param $S i32) (param $N i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $kind i32)
+  (param $off i32)
+  (local $i i32) (local $r i32) (local $lim i32) (local $s0 i32) (local $kn i32) (local $jlim i32)
+  (local $j i32) (local $pa i32) (local $pb i32) (local $pc i32)
+  (block $done (loop $tiles
+    (br_if $done (i32.ge_u (local.get $i) (local.get $M)))
+    (local.set $r (select (i32.const ${R}) (i32.const 1)
+      (i32.le_u (i32.add (local.get $i) (i32.const ${R})) (local.get $M))))
+    (local.set $lim (i32.add (i32.add (local.get $off) (local.get $i)) (local.get $r)))
+    ;; the reduction [s0, s0 + kn) and the columns [0, jlim) of this row tile
+    (local.set $s0 (i32.const 0))
+    (local.set $kn (local.get $S))
+    (local.set $jlim (local.get $N))
+    (if (i32.eqz (local.get $kind)) (then
+      (if (i32.lt_u (local.get $lim) (local.get $N)) (then (local.set $jlim (local.get $lim))))))
+    (if (i32.eq (local.get $kind) (i32.const 1)) (then
+      (if (i32.lt_u (local.get $lim) (local.get $S)) (then (local.set $kn (local.get $lim))))))
+    (if (i32.eq (local.get $kind) (i32.const 2)) (then
+      (local.set $s0 (i32.add (local.get $off) (local.get $i)))
+      (if (i32.gt_u (local.get $s0) (local.get $S)) (then (local.set $s0 (local.get $S))))
+      (local.set $kn (i32.sub (local.get $S) (local.get $s0)))))
+    (local.set $pa (i32.add (local.get $a) (i32.add (i32.mul (local.get $i) (local.get $ars))
+      (i32.mul (local.get $s0) (local.get $ass)))))
+    (local.set $pb (i32.add (local.get $b) (i32.mul (local.get $s0) (local.get $bs))))
+    (local.set $pc (i32.add (local.get $c) (i32.mul (local.get $i) (local.get $cs))))
+    (local.set $j (i32.const 0))
+    ;; single rows: ${WIDE}-wide panels first
+    (if (i32.eq (local.get $r) (i32.const 1)) (then
+      (block $doneW (loop $colsW
+        (br_if $doneW (i32.or (i32.gt_u (i32.add (local.get $j) (i32.const ${WIDE})) (local.get $N))
+          (i32.ge_u (local.get $j) (local.get $jlim))))
+        (call $gemm_tile_1x${WIDE} ${args})
+        (local.set $j (i32.add (local.get $j) (i32.const ${WIDE})))
+        (br $colsW)))))
+${indent(panels(W), 4)}
+${W === 4 ? "" : indent(panels(4), 4)}
+    ;; the last columns one at a time
+    (block $done1 (loop $cols1
+      (br_if $done1 (i32.ge_u (local.get $j) (local.get $jlim)))
+      (call $gemm_col (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+        (local.get $pa) (i32.add (local.get $pb) (i32.shl (local.get $j) (i32.const 2)))
+        (i32.const 0) (i32.const 0) (local.get $ars) (local.get $ass) (local.get $bs)
+        (local.get $cs) (local.get $kn) (local.get $r))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $cols1)))
+    (local.set $i (i32.add (local.get $i) (local.get $r)))
+    (br $tiles)))
+)
+
+;; C[M, N] (=) A[M, S] . B[N, S]^T, lower-triangular output as gemm_causal kind 0 (row i's
+;; diagonal at column off + i), with the dot-product tiles of matmul_nt (no transposed copy).
+(func $nt_causal
+  (param $c i32) (param $a i32) (param $b i32) (param $M i32) (param $S i32) (param $N i32)
+  (param $as i32) (param $bs i32) (param $cs i32) (param $off i32)
+  (local $i i32) (local $r i32) (local $jlim i32) (local $j i32) (local $pa i32) (local $pc i32)
+  (block $done (loop $tiles
+    (br_if $done (i32.ge_u (local.get $i) (local.get $M)))
+    (local.set $r (select (i32.const 2) (i32.const 1)
+      (i32.le_u (i32.add (local.get $i) (i32.const 2)) (local.get $M))))
+    (local.set $jlim (i32.add (i32.add (local.get $off) (local.get $i)) (local.get $r)))
+    (if (i32.gt_u (local.get $jlim) (local.get $N)) (then (local.set $jlim (local.get $N))))
+    (local.set $pa (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as))))
+    (local.set $pc (i32.add (local.get $c) (i32.mul (local.get $i) (local.get $cs))))
+    (local.set $j (i32.const 0))
+    (block $done4 (loop $cols4
+      (br_if $done4 (i32.or (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N))
+        (i32.ge_u (local.get $j) (local.get $jlim))))
+      (if (i32.eq (local.get $r) (i32.const 2))
+        (then (call $nt_tile_2x4 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
+          (local.get $as) (local.get $bs) (local.get $cs) (local.get $S)))
+        (else (call $nt_tile_1x4 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
+          (local.get $as) (local.get $bs) (local.get $cs) (local.get $S))))
+      (local.set $j (i32.add (local.get $j) (i32.const 4)))
+      (br $cols4)))
+    (block $done1 (loop $cols1
+      (br_if $done1 (i32.ge_u (local.get $j) (local.get $jlim)))
+      (if (i32.eq (local.get $r) (i32.const 2))
+        (then (call $nt_tile_2x1 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
+          (local.get $as) (local.get $bs) (local.get $cs) (local.get $S)))
+        (else (call $nt_tile_1x1 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
+          (local.get $as) (local.get $bs) (local.get $cs) (local.get $S))))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $cols1)))
+    (local.set $i (i32.add (local.get $i) (local.get $r)))
+    (br $tiles)))
+)`;
+}
+
+/** Transposed copy of a strided [rows, cols] block: 4 x 4 blocks by shuffles, scalar edges. */
+function transposeHelper(): string {
+  const ld = (k: number) =>
+    `(local.set $a${k} (v128.load (i32.add (local.get $ps) (i32.mul (local.get $ss) (i32.const ${k})))))`;
+  const st = (k: number, v: string) =>
+    `(v128.store (i32.add (local.get $pd) (i32.mul (local.get $ds) (i32.const ${k}))) ${v})`;
+  const g = (n: string) => `(local.get $${n})`;
+  return `;; dst[c, r] = src[r, c] for a [rows, cols] block; ss, ds: row strides of src and dst (bytes).
+(func $transpose
+  (param $dst i32) (param $src i32) (param $rows i32) (param $cols i32) (param $ss i32)
+  (param $ds i32)
+  (local $r i32) (local $c i32) (local $ps i32) (local $pd i32) (local $k i32)
+  (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+  (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+  (block $rdone (loop $rows4
+    (br_if $rdone (i32.gt_u (i32.add (local.get $r) (i32.const 4)) (local.get $rows)))
+    (local.set $c (i32.const 0))
+    (block $cdone (loop $cols4
+      (br_if $cdone (i32.gt_u (i32.add (local.get $c) (i32.const 4)) (local.get $cols)))
+      ;; rows a0..a3 of a 4 x 4 block -> columns
+      (local.set $ps (i32.add (i32.add (local.get $src) (i32.mul (local.get $r) (local.get $ss)))
+        (i32.shl (local.get $c) (i32.const 2))))
+      (local.set $pd (i32.add (i32.add (local.get $dst) (i32.mul (local.get $c) (local.get $ds)))
+        (i32.shl (local.get $r) (i32.const 2))))
+      ${ld(0)}
+      ${ld(1)}
+      ${ld(2)}
+      ${ld(3)}
+      (local.set $t0 ${shuffle4([0, 4, 1, 5], g("a0"), g("a1"))})
+      (local.set $t1 ${shuffle4([2, 6, 3, 7], g("a0"), g("a1"))})
+      (local.set $t2 ${shuffle4([0, 4, 1, 5], g("a2"), g("a3"))})
+      (local.set $t3 ${shuffle4([2, 6, 3, 7], g("a2"), g("a3"))})
+      ${st(0, shuffle4([0, 1, 4, 5], g("t0"), g("t2")))}
+      ${st(1, shuffle4([2, 3, 6, 7], g("t0"), g("t2")))}
+      ${st(2, shuffle4([0, 1, 4, 5], g("t1"), g("t3")))}
+      ${st(3, shuffle4([2, 3, 6, 7], g("t1"), g("t3")))}
+      (local.set $c (i32.add (local.get $c) (i32.const 4)))
+      (br $cols4)))
+    ;; the last cols % 4 columns of these 4 rows
+    (block $c1done (loop $cols1
+      (br_if $c1done (i32.ge_u (local.get $c) (local.get $cols)))
+      (local.set $k (i32.const 0))
+      (loop $four
+        (f32.store (i32.add (i32.add (local.get $dst) (i32.mul (local.get $c) (local.get $ds)))
+            (i32.shl (i32.add (local.get $r) (local.get $k)) (i32.const 2)))
+          (f32.load (i32.add (i32.add (local.get $src)
+            (i32.mul (i32.add (local.get $r) (local.get $k)) (local.get $ss)))
+            (i32.shl (local.get $c) (i32.const 2)))))
+        (br_if $four (i32.lt_u (local.tee $k (i32.add (local.get $k) (i32.const 1))) (i32.const 4))))
+      (local.set $c (i32.add (local.get $c) (i32.const 1)))
+      (br $cols1)))
+    (local.set $r (i32.add (local.get $r) (i32.const 4)))
+    (br $rows4)))
+  ;; the last rows % 4 rows, element by element
+  (block $r1done (loop $rows1
+    (br_if $r1done (i32.ge_u (local.get $r) (local.get $rows)))
+    (local.set $c (i32.const 0))
+    (block $e1done (loop $elems
+      (br_if $e1done (i32.ge_u (local.get $c) (local.get $cols)))
+      (f32.store (i32.add (i32.add (local.get $dst) (i32.mul (local.get $c) (local.get $ds)))
+          (i32.shl (local.get $r) (i32.const 2)))
+        (f32.load (i32.add (i32.add (local.get $src) (i32.mul (local.get $r) (local.get $ss)))
+          (i32.shl (local.get $c) (i32.const 2)))))
+      (local.set $c (i32.add (local.get $c) (i32.const 1)))
+      (br $elems)))
+    (local.set $r (i32.add (local.get $r) (i32.const 1)))
+    (br $rows1)))
+)`;
+}
+
+/** Row-wise causal softmax and its backward, over rows of raw scores. */
+function causalSoftmaxHelpers(): string {
+  return `;; Causal softmax of rows of raw scores s (row r at p + r * 4 ld, its diagonal at t = t0 + r):
+;; p_j = exp(scale s_j - scale max_k s_k) / sum for j <= t, then zeros up to ld.
+(func $causal_softmax (param $p i32) (param $ld i32) (param $t0 i32) (param $rows i32)
+  (param $scale f32)
+  (local $off i32) (local $nbytes i32) (local $mv v128) (local $max f32) (local $inv f32)
+  ${laneLocals("sum", "e")}
+  ${expLocals()}
+${indent(expInit(), 2)}
+  (block $done (loop $row
+    (br_if $done (i32.eqz (local.get $rows)))
+    (local.set $nbytes (i32.shl (i32.add (local.get $t0) (i32.const 1)) (i32.const 2)))
+    ;; the maximum (exact in any order; pmax: a NaN score gives a NaN row all the same), scaled
+    (local.set $mv (f32x4.splat (f32.const -inf)))
+    (local.set $max (f32.const -inf))
+    (local.set $off (i32.const 0))
+    (block $vdone (loop $vloop
+      (br_if $vdone (i32.gt_u (i32.add (local.get $off) (i32.const 16)) (local.get $nbytes)))
+      (local.set $mv (f32x4.pmax (local.get $mv) (v128.load (i32.add (local.get $p) (local.get $off)))))
+      (local.set $off (i32.add (local.get $off) (i32.const 16)))
+      (br $vloop)))
+    (block $sdone (loop $sloop
+      (br_if $sdone (i32.ge_u (local.get $off) (local.get $nbytes)))
+      (local.set $max (f32.max (local.get $max) (f32.load (i32.add (local.get $p) (local.get $off)))))
+      (local.set $off (i32.add (local.get $off) (i32.const 4)))
+      (br $sloop)))
+    (local.set $max (f32.mul (local.get $scale) (f32.max (f32.max
+      (f32.max (local.get $max) (f32x4.extract_lane 0 (local.get $mv)))
+      (f32.max (f32x4.extract_lane 1 (local.get $mv)) (f32x4.extract_lane 2 (local.get $mv))))
+      (f32x4.extract_lane 3 (local.get $mv)))))
+    ;; exp and sum
+    ${zeroLanes("sum")}
+${
+    indent(
+      lanesLoop((L) =>
+        `(local.set ${L.loc("e")} ${
+          L.exp(
+            L.op(
+              "sub",
+              L.op("mul", L.ld("$p"), L.splat("(local.get $scale)")),
+              L.splat("(local.get $max)"),
+            ),
+          )
+        })
+${L.st("$p", `(local.get ${L.loc("e")})`)}
+(local.set ${L.loc("sum")} ${
+          L.op("add", `(local.get ${L.loc("sum")})`, `(local.get ${L.loc("e")})`)
+        })`
+      ),
+      4,
+    )
+  }
+    (local.set $inv (f32.div (f32.const 1) ${laneTotal("sum")}))
+${indent(lanesLoop((L) => L.st("$p", L.op("mul", L.ld("$p"), L.splat("(local.get $inv)")))), 4)}
+    (memory.fill (i32.add (local.get $p) (local.get $nbytes)) (i32.const 0)
+      (i32.sub (i32.shl (local.get $ld) (i32.const 2)) (local.get $nbytes)))
+    (local.set $p (i32.add (local.get $p) (i32.shl (local.get $ld) (i32.const 2))))
+    (local.set $t0 (i32.add (local.get $t0) (i32.const 1)))
+    (local.set $rows (i32.sub (local.get $rows) (i32.const 1)))
+    (br $row)))
+)
+
+;; Softmax backward in place, rows t = 0 .. rows-1 (row t at ds + t * 4 ld, probabilities p alike):
+;; ds_j = p_j (dp_j - sum_{k <= t} p_k dp_k) scale for j <= t, then zeros up to ld.
+(func $causal_softmax_backward (param $ds i32) (param $p i32) (param $ld i32) (param $rows i32)
+  (param $scale f32)
+  (local $off i32) (local $nbytes i32) (local $t i32) (local $s f32) ${laneLocals("sum")}
+  (block $done (loop $row
+    (br_if $done (i32.ge_u (local.get $t) (local.get $rows)))
+    (local.set $nbytes (i32.shl (i32.add (local.get $t) (i32.const 1)) (i32.const 2)))
+    ${zeroLanes("sum")}
+${
+    indent(
+      lanesLoop((L) =>
+        `(local.set ${L.loc("sum")} ${
+          L.op("add", `(local.get ${L.loc("sum")})`, L.op("mul", L.ld("$p"), L.ld("$ds")))
+        })`
+      ),
+      4,
+    )
+  }
+    (local.set $s ${laneTotal("sum")})
+${
+    indent(
+      lanesLoop((L) =>
+        L.st(
+          "$ds",
+          L.op(
+            "mul",
+            L.op("mul", L.ld("$p"), L.op("sub", L.ld("$ds"), L.splat("(local.get $s)"))),
+            L.splat("(local.get $scale)"),
+          ),
+        )
+      ),
+      4,
+    )
+  }
+    (memory.fill (i32.add (local.get $ds) (local.get $nbytes)) (i32.const 0)
+      (i32.sub (i32.shl (local.get $ld) (i32.const 2)) (local.get $nbytes)))
+    (local.set $ds (i32.add (local.get $ds) (i32.shl (local.get $ld) (i32.const 2))))
+    (local.set $p (i32.add (local.get $p) (i32.shl (local.get $ld) (i32.const 2))))
+    (local.set $t (i32.add (local.get $t) (i32.const 1)))
+    (br $row)))
+)`;
+}
+
+/** The exported attention kernels: forward, backward, and rows of one sequence (KV cache). */
 function attentionExports(): string {
-  // Shared prologue: strides in bytes. rs = 3C floats per qkv row; hs = C / H.
+  // Strides in bytes: hsb one head, cb one C-wide row, rs one qkv row (3C floats).
   const strides = `(local.set $hs (i32.div_u (local.get $C) (local.get $H)))
-(local.set $hsb (i32.shl (local.get $hs) (i32.const 2)))
-(local.set $cb (i32.shl (local.get $C) (i32.const 2)))
-(local.set $rs (i32.mul (local.get $cb) (i32.const 3)))
-(local.set $scale (f32.div (f32.const 1) (f32.sqrt (f32.convert_i32_u (local.get $hs)))))`;
-  const locals = `(local $b i32) (local $t i32) (local $h i32) (local $j i32) (local $hs i32)
-(local $hsb i32) (local $cb i32) (local $rs i32) (local $scale f32) (local $off i32)
-(local $nbytes i32) (local $base i32) (local $q i32) (local $prow i32) (local $o i32) (local $kv i32)
-(local $s f32) (local $max f32)`;
-  // Sets $base (qkv row of (b, 0)), $q (head h of row (b, t)), $prow (probs[b, h, t, :]),
-  // $nbytes ((t + 1) floats of that row).
-  const rowPointers = () =>
-    `(local.set $base (i32.add (local.get $qkv) (i32.mul (i32.mul (local.get $b) (local.get $T)) (local.get $rs))))
-(local.set $q (i32.add (i32.add (local.get $base) (i32.mul (local.get $t) (local.get $rs)))
-  (i32.mul (local.get $h) (local.get $hsb))))
-(local.set $prow (i32.add (local.get $probs) (i32.shl
-  (i32.mul (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $H)) (local.get $h))
-    (local.get $T)) (local.get $t)) (local.get $T)) (i32.const 2))))
-(local.set $nbytes (i32.shl (i32.add (local.get $t) (i32.const 1)) (i32.const 2)))`;
-  // for b in [0, B), t in [0, T), h in [0, H): body
-  const loops = (body: string) =>
+  (local.set $hsb (i32.shl (local.get $hs) (i32.const 2)))
+  (local.set $cb (i32.shl (local.get $C) (i32.const 2)))
+  (local.set $rs (i32.mul (local.get $cb) (i32.const 3)))
+  (local.set $tb (i32.shl (local.get $T) (i32.const 2)))
+  (local.set $scale (f32.div (f32.const 1) (f32.sqrt (f32.convert_i32_u (local.get $hs)))))`;
+  const locals = `(local $hs i32) (local $hsb i32) (local $cb i32) (local $rs i32) (local $tb i32)
+  (local $scale f32) (local $b i32) (local $h i32) (local $base i32) (local $ob i32) (local $pbh i32)`;
+  // for h in [0, H): body, with $pbh = probs[b, h] ([T, T], b from the enclosing loop)
+  const heads = (body: string) =>
+    `(local.set $h (i32.const 0))
+(block $hdone (loop $hl
+  (br_if $hdone (i32.ge_u (local.get $h) (local.get $H)))
+  (local.set $pbh (i32.add (local.get $probs) (i32.mul (i32.mul
+    (i32.add (i32.mul (local.get $b) (local.get $H)) (local.get $h)) (local.get $T)) (local.get $tb))))
+${indent(body, 2)}
+  (local.set $h (i32.add (local.get $h) (i32.const 1)))
+  (br $hl)))`;
+  // for b in [0, B): body, with $base = qkv rows of b, $ob = the C-wide rows of b in `rows`
+  const batches = (rows: string, body: string) =>
     `(local.set $b (i32.const 0))
 (block $bdone (loop $bl
   (br_if $bdone (i32.ge_u (local.get $b) (local.get $B)))
-  (local.set $t (i32.const 0))
-  (block $tdone (loop $tl
-    (br_if $tdone (i32.ge_u (local.get $t) (local.get $T)))
-    (local.set $h (i32.const 0))
-    (block $hdone (loop $hl
-      (br_if $hdone (i32.ge_u (local.get $h) (local.get $H)))
-${indent(body, 6)}
-      (local.set $h (i32.add (local.get $h) (i32.const 1)))
-      (br $hl)))
-    (local.set $t (i32.add (local.get $t) (i32.const 1)))
-    (br $tl)))
+  (local.set $base (i32.add (local.get $qkv)
+    (i32.mul (i32.mul (local.get $b) (local.get $T)) (local.get $rs))))
+  (local.set $ob (i32.add (local.get ${rows})
+    (i32.mul (i32.mul (local.get $b) (local.get $T)) (local.get $cb))))
+${indent(body, 2)}
   (local.set $b (i32.add (local.get $b) (i32.const 1)))
   (br $bl)))`;
-  // for j in [0, t]: body, with $kv = byte offset of row (b, j), head h, from the start of qkv
-  // (or dqkv): k_j is at qkv + kv + 4C, v_j at qkv + kv + 8C.
-  const keys = (body: string) =>
-    `(local.set $j (i32.const 0))
-(local.set $kv (i32.add (i32.sub (local.get $base) (local.get $qkv))
-  (i32.mul (local.get $h) (local.get $hsb))))
-(loop $jl
-${indent(body, 2)}
-  (local.set $kv (i32.add (local.get $kv) (local.get $rs)))
-  (local.set $j (i32.add (local.get $j) (i32.const 1)))
-  (br_if $jl (i32.le_u (local.get $j) (local.get $t))))`;
-  const pj = `(f32.load (i32.add (local.get $prow) (i32.shl (local.get $j) (i32.const 2))))`;
-
-  const forward = loops(`${rowPointers()}
-;; scores s_j = q . k_j / sqrt(hs) for j <= t, and their maximum
-(local.set $max (f32.const -inf))
+  // head h of the q (part 0), k (1) or v (2) columns of the rows starting at `rows`
+  const head = (rows: string, part: number) =>
+    `(i32.add (local.get ${rows}) (i32.add (i32.mul (local.get $h) (local.get $hsb))
+    (i32.mul (local.get $cb) (i32.const ${part}))))`;
+  const q = head("$base", 0), k = head("$base", 1), v = head("$base", 2);
+  const forward = batches(
+    "$out",
+    `${
+      heads(`;; K^T [hs, T] into the out rows of batch b (free until the P V products below)
+(call $transpose (local.get $ob) ${k} (local.get $T) (local.get $hs) (local.get $rs) (local.get $tb))
+;; raw scores S = Q K^T (lower triangle), then the causal softmax, in probs[b, h]
+(call $gemm_causal (local.get $pbh) ${q} (local.get $ob) (local.get $T) (local.get $hs) (local.get $T)
+  (local.get $rs) (i32.const 4) (local.get $tb) (local.get $tb) (i32.const 0) (i32.const 0))
+(call $causal_softmax (local.get $pbh) (local.get $T) (i32.const 0) (local.get $T) (local.get $scale))`)
+    }
 ${
-    keys(
-      `(local.set $s (f32.mul (call $dot (local.get $q)
-  (i32.add (i32.add (local.get $qkv) (local.get $kv)) (local.get $cb)) (local.get $hs)) (local.get $scale)))
-(f32.store (i32.add (local.get $prow) (i32.shl (local.get $j) (i32.const 2))) (local.get $s))
-(local.set $max (f32.max (local.get $max) (local.get $s)))`,
-    )
-  }
-;; softmax over j <= t; zeros after
-${zeroLanes("sum")}
+      heads(`;; out[b, :, head h] = P V
+(call $gemm_causal (i32.add (local.get $ob) (i32.mul (local.get $h) (local.get $hsb))) (local.get $pbh) ${v}
+  (local.get $T) (local.get $T) (local.get $hs) (local.get $tb) (i32.const 4) (local.get $rs)
+  (local.get $cb) (i32.const 1) (i32.const 0))`)
+    }`,
+  );
+  const dq = head("$dbase", 0), dk = head("$dbase", 1), dv = head("$dbase", 2);
+  const dO = `(i32.add (local.get $ob) (i32.mul (local.get $h) (local.get $hsb)))`;
+  const backward = batches(
+    "$dout",
+    `(local.set $dbase (i32.add (local.get $dqkv)
+  (i32.mul (i32.mul (local.get $b) (local.get $T)) (local.get $rs))))
 ${
-    lanesLoop((L) =>
-      `(local.set ${L.loc("e")} ${L.exp(L.op("sub", L.ld("$prow"), L.splat("(local.get $max)")))})
-${L.st("$prow", `(local.get ${L.loc("e")})`)}
-(local.set ${L.loc("sum")} ${
-        L.op("add", `(local.get ${L.loc("sum")})`, `(local.get ${L.loc("e")})`)
-      })`
-    )
-  }
-(local.set $s (f32.div (f32.const 1) ${laneTotal("sum")}))
-${lanesLoop((L) => L.st("$prow", L.op("mul", L.ld("$prow"), L.splat("(local.get $s)"))))}
-(memory.fill (i32.add (local.get $prow) (local.get $nbytes)) (i32.const 0)
-  (i32.sub (i32.shl (local.get $T) (i32.const 2)) (local.get $nbytes)))
-;; out[b, t, head h] = sum_j p_j v_j
-(local.set $o (i32.add (local.get $out) (i32.add
-  (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $t)) (local.get $cb))
-  (i32.mul (local.get $h) (local.get $hsb)))))
-(memory.fill (local.get $o) (i32.const 0) (local.get $hsb))
-${
-    keys(
-      `(call $axpy (local.get $o) (i32.add (i32.add (local.get $qkv) (local.get $kv)) (i32.shl (local.get $cb) (i32.const 1)))
-  ${pj} (local.get $hs))`,
-    )
-  }`);
-
-  const backward = loops(`${rowPointers()}
-(local.set $o (i32.add (local.get $dout) (i32.add
-  (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $t)) (local.get $cb))
-  (i32.mul (local.get $h) (local.get $hsb)))))
-;; dprobs_j = dout_t . v_j; dv_j += p_j dout_t
-${
-    keys(
-      `(f32.store (i32.add (local.get $dprobs) (i32.shl (local.get $j) (i32.const 2)))
-  (call $dot (local.get $o) (i32.add (i32.add (local.get $qkv) (local.get $kv)) (i32.shl (local.get $cb) (i32.const 1)))
-    (local.get $hs)))
-(call $axpy (i32.add (i32.add (local.get $dqkv) (local.get $kv)) (i32.shl (local.get $cb) (i32.const 1)))
-  (local.get $o) ${pj} (local.get $hs))`,
-    )
-  }
-;; softmax backward: dpre_j = p_j (dprobs_j - sum_k p_k dprobs_k), times 1/sqrt(hs)
-${zeroLanes("sum")}
-${
-    lanesLoop((L) =>
-      `(local.set ${L.loc("sum")} ${
-        L.op("add", `(local.get ${L.loc("sum")})`, L.op("mul", L.ld("$prow"), L.ld("$dprobs")))
-      })`
-    )
-  }
-(local.set $s ${laneTotal("sum")})
-${
-    lanesLoop((L) =>
-      L.st(
-        "$dprobs",
-        L.op(
-          "mul",
-          L.op("mul", L.ld("$prow"), L.op("sub", L.ld("$dprobs"), L.splat("(local.get $s)"))),
-          L.splat("(local.get $scale)"),
-        ),
-      )
-    )
-  }
-;; dq_t += dpre_j k_j; dk_j += dpre_j q_t
-${
-    keys(
-      `(local.set $s (f32.load (i32.add (local.get $dprobs) (i32.shl (local.get $j) (i32.const 2)))))
-(call $axpy (i32.add (local.get $dqkv) (i32.sub (local.get $q) (local.get $qkv)))
-  (i32.add (i32.add (local.get $qkv) (local.get $kv)) (local.get $cb)) (local.get $s) (local.get $hs))
-(call $axpy (i32.add (i32.add (local.get $dqkv) (local.get $kv)) (local.get $cb))
-  (local.get $q) (local.get $s) (local.get $hs))`,
-    )
-  }`);
+      heads(`;; dV = P^T dO (row j sums over t >= j)
+(call $gemm_causal ${dv} (local.get $pbh) ${dO} (local.get $T) (local.get $T) (local.get $hs)
+  (i32.const 4) (local.get $tb) (local.get $cb) (local.get $rs) (i32.const 2) (i32.const 0))
+;; dP = dO V^T (lower triangle) into dS, with V^T [hs, T] after it in the scratch
+(call $transpose (local.get $vt) ${v} (local.get $T) (local.get $hs) (local.get $rs) (local.get $tb))
+(call $gemm_causal (local.get $dscores) ${dO} (local.get $vt) (local.get $T) (local.get $hs) (local.get $T)
+  (local.get $cb) (i32.const 4) (local.get $tb) (local.get $tb) (i32.const 0) (i32.const 0))
+(call $causal_softmax_backward (local.get $dscores) (local.get $pbh) (local.get $T) (local.get $T)
+  (local.get $scale))
+;; dQ = dS K (row t sums over j <= t); dK = dS^T Q (row j sums over t >= j)
+(call $gemm_causal ${dq} (local.get $dscores) ${k} (local.get $T) (local.get $T) (local.get $hs)
+  (local.get $tb) (i32.const 4) (local.get $rs) (local.get $rs) (i32.const 1) (i32.const 0))
+(call $gemm_causal ${dk} (local.get $dscores) ${q} (local.get $T) (local.get $T) (local.get $hs)
+  (i32.const 4) (local.get $tb) (local.get $rs) (local.get $rs) (i32.const 2) (i32.const 0))`)
+    }`,
+  );
+  // attention_rows: one sequence, query rows p0 .. p0 + n - 1; $base = qkv.
+  const rowsBody = `(local.set $base (local.get $qkv))
+(local.set $h (i32.const 0))
+(block $hdone (loop $hl
+  (br_if $hdone (i32.ge_u (local.get $h) (local.get $H)))
+  ;; probs rows (h, p0 ..) and q rows p0 ..
+  (local.set $pbh (i32.add (local.get $probs) (i32.mul (i32.add (i32.mul (local.get $h)
+    (local.get $T)) (local.get $p0)) (local.get $tb))))
+  (local.set $ob (i32.add ${q} (i32.mul (local.get $p0) (local.get $rs))))
+  ;; raw scores q_t . k_j (j <= t, dot-product tiles; no key row after p0 + n - 1 is read),
+  ;; then the causal softmax
+  (call $nt_causal (local.get $pbh) (local.get $ob) ${k} (local.get $n) (local.get $hs)
+    (i32.add (local.get $p0) (local.get $n)) (local.get $rs) (local.get $rs) (local.get $tb)
+    (local.get $p0))
+  (call $causal_softmax (local.get $pbh) (local.get $T) (local.get $p0) (local.get $n) (local.get $scale))
+  ;; out rows, head h = P V (row t sums over j <= t)
+  (call $gemm_causal (i32.add (local.get $out) (i32.mul (local.get $h) (local.get $hsb)))
+    (local.get $pbh) ${v} (local.get $n) (local.get $T) (local.get $hs) (local.get $tb) (i32.const 4)
+    (local.get $rs) (local.get $cb) (i32.const 1) (local.get $p0))
+  (local.set $h (i32.add (local.get $h) (i32.const 1)))
+  (br $hl)))`;
 
   return `;; Causal attention forward. qkv [B, T, 3C] (q | k | v, head h at columns h*hs.. of each),
 ;; probs [B, H, T, T] (softmax of q.k / sqrt(hs) over j <= t, zeros after), out [B, T, C].
@@ -1265,20 +1763,29 @@ ${
   (param $out i32) (param $probs i32) (param $qkv i32) (param $B i32) (param $T i32) (param $C i32)
   (param $H i32)
   ${locals}
-  ${laneLocals("sum", "e")}
-${indent(strides, 2)}
+  ${strides}
 ${indent(forward, 2)})
 
-;; Causal attention backward: dqkv [B, T, 3C] is overwritten; dprobs is a scratch of T floats.
+;; Causal attention backward: dqkv [B, T, 3C] is overwritten; scratch holds T * (T + hs) floats:
+;; dS [T, T], then V^T [hs, T].
 (func (export "attention_backward")
-  (param $dqkv i32) (param $dprobs i32) (param $dout i32) (param $qkv i32) (param $probs i32)
+  (param $dqkv i32) (param $scratch i32) (param $dout i32) (param $qkv i32) (param $probs i32)
   (param $B i32) (param $T i32) (param $C i32) (param $H i32)
   ${locals}
-  ${laneLocals("sum")}
-${indent(strides, 2)}
-  (memory.fill (local.get $dqkv) (i32.const 0)
-    (i32.mul (i32.mul (local.get $B) (local.get $T)) (local.get $rs)))
-${indent(backward, 2)})`;
+  (local $dbase i32) (local $dscores i32) (local $vt i32)
+  ${strides}
+  (local.set $dscores (local.get $scratch))
+  (local.set $vt (i32.add (local.get $scratch) (i32.mul (local.get $T) (local.get $tb))))
+${indent(backward, 2)})
+
+;; Attention of query rows t = p0 .. p0 + n - 1 of one sequence (the KV-cache path): qkv [T, 3C]
+;; (rows 0 .. p0 + n - 1 used), probs [H, T, T] (rows (h, t) written, zeros after t), out [n, C].
+(func (export "attention_rows")
+  (param $out i32) (param $probs i32) (param $qkv i32) (param $T i32) (param $p0 i32) (param $n i32)
+  (param $C i32) (param $H i32)
+  ${locals}
+  ${strides}
+${indent(rowsBody, 2)})`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1297,10 +1804,14 @@ export function generateWat(tier: WasmTier): string {
   for (const r of [TILE[tier].rows, 1]) {
     for (const v of [TILE[tier].vecs, 1]) parts.push(gemmTile(tier, r, v), "");
   }
+  parts.push(gemmTile(tier, 1, WIDE / 4), "");
   parts.push(gemmColumn(), "", gemmDriver(tier), "");
   for (const r of [2, 1]) for (const c of [4, 1]) parts.push(ntTile(tier, r, c), "");
-  parts.push(ntDriver(), "", matmulExports(), "");
-  parts.push(mathHelpers(), "", attentionExports(), "", rowExports(), "", elementwiseExports(), "");
+  for (const m of [1, 2, 3]) parts.push(smallGemm(tier, m), "");
+  parts.push(smallDriver(), "", ntDriver(), "", matmulExports(tier), "");
+  parts.push(causalDriver(tier), "", transposeHelper(), "", mathHelpers(), "");
+  parts.push(causalSoftmaxHelpers(), "", attentionExports(), "");
+  parts.push(rowExports(), "", elementwiseExports(), "");
   parts.push(`)`, "");
   return parts.join("\n");
 }

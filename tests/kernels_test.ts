@@ -1,8 +1,9 @@
 /**
  * Tests of the WebAssembly kernels (lib/kernels) at both wasm tiers, against plain float64
  * TypeScript references written here; backward kernels also against central finite differences
- * of the float64 forward references. Also: bit determinism, non-shared memories, and that the
- * committed binaries are exactly what scripts/build_kernels.ts builds.
+ * of the float64 forward references. Also: bit determinism, non-shared memories, the dispatch of
+ * lib/tensor.ts's attentionRows, and that the committed binaries are exactly what
+ * scripts/build_kernels.ts builds.
  */
 
 import {
@@ -13,6 +14,7 @@ import {
 } from "../lib/kernels/mod.ts";
 import { RELAXED_WASM_BASE64, SIMD_WASM_BASE64 } from "../lib/kernels/wasm_bytes.ts";
 import { buildKernels, toBase64 } from "../scripts/build_kernels.ts";
+import { attentionRows, useKernels } from "../lib/tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Assertions (local: the JSR registry is not reachable from this project's machines).
@@ -295,6 +297,36 @@ for (const tier of TIERS) {
     }
   });
 
+  Deno.test(`${tier}: matmul with few rows (sampling) and row remainders`, () => {
+    // (K, N): the model's, column chunks past 1024, K % 8 remainders, N % 4 tails
+    const shapes = [[256, 768], [256, 1024], [1024, 256], [256, 65], [13, 2100], [5, 1030], [3, 3]];
+    for (const [K, N] of shapes) {
+      for (const M of [1, 2, 3, 4, 5, 7, 8, 11]) {
+        reset();
+        const x = randoms(M * K, 101 + M), w = randoms(K * N, 102), bias = randoms(N, 103);
+        const px = put(x), pw = put(w), pb = put(bias), out = alloc(M * N);
+        view(out, M * N).fill(NaN);
+        k.matmul(out, px, pw, pb, M, K, N);
+        const ref = refMatmul(x, w, bias, M, K, N);
+        assertClose(get(out, M * N), ref.out, 1e-6, `matmul ${M}x${K}x${N}`, ref.mag);
+        k.matmul(out, px, pw, 0, M, K, N);
+        const noBias = refMatmul(x, w, null, M, K, N);
+        assertClose(
+          get(out, M * N),
+          noBias.out,
+          1e-6,
+          `matmul (no bias) ${M}x${K}x${N}`,
+          noBias.mag,
+        );
+        if (M <= 3) {
+          const pwt = put(transpose(w, K, N));
+          k.matmul_nt(out, px, pwt, M, K, N);
+          assertClose(get(out, M * N), noBias.out, 1e-6, `matmul_nt ${M}x${K}x${N}`, noBias.mag);
+        }
+      }
+    }
+  });
+
   Deno.test(`${tier}: matmul backward forms, small shapes`, () => {
     for (const [M, K, N] of SMALL_SHAPES) {
       reset();
@@ -391,8 +423,9 @@ for (const tier of TIERS) {
       assertClose(get(pprobs, B * H * T * T), ref.probs, 2e-6, `attention probs ${[B, T, C, H]}`);
       // backward: against the analytic float64 gradient
       const dout = randoms(B * T * C, 22);
-      const pdout = put(dout), pdqkv = alloc(B * T * 3 * C), scratch = alloc(T);
+      const pdout = put(dout), pdqkv = alloc(B * T * 3 * C), scratch = alloc(T * (T + C / H));
       view(pdqkv, B * T * 3 * C).fill(NaN); // overwritten
+      view(scratch, T * (T + C / H)).fill(NaN); // scratch: written before it is read
       k.attention_backward(pdqkv, scratch, pdout, pqkv, pprobs, B, T, C, H);
       const dqkv = refAttentionBackward(qkv, ref.probs, dout, B, T, C, H);
       assertClose(get(pdqkv, B * T * 3 * C), dqkv, 1e-5, `attention dqkv ${[B, T, C, H]}`, 1);
@@ -411,9 +444,86 @@ for (const tier of TIERS) {
     const pqkv = put(qkv), pout = alloc(B * T * C), pprobs = alloc(B * H * T * T);
     k.attention_forward(pout, pprobs, pqkv, B, T, C, H);
     const pdqkv = alloc(B * T * 3 * C);
-    k.attention_backward(pdqkv, alloc(T), put(r), pqkv, pprobs, B, T, C, H);
+    k.attention_backward(pdqkv, alloc(T * (T + C / H)), put(r), pqkv, pprobs, B, T, C, H);
     const num = numericGrad((x) => refAttention(x, B, T, C, H).out, Float64Array.from(qkv), r);
     assertClose(get(pdqkv, B * T * 3 * C), num, 1e-5, "attention dqkv vs finite differences", 1);
+  });
+
+  /** [T, C, H, [p0, n] pairs] of attention_rows: one row, batches, the whole window. */
+  const rowsCases: [number, number, number, [number, number][]][] = [
+    [1, 4, 1, [[0, 1]]],
+    [5, 6, 2, [[0, 1], [0, 5], [4, 1], [1, 3]]], // hs = 3: scalar tails
+    [9, 20, 4, [[0, 9], [3, 1], [8, 1], [2, 6], [5, 4]]], // hs = 5
+    [16, 32, 4, [[0, 16], [0, 1], [7, 1], [15, 1], [8, 8], [3, 10]]],
+    [128, 256, 4, [[0, 128], [0, 64], [64, 1], [127, 1], [31, 7], [100, 28]]], // the model's
+  ];
+
+  Deno.test(`${tier}: attention_rows (KV cache) against the reference`, () => {
+    for (const [T, C, H, ranges] of rowsCases) {
+      const qkv = randoms(T * 3 * C, 81, 2);
+      const ref = refAttention(qkv, 1, T, C, H);
+      for (const [p0, n] of ranges) {
+        reset();
+        const pqkv = put(qkv), pout = alloc(n * C), pprobs = alloc(H * T * T);
+        view(pout, n * C).fill(NaN);
+        view(pprobs, H * T * T).fill(7); // rows outside p0 .. p0+n-1 must stay as they are
+        // rows after p0 + n - 1 must not be read: poison them
+        view(pqkv + (p0 + n) * 3 * C * 4, (T - p0 - n) * 3 * C).fill(NaN);
+        k.attention_rows(pout, pprobs, pqkv, T, p0, n, C, H);
+        const what = `attention_rows T ${T} C ${C} H ${H} rows ${p0}+${n}`;
+        const rows = ref.out.subarray(p0 * C, (p0 + n) * C);
+        assertClose(get(pout, n * C), rows, 2e-6, `${what}: out`, 2);
+        const probs = get(pprobs, H * T * T);
+        const expected = probs.map((_, i) => {
+          const t = Math.floor(i / T) % T;
+          return t >= p0 && t < p0 + n ? ref.probs[i] : 7;
+        });
+        assertClose(probs, expected, 2e-6, `${what}: probs`);
+        // deterministic
+        const first = view(pout, n * C).slice();
+        k.attention_rows(pout, pprobs, pqkv, T, p0, n, C, H);
+        assertEquals(view(pout, n * C), first, `${what}: deterministic`);
+      }
+    }
+  });
+
+  Deno.test(`${tier}: attentionRows in lib/tensor.ts: reference (float64, float32) and dispatch`, () => {
+    const [T, C, H] = [16, 32, 4];
+    const qkv = randoms(T * 3 * C, 91, 2);
+    const ref = refAttention(qkv, 1, T, C, H);
+    for (const [p0, n] of [[0, 16], [0, 1], [5, 1], [15, 1], [4, 9]]) {
+      const what = `attentionRows rows ${p0}+${n}`;
+      const rows = ref.out.subarray(p0 * C, (p0 + n) * C);
+      const inRows = (i: number) => Math.floor(i / T) % T >= p0 && Math.floor(i / T) % T < p0 + n;
+      // the plain TypeScript reference, in float64 and in float32 (arrays outside the kernels)
+      for (const Arr of [Float64Array, Float32Array]) {
+        const out = new Arr(n * C), probs = new Arr(H * T * T).fill(7);
+        attentionRows(out, probs, Arr.from(qkv), T, p0, n, C, H);
+        const tol = Arr === Float64Array ? 1e-12 : 2e-6;
+        assertClose(out, rows, tol, `${what} (${Arr.name}): out`, 2);
+        assertClose(probs, ref.probs.map((v, i) => inRows(i) ? v : 7), tol, `${what}: probs`);
+      }
+      // dispatched to this tier's kernel: arrays in the kernels' memory
+      useKernels(tier, memory);
+      try {
+        reset();
+        const out = view(alloc(n * C), n * C), probs = view(alloc(H * T * T), H * T * T);
+        const q = view(put(qkv), T * 3 * C);
+        probs.fill(7);
+        attentionRows(out, probs, q, T, p0, n, C, H);
+        assertClose(out, rows, 2e-6, `${what} (${tier} dispatch): out`, 2);
+        assertClose(probs, ref.probs.map((v, i) => inRows(i) ? v : 7), 2e-6, `${what}: probs`);
+      } finally {
+        useKernels("js");
+      }
+    }
+    let threw = false;
+    try {
+      attentionRows(new Float64Array(C), new Float64Array(H * T * T), qkv, T, T - 1, 2, C, H);
+    } catch (e) {
+      threw = e instanceof RangeError;
+    }
+    assert(threw, "attentionRows rejects rows past T");
   });
 
   // -------------------------------------------------------------------------------------------

@@ -86,16 +86,33 @@ export interface KernelExports {
   ): void;
   /**
    * Backward of {@linkcode KernelExports.attention_forward}. dqkv [B, T, 3C] is OVERWRITTEN;
-   * dprobsScratch is a scratch area of T floats.
+   * scratch is a scratch area of T·(T + C/H) floats (one head's score gradients [T, T], then its
+   * values transposed [C/H, T]).
    */
   attention_backward(
     dqkv: number,
-    dprobsScratch: number,
+    scratch: number,
     dout: number,
     qkv: number,
     probs: number,
     B: number,
     T: number,
+    C: number,
+    H: number,
+  ): void;
+  /**
+   * Causal attention of the query rows t = p0 .. p0+n-1 of ONE sequence (the KV-cache path):
+   * qkv [T, 3C] as in attention_forward (only rows 0 .. p0+n-1 are read); probs [H, T, T] gets
+   * rows (h, t) for those t (zeros after t; other rows untouched); out [n, C] gets their outputs,
+   * heads concatenated. Needs p0 + n <= T.
+   */
+  attention_rows(
+    out: number,
+    probs: number,
+    qkv: number,
+    T: number,
+    p0: number,
+    n: number,
     C: number,
     H: number,
   ): void;
