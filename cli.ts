@@ -14,6 +14,7 @@ import { decodeText, makeCorpus } from "./lib/data.ts";
 import { BareGPTError, InputError, WeightsError } from "./lib/errors.ts";
 import type { KernelTier } from "./lib/kernels/mod.ts";
 import { setupKernels } from "./lib/tensor.ts";
+import { inspectCommand } from "./lib/inspect_cli.ts";
 import {
   DEFAULT_CONFIG,
   GPT,
@@ -94,9 +95,13 @@ const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<s
       },
       "checkpoint-every": {
         type: "string",
-        help: "write <out>.ckpt every N steps, 0 for none (default 0)",
+        help: "write <out>.ckpt every N steps, 0 for none (default 0); Ctrl-C always writes one; " +
+          "removed once the run finishes",
       },
-      resume: { type: "boolean", help: "continue from <out>.ckpt if it exists" },
+      resume: {
+        type: "boolean",
+        help: "continue from <out>.ckpt (same settings), or start fresh if there is none",
+      },
       init: { type: "string", help: "start from these weights (fine-tuning) instead of random" },
       force: { type: "boolean", help: "overwrite an existing --out" },
       threads: { type: "string", help: "worker threads (default: all cores)" },
@@ -268,19 +273,81 @@ function requireFlag(v: Values, name: string, command: string): string {
 // ---------------------------------------------------------------------------------------------
 // Files
 
-/** Reads a file the user named; a missing or unreadable file is an InputError. */
-export async function readInput(path: string | URL, what: string): Promise<Uint8Array> {
+/** The largest corpus read: its text must fit in a JavaScript string. */
+const MAX_CORPUS_BYTES = 500 * 2 ** 20;
+/** The largest weights or checkpoint file read: the kernels address 4 GiB. */
+const MAX_WEIGHTS_BYTES = 2 ** 32;
+
+/**
+ * Reads a file the user named (a URL other than file: is fetched); a missing, unreadable or
+ * too large file is an InputError. Devices and pipes are read up to the limit, so `/dev/zero`
+ * is an error rather than an out-of-memory crash.
+ */
+export async function readInput(
+  path: string | URL,
+  what: string,
+  maxBytes = what === "corpus" ? MAX_CORPUS_BYTES : MAX_WEIGHTS_BYTES,
+): Promise<Uint8Array> {
   const shown = path instanceof URL ? displayPath(path) : path;
+  const tooLarge = (limit = maxBytes) => {
+    const mib = limit / 2 ** 20;
+    const advice = limit < maxBytes
+      ? "save it to a file first"
+      : what === "corpus"
+      ? "use a smaller text"
+      : "it is not a BareGPT model";
+    const where = limit < maxBytes ? " from a pipe or device" : "";
+    return new InputError(
+      `${what} ${shown} is larger than ${mib} MiB, the most BareGPT reads${where}; ${advice}`,
+    );
+  };
   try {
     if (path instanceof URL && path.protocol !== "file:") {
       const res = await fetch(path);
       if (!res.ok) {
+        await res.body?.cancel();
         throw new InputError(`${what} ${shown} could not be fetched: HTTP ${res.status}`);
       }
-      return new Uint8Array(await res.arrayBuffer());
+      if (Number(res.headers.get("content-length") ?? 0) > maxBytes) {
+        await res.body?.cancel();
+        throw tooLarge();
+      }
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      if (bytes.length > maxBytes) throw tooLarge();
+      return bytes;
     }
-    return await Deno.readFile(path);
+    using file = await Deno.open(path, { read: true });
+    const info = await file.stat();
+    if (info.isDirectory) throw new InputError(`${what} ${shown} is a directory; give a file`);
+    if (info.isFile) {
+      if (info.size > maxBytes) throw tooLarge();
+      const bytes = new Uint8Array(info.size);
+      let n = 0;
+      while (n < bytes.length) {
+        const got = await file.read(bytes.subarray(n));
+        if (got === null) break;
+        n += got;
+      }
+      return n === bytes.length ? bytes : bytes.subarray(0, n);
+    }
+    // a device or a pipe: read until its end or the limit (lower for weights: no size to check)
+    const limit = what === "corpus" ? maxBytes : Math.min(maxBytes, 2 ** 28);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const chunk = new Uint8Array(1 << 16);
+      const got = await file.read(chunk);
+      if (got === null) break;
+      total += got;
+      if (total > limit) throw tooLarge(limit);
+      chunks.push(chunk.subarray(0, got));
+    }
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) (bytes.set(c, at), at += c.length);
+    return bytes;
   } catch (e) {
+    if (e instanceof BareGPTError) throw e;
     if (e instanceof Deno.errors.NotFound) {
       throw new InputError(`${what} ${shown} does not exist; check the path`);
     }
@@ -291,6 +358,9 @@ export async function readInput(path: string | URL, what: string): Promise<Uint8
     }
     if (e instanceof Deno.errors.IsADirectory || (e as Error).message?.includes("Is a directory")) {
       throw new InputError(`${what} ${shown} is a directory; give a file`);
+    }
+    if (e instanceof Deno.errors.NotADirectory) {
+      throw new InputError(`${what} ${shown} does not exist (a part of its path is a file)`);
     }
     if (e instanceof TypeError && !(path instanceof URL && path.protocol === "file:")) {
       throw new InputError(
@@ -510,6 +580,17 @@ async function train(v: Values): Promise<void> {
   await checkOutput(out);
   const outExists = await exists(out);
   const ckptExists = await exists(ckptPath);
+  if (outExists) {
+    if ((await Deno.stat(out)).isDirectory) {
+      throw new InputError(`--out ${out} is a folder; give the path of a file`);
+    }
+    const real = await Deno.realPath(out);
+    for (const [flag, path] of [["--data", dataPath], ["--init", initPath]]) {
+      if (path !== undefined && (await Deno.realPath(path).catch(() => "")) === real) {
+        throw new InputError(`--out ${out} is the file of ${flag}; choose another --out`);
+      }
+    }
+  }
   if (outExists && !force && !(resume && ckptExists)) {
     throw new InputError(
       resume
@@ -955,6 +1036,8 @@ const HANDLERS: Record<string, (v: Values) => Promise<void>> = {
   train,
   sample,
   eval: evalCommand,
+  inspect: (v) =>
+    inspectCommand(v, { readInput, writeStdout, writeFileAtomic, log, loadWeightsFile }),
   info,
 };
 

@@ -559,6 +559,62 @@ export function renderAttentionSvg(
   return out.join("\n") + "\n";
 }
 
+/** What {@link attentionSvg} needs to know besides the weights. */
+export interface AttentionSvgOptions extends SvgOptions {
+  /** The layer the weights come from and the model's layer count (for the title). */
+  layer?: number;
+  nLayers?: number;
+  /** Index in the whole text of the first character (default 0). */
+  start?: number;
+  /** How many of the characters are the prompt, drawn grey (default 0). */
+  promptLength?: number;
+}
+
+/**
+ * Renders one layer's attention given as characters and per-head rows, the shape the public
+ * API's `attention()` returns (`weights[layer]` is `[head][query][key]`), as the SVG of
+ * {@link renderAttentionSvg}.
+ *
+ * @example One SVG per layer with the public API
+ * ```ts ignore
+ * import { attention, attentionSvg, loadWeights } from "@baregpt/baregpt";
+ * const model = await loadWeights();
+ * const a = attention(model, "ROMEO:\nBut soft, what light");
+ * for (const [layer, heads] of a.weights.entries()) {
+ *   const svg = attentionSvg(a.chars, heads, { layer, nLayers: a.weights.length });
+ *   await Deno.writeTextFile(`attention-${layer}.svg`, svg);
+ * }
+ * ```
+ */
+export function attentionSvg(
+  chars: readonly string[],
+  heads: readonly (readonly ArrayLike<number>[])[],
+  options: AttentionSvgOptions = {},
+): string {
+  const n = chars.length, H = heads.length;
+  const probs = new Float32Array(H * n * n);
+  for (let h = 0; h < H; h++) {
+    if (heads[h].length !== n) {
+      throw new InputError(`head ${h} has ${heads[h].length} rows for ${n} characters`);
+    }
+    for (let t = 0; t < n; t++) {
+      const row = heads[h][t];
+      for (let j = 0; j <= t && j < row.length; j++) probs[(h * n + t) * n + j] = row[j];
+    }
+  }
+  const map: AttentionMap = {
+    layer: options.layer ?? 0,
+    nLayers: options.nLayers ?? 1,
+    nHeads: H,
+    start: options.start ?? 0,
+    tokens: chars.map((_, i) => i), // ids into `chars` itself
+    promptLength: options.promptLength ?? 0,
+    probs,
+    logits: new Float32Array(0),
+  };
+  return renderAttentionSvg(map, chars, options);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Text views
 

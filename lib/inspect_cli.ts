@@ -143,13 +143,7 @@ export async function inspectCommand(v: Values, io: InspectIO): Promise<void> {
     }), ${c.nHeads} heads, characters ${map.start}..${map.start + n - 1}; kernels ${tier}`,
   );
 
-  const deno = denoGlobal();
-  const tty = io.isTerminal ? io.isTerminal() : deno?.stdout?.isTerminal?.() ?? false;
-  const color = tty && !(io.noColor ?? deno?.noColor ?? false);
-  if (result.steps.length > 0) {
-    io.writeStdout(formatCandidateTable(result.steps, tokenizer.vocab, { top, bars: tty }) + "\n");
-  }
-  io.writeStdout(tokenizer.decode([...result.prompt, ...result.generated]) + "\n");
+  // the SVG first: a file that cannot be written fails the command before anything is printed
   if (out !== undefined) {
     const svg = renderAttentionSvg(map, tokenizer.vocab);
     await io.writeFileAtomic(out, new TextEncoder().encode(svg));
@@ -158,7 +152,15 @@ export async function inspectCommand(v: Values, io: InspectIO): Promise<void> {
         c.nHeads === 1 ? "" : "s"
       } of ${n} x ${n} characters (layer ${layer}), ${n * (n + 1) / 2} cells each`,
     );
-  } else {
+  }
+  const deno = denoGlobal();
+  const tty = io.isTerminal ? io.isTerminal() : deno?.stdout?.isTerminal?.() ?? false;
+  const color = tty && !(io.noColor ?? deno?.noColor ?? false);
+  if (result.steps.length > 0) {
+    io.writeStdout(formatCandidateTable(result.steps, tokenizer.vocab, { top, bars: tty }) + "\n");
+  }
+  io.writeStdout(tokenizer.decode([...result.prompt, ...result.generated]) + "\n");
+  if (out === undefined) {
     io.writeStdout("\n" + renderAttentionTerminal(map, tokenizer.vocab, { color }));
   }
 }

@@ -1,0 +1,242 @@
+// The browser page end to end, in headless Chromium driven by playwright-core (in a separate
+// Deno process, tests/browser/driver.ts): build the bundle,
+// serve the repository, load the page with a small trained model at a forced kernel tier,
+// generate greedy text, and check that it equals the CLI's greedy text for the same prompt and
+// tier, and that every head's heatmap has one cell per visible position pair. A screenshot per
+// tier is saved in test-artifacts/.
+//
+// Chromium: $CHROMIUM_PATH, else /usr/bin/chromium (Debian's `chromium` package). Without it the
+// test is skipped with a printed reason, except with CI=true, where it fails.
+
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { handle, resolvePath, startServer } from "../scripts/serve.ts";
+import type { Job, Report } from "./browser/driver.ts";
+
+const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
+const ARTIFACTS = `${ROOT}test-artifacts/`;
+const CLI = `${ROOT}cli.ts`;
+const DRIVER = `${ROOT}tests/browser/driver.ts`;
+const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
+const CI = Deno.env.get("CI") === "true";
+
+/** Chromium's flags: headless, no sandbox (CI containers run as root), nothing reaching out. */
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-quic",
+];
+
+const PROMPT = "ROMEO:\nO my";
+const TOKENS = 60;
+/** The small model's shape: block 32 < prompt + generated, so the window slides. */
+const MODEL = ["--d-model", "32", "--layers", "2", "--heads", "2", "--block", "32"];
+const HEADS = 2, BLOCK = 32;
+
+async function chromiumPresent(): Promise<boolean> {
+  try {
+    return (await Deno.stat(CHROMIUM)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+const present = await chromiumPresent();
+if (!present) {
+  const reason =
+    `Chromium not found at ${CHROMIUM} (install Debian's chromium, or set CHROMIUM_PATH)`;
+  if (CI) console.error(`browser test: ${reason}; CI=true, so the test fails`);
+  else console.log(`browser test skipped: ${reason}`);
+}
+
+async function run(args: string[], what: string): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  if (out.code !== 0) throw new Error(`${what} failed (exit ${out.code}): ${stderr}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** A small play-like corpus, so the model learns enough to have clear greedy choices. */
+function corpus(): string {
+  const names = ["ROMEO", "JULIET", "NURSE"];
+  const words = ["love", "night", "the", "moon", "sweet", "good", "my", "lord", "fair", "is", "O"];
+  let s = 11;
+  const next = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const lines = [];
+  for (let i = 0; i < 150; i++) {
+    lines.push(`${names[Math.floor(next() * names.length)]}:`);
+    lines.push(
+      Array.from({ length: 6 }, () => words[Math.floor(next() * words.length)]).join(" ") + ".",
+      "",
+    );
+  }
+  return lines.join("\n");
+}
+
+Deno.test({
+  name: "browser page: greedy text equals the CLI's at each kernel tier; heatmaps drawn",
+  ignore: !present && !CI,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
+    const dir = `${ARTIFACTS}browser/`;
+    await Deno.mkdir(dir, { recursive: true });
+    const weights = `${dir}model.safetensors`;
+    const data = `${dir}corpus.txt`;
+    await Deno.writeTextFile(data, corpus());
+
+    // the bundle (as `deno task bundle` builds it) and a small model, in parallel
+    await Promise.all([
+      run([
+        "run",
+        "--quiet",
+        "--unstable-bundle",
+        "--allow-read=.",
+        "--allow-write=web/dist",
+        "scripts/bundle.ts",
+      ], "bundling"),
+      run([
+        "run",
+        "--quiet",
+        "-A",
+        CLI,
+        "train",
+        "--data",
+        data,
+        "--out",
+        weights,
+        "--force",
+        "--steps",
+        "80",
+        "--batch",
+        "8",
+        "--lr",
+        "0.01",
+        "--eval-every",
+        "0",
+        "--threads",
+        "1",
+        ...MODEL,
+      ], "training"),
+    ]);
+
+    const server = startServer({ port: 0 });
+    let report: Report;
+    try {
+      const job: Job = {
+        chromium: CHROMIUM,
+        args: CHROMIUM_ARGS,
+        page: `http://127.0.0.1:${server.addr.port}/web/`,
+        query: {
+          weights: "../test-artifacts/browser/model.safetensors",
+          prompt: PROMPT,
+          tokens: String(TOKENS),
+          temperature: "0",
+        },
+        tiers: "best",
+        hover: [...PROMPT].length + TOKENS - 5,
+        screenshots: ARTIFACTS.replace(/\/$/, ""),
+      };
+      // playwright reads /proc paths that Deno grants only with -A, so the driver is a process
+      const out = await run(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
+      report = JSON.parse(out.trim().split("\n").at(-1)!) as Report;
+    } finally {
+      await server.shutdown();
+    }
+    console.log(
+      `browser test: Chromium runs kernel tiers ${report.results.map((r) => r.tier).join(", ")}`,
+    );
+    assert(report.results.length > 0 && report.results[0].tier === "js");
+
+    for (const r of report.results) {
+      const tier = r.tier;
+      const cli = await run([
+        "run",
+        "--quiet",
+        `--allow-read=${ROOT}`,
+        CLI,
+        "sample",
+        "--weights",
+        weights,
+        "--prompt",
+        PROMPT,
+        "--tokens",
+        String(TOKENS),
+        "--temperature",
+        "0",
+        "--seed",
+        "0",
+        "--kernels",
+        tier,
+      ], `cli sample --kernels ${tier}`);
+      const expected = cli.replace(/\n$/, "");
+      assertEquals([...expected].length, [...PROMPT].length + TOKENS);
+
+      assertEquals(r.ready.state, "ready", r.ready.status);
+      assertEquals(r.ready.tier, tier);
+      assertEquals(r.state, "done", r.status);
+      assertEquals(r.errors, []);
+      assertEquals(r.text, expected, `page and CLI differ at tier ${tier}`);
+      const n = Math.min([...expected].length, BLOCK);
+      assertEquals(r.window, n);
+      assertEquals(r.heads, Array(HEADS).fill(n * (n + 1) / 2));
+      assertEquals(r.rects, HEADS * n * (n + 1) / 2);
+      assert((r.candidates ?? 0) > 0, "no candidates shown");
+      assertEquals(r.marked, HEADS);
+      assert((await Deno.stat(r.screenshot)).size > 10000, `screenshot ${r.screenshot}`);
+    }
+  },
+});
+
+Deno.test("serve: content types, isolation headers, GET only, nothing outside the repository", async () => {
+  const get = (path: string, method = "GET") =>
+    handle(new Request(`http://127.0.0.1:8000${path}`, { method }), ROOT);
+  const page = await get("/web/");
+  assertEquals(page.status, 200);
+  assertEquals(page.headers.get("content-type"), "text/html; charset=utf-8");
+  assertEquals(page.headers.get("cross-origin-opener-policy"), "same-origin");
+  assertEquals(page.headers.get("cross-origin-embedder-policy"), "require-corp");
+  assert((await page.text()).includes("<title>BareGPT"));
+  const ts = await get("/mod.ts");
+  assertEquals(ts.headers.get("content-type"), "application/typescript; charset=utf-8");
+  await ts.body?.cancel();
+  const redirect = await get("/web");
+  assertEquals([redirect.status, redirect.headers.get("location")], [301, "/web/"]);
+  assertEquals((await get("/")).headers.get("location"), "/web/");
+  for (
+    const path of [
+      "/../etc/passwd",
+      "/web/../../etc/passwd",
+      "/%2e%2e/etc/passwd",
+      "/.git/config",
+      "/web/%00",
+      "/nope.txt",
+      "/web/..%2f..%2fetc/passwd",
+    ]
+  ) {
+    const r = await get(path);
+    assertEquals(r.status, 404, path);
+    await r.body?.cancel();
+  }
+  const post = await get("/web/", "POST");
+  assertEquals([post.status, post.headers.get("allow")], [405, "GET, HEAD"]);
+  await post.body?.cancel();
+  const head = await get("/web/index.html", "HEAD");
+  assertEquals(head.status, 200);
+  assert(Number(head.headers.get("content-length")) > 1000);
+  assertEquals(resolvePath("/repo", "/a/b.ts"), "/repo/a/b.ts");
+  assertEquals(resolvePath("/repo", "/a/../b.ts"), null);
+  assertEquals(resolvePath("/repo", "/a/%2E%2E/b.ts"), null);
+  assertEquals(resolvePath("/repo", "/a%5Cb"), null);
+});
