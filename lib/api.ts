@@ -18,7 +18,7 @@ import { InputError, WeightsError } from "./errors.ts";
 import { detectTier } from "./kernels/mod.ts";
 import { type Activations, forward, GPT, KVCache } from "./model.ts";
 import { Rng } from "./rng.ts";
-import { drawIndex, nextDistribution, validateSampling } from "./sample.ts";
+import { generateTokens, nextDistribution, validateSampling } from "./sample.ts";
 import { kernelTier, setupKernels } from "./tensor.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { evalWindows, Trainer as CoreTrainer } from "./train.ts";
@@ -961,7 +961,7 @@ export function generate(model: Model, options: GenerateOptions = {}): AsyncIter
   return stream(h, window, count, new Rng(seed), { ...options });
 }
 
-/** The generation loop of `generateTokens` (lib/sample.ts), over a reused KV cache. */
+/** The characters of `decodeSteps` (lib/sample.ts), over a reused KV cache. */
 async function* stream(
   h: ModelHandle,
   window: number[],
@@ -970,36 +970,18 @@ async function* stream(
   options: GenerateOptions,
 ): AsyncGenerator<string, void, undefined> {
   if (count === 0) return;
-  const gpt = h.gpt;
-  const T = gpt.config.blockSize;
   const vocab = h.tokenizer.vocab;
-  const probs = new Float64Array(gpt.config.vocabSize);
   const ticker = new Ticker();
-  const cache = takeCache(gpt);
+  const cache = takeCache(h.gpt);
   try {
-    let logits = cache.feed(window);
-    for (let i = 0; i < count; i++) {
+    const ids = generateTokens(h.gpt, window, 0, { ...options, tokens: count, seed: rng, cache });
+    for (const id of ids) {
       if (options.signal?.aborted) return;
-      nextDistribution(logits, options, probs);
-      const next = drawIndex(probs, rng.random());
-      if (i < count - 1) {
-        // compute the next logits before handing out this character, so that a consumer that
-        // stops early leaves the cache idle
-        if (window.length === T) {
-          window = window.slice(T - Math.floor(T / 2));
-          window.push(next);
-          cache.reset();
-          logits = cache.feed(window);
-        } else {
-          window.push(next);
-          logits = cache.feed([next]);
-        }
-      }
-      yield vocab[next];
+      yield vocab[id];
       await ticker.tick();
     }
   } finally {
-    giveCache(gpt, cache);
+    giveCache(h.gpt, cache);
   }
 }
 

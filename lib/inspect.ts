@@ -27,8 +27,8 @@
 
 import { InputError } from "./errors.ts";
 import { type GPT, KVCache } from "./model.ts";
-import { Rng } from "./rng.ts";
-import { drawIndex, nextDistribution, type SamplingOptions, validateSampling } from "./sample.ts";
+import type { Rng } from "./rng.ts";
+import { decodeSteps, nextDistribution, type SamplingOptions, validateSampling } from "./sample.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Candidates
@@ -140,20 +140,15 @@ export function* inspectSteps(
   validateSampling(sampling, model.config.vocabSize);
   checkLayer(model, layer);
   const greedy = sampling.temperature === 0;
-  const rng = options.seed instanceof Rng ? options.seed : new Rng(options.seed ?? 0);
-  const text = Array.from(prompt.length > 0 ? prompt : [Math.max(0, newlineId)]);
-  let windowStart = Math.max(0, text.length - T);
-  let window = text.slice(windowStart);
-  const cache = options.cache ?? new KVCache(model);
-  cache.reset();
-  let logits = cache.feed(window);
-  const V = model.config.vocabSize;
-  const drawn = new Float64Array(V);
-  for (let i = 0; i < count; i++) {
-    // the same calls as generateTokens, so the same choices
-    nextDistribution(logits, sampling, drawn);
-    const id = drawIndex(drawn, rng.random());
-    const shown = greedy ? nextDistribution(logits, {}) : Float64Array.from(drawn);
+  let position = Math.max(prompt.length, 1);
+  const steps = decodeSteps(model, prompt, newlineId, {
+    ...sampling,
+    tokens: count,
+    seed: options.seed,
+    cache: options.cache,
+  });
+  for (const { id, probs, logits, cache, windowStart } of steps) {
+    const shown = greedy ? nextDistribution(logits, {}) : Float64Array.from(probs);
     const q = cache.length - 1; // the query that produced these logits
     const attention = new Float32Array(H * cache.length);
     const maps = cache.attention[layer];
@@ -162,7 +157,7 @@ export function* inspectSteps(
       attention.set(maps.subarray(row, row + cache.length), h * cache.length);
     }
     yield {
-      position: text.length,
+      position: position++,
       id,
       prob: shown[id],
       candidates: topCandidates(shown, top),
@@ -170,19 +165,6 @@ export function* inspectSteps(
       attention,
       windowStart,
     };
-    text.push(id);
-    if (i === count - 1) break;
-    if (window.length === T) {
-      const keep = T - Math.floor(T / 2);
-      window = window.slice(keep);
-      windowStart += keep;
-      window.push(id);
-      cache.reset();
-      logits = cache.feed(window);
-    } else {
-      window.push(id);
-      logits = cache.feed([id]);
-    }
   }
 }
 

@@ -103,45 +103,78 @@ export function drawIndex(probs: ArrayLike<number>, u: number): number {
   return last; // rounding left u above the total: the last possible index
 }
 
-/** Options of {@link generateTokens}. */
+/** Options of {@link generateTokens} and {@link decodeSteps}. */
 export interface GenerateOptions extends SamplingOptions {
   /** Characters to produce. Default 1000. */
   tokens?: number;
   /** RNG seed (default 0) or a generator. */
   seed?: number | Rng;
+  /** A cache to reuse (it is reset first); default a new one. */
+  cache?: KVCache;
+}
+
+/** One step of {@link decodeSteps}: the token chosen and what it was chosen from. */
+export interface DecodeStep {
+  /** The token chosen. */
+  id: number;
+  /** The distribution it was drawn from (a buffer reused by the next step). */
+  probs: Float64Array;
+  /** The logits of the step, [V] (a view of the cache's buffer). */
+  logits: FloatArray;
+  /** The cache, as it was when the logits were computed (its last row is the query). */
+  cache: KVCache;
+  /** Index, in the whole text (prompt first), of the cache's position 0. */
+  windowStart: number;
 }
 
 /**
- * Generates token ids after a prompt (token ids; an empty prompt starts from a newline when the
- * vocabulary has one, else from token 0). Each new token costs one cached step; when the window
- * reaches blockSize tokens it keeps the last blockSize/2 and rebuilds the cache in one pass.
+ * The generation loop: feeds the prompt (its last blockSize tokens; an empty prompt starts from
+ * a newline when the vocabulary has one, else from token 0, which then counts as the text's first
+ * token), then for each step draws a token, yields it with its distribution, and feeds it. Each
+ * new token costs one cached step; when the window reaches blockSize tokens it keeps the last
+ * blockSize/2 and rebuilds the cache in one batched pass.
  */
+export function* decodeSteps(
+  model: GPT,
+  prompt: ArrayLike<number>,
+  newlineId: number,
+  options: GenerateOptions = {},
+): Generator<DecodeStep> {
+  const T = model.config.blockSize;
+  const count = options.tokens ?? 1000;
+  const rng = options.seed instanceof Rng ? options.seed : new Rng(options.seed ?? 0);
+  const text = Array.from(prompt.length > 0 ? prompt : [Math.max(0, newlineId)]);
+  let windowStart = Math.max(0, text.length - T);
+  let window = text.slice(windowStart);
+  const cache = options.cache ?? new KVCache(model);
+  cache.reset();
+  let logits = cache.feed(window);
+  const probs = new Float64Array(model.config.vocabSize);
+  for (let i = 0; i < count; i++) {
+    nextDistribution(logits, options, probs);
+    const id = drawIndex(probs, rng.random());
+    yield { id, probs, logits, cache, windowStart };
+    if (i === count - 1) break;
+    if (window.length === T) {
+      const drop = T - Math.floor(T / 2);
+      window = window.slice(drop);
+      windowStart += drop;
+      window.push(id);
+      cache.reset();
+      logits = cache.feed(window);
+    } else {
+      window.push(id);
+      logits = cache.feed([id]);
+    }
+  }
+}
+
+/** The token ids of {@link decodeSteps}. */
 export function* generateTokens(
   model: GPT,
   prompt: ArrayLike<number>,
   newlineId: number,
   options: GenerateOptions = {},
 ): Generator<number> {
-  const T = model.config.blockSize;
-  const count = options.tokens ?? 1000;
-  const rng = options.seed instanceof Rng ? options.seed : new Rng(options.seed ?? 0);
-  let window = Array.from(prompt.length > 0 ? prompt : [Math.max(0, newlineId)]).slice(-T);
-  const cache = new KVCache(model);
-  let logits = cache.feed(window);
-  const probs = new Float64Array(model.config.vocabSize);
-  for (let i = 0; i < count; i++) {
-    nextDistribution(logits, options, probs);
-    const next = drawIndex(probs, rng.random());
-    yield next;
-    if (i === count - 1) break;
-    if (window.length === T) {
-      window = window.slice(T - Math.floor(T / 2));
-      window.push(next);
-      cache.reset();
-      logits = cache.feed(window);
-    } else {
-      window.push(next);
-      logits = cache.feed([next]);
-    }
-  }
+  for (const step of decodeSteps(model, prompt, newlineId, options)) yield step.id;
 }
