@@ -5,7 +5,9 @@
  *   attention, layernorm, GELU, softmax) for both tiers.
  * - `deno run bench/kernels_bench.ts [--mhz=N]`: a quick table of GFLOP/s per matmul form and
  *   tier, and the theoretical single-core peak at N MHz (or the clock in /proc/cpuinfo, which
- *   Deno reads only with --allow-all).
+ *   Deno reads only with --allow-all); then causal attention (GFLOP/s counting the causal half
+ *   only), the few-rows matmuls of sampling (GB/s of weights read) and the KV-cache attention.
+ *   Times are the median of 9 runs (and the best, as other jobs on the machine add noise).
  *
  * @module
  */
@@ -87,7 +89,7 @@ const att = {
   out: alloc(B * T * C),
   probs: alloc(B * H * T * T),
   dqkv: alloc(B * T * 3 * C),
-  scratch: alloc(T * (T + C / H)),
+  scratch: alloc(T * (T + C / H)), // attention_backward: T * (T + hs) floats
   mean: alloc(B * T),
   rstd: alloc(B * T),
   targets: alloc(B * T),
@@ -95,6 +97,8 @@ const att = {
 new Uint16Array(memory.buffer, att.targets, B * T).fill(7);
 
 const TIERS = ["relaxed", "simd"] as const;
+/** The (K, N) of the model's matmuls, run with M = 1..3 rows when sampling with the KV cache. */
+const SAMPLING_SHAPES: [number, number][] = [[256, 768], [256, 256], [256, 1024], [1024, 256]];
 
 for (const tier of TIERS) {
   const k = createKernels(tier, memory);
@@ -116,6 +120,19 @@ for (const tier of TIERS) {
     group: "attention_backward",
     fn: () => k.attention_backward(att.dqkv, att.scratch, att.out, att.qkv, att.probs, B, T, C, H),
   });
+  for (const [K, N] of SAMPLING_SHAPES) {
+    Deno.bench({
+      name: `${tier}: matmul 1x${K} . ${K}x${N} (sampling)`,
+      group: `matmul 1x${K} . ${K}x${N}`,
+      baseline: tier === "relaxed",
+      fn: () => k.matmul(pointers.out, pointers.x, pointers.w, pointers.bias, 1, K, N),
+    });
+  }
+  Deno.bench({
+    name: `${tier}: attention_rows T${T} C${C} H${H}, one row at t = ${T - 1}`,
+    group: "attention_rows",
+    fn: () => k.attention_rows(att.out, att.probs, att.qkv, T, T - 1, 1, C, H),
+  });
   Deno.bench({
     name: `${tier}: layernorm_forward ${B * T}x${C}`,
     group: "layernorm_forward",
@@ -133,16 +150,20 @@ for (const tier of TIERS) {
   });
 }
 
-/** Median time of `fn` over a few runs after warm-up, in milliseconds. */
-function timeMs(fn: () => void): number {
-  for (let i = 0; i < 3; i++) fn();
+/**
+ * Median and best time of `fn` over 9 runs after warm-up, in milliseconds; each run repeats `fn`
+ * `reps` times (for calls of a few microseconds).
+ */
+function timeMs(fn: () => void, reps = 1): { median: number; best: number } {
+  for (let i = 0; i < 3 * reps; i++) fn();
   const times: number[] = [];
   for (let i = 0; i < 9; i++) {
     const t0 = performance.now();
-    fn();
-    times.push(performance.now() - t0);
+    for (let r = 0; r < reps; r++) fn();
+    times.push((performance.now() - t0) / reps);
   }
-  return times.sort((a, b) => a - b)[4];
+  times.sort((a, b) => a - b);
+  return { median: times[4], best: times[0] };
 }
 
 /**
@@ -172,19 +193,49 @@ if (import.meta.main) {
   const kernels = TIERS.map((t) => createKernels(t, memory));
   for (const c of MATMUL_CASES) {
     const cells = kernels.map((k) => {
-      const ms = timeMs(() => c.run(k, pointers));
+      const ms = timeMs(() => c.run(k, pointers)).median;
       return ((2 * c.M * c.K * c.N) / ms / 1e6).toFixed(1).padStart(9);
     });
     console.log(`${c.name.padEnd(42)} ${cells.join(" ")}`);
   }
+  // causal attention: B·H·T(T+1)/2·hs multiply-adds per product, 2 products forward, 4 backward
+  const causal = B * H * (T * (T + 1) / 2) * (C / H) * 2;
+  const rate = (flops: number, t: { median: number; best: number }) =>
+    `${t.median.toFixed(2)} ms ${(flops / t.median / 1e6).toFixed(1)} GFLOP/s ` +
+    `(best ${t.best.toFixed(2)} ms ${(flops / t.best / 1e6).toFixed(1)})`;
   for (const [i, k] of kernels.entries()) {
     const fwd = timeMs(() => k.attention_forward(att.out, att.probs, att.qkv, B, T, C, H));
     const bwd = timeMs(() =>
       k.attention_backward(att.dqkv, att.scratch, att.out, att.qkv, att.probs, B, T, C, H)
     );
-    console.log(
-      `${TIERS[i]}: attention B${B} T${T} C${C} H${H}: forward ${fwd.toFixed(2)} ms, ` +
-        `backward ${bwd.toFixed(2)} ms`,
-    );
+    console.log(`${TIERS[i]}: attention B${B} T${T} C${C} H${H}`);
+    console.log(`  forward  ${rate(2 * causal, fwd)}`);
+    console.log(`  backward ${rate(4 * causal, bwd)}`);
+  }
+  // sampling: few-rows matmuls (weights read once: GB/s), logits, KV-cache attention rows
+  const us = (t: { median: number; best: number }) =>
+    `${(t.median * 1000).toFixed(1)} us (best ${(t.best * 1000).toFixed(1)})`;
+  for (const [i, k] of kernels.entries()) {
+    console.log(`${TIERS[i]}: sampling kernels`);
+    for (const [K, N] of SAMPLING_SHAPES) {
+      for (const m of [1, 2, 3]) {
+        const t = timeMs(
+          () => k.matmul(pointers.out, pointers.x, pointers.w, pointers.bias, m, K, N),
+          50,
+        );
+        console.log(
+          `  matmul ${m}x${K} . ${K}x${N}: ${us(t)}, ${
+            (2 * m * K * N / t.median / 1e6).toFixed(1)
+          } ` +
+            `GFLOP/s, ${(4 * K * N / t.median / 1e6).toFixed(1)} GB/s of weights`,
+        );
+      }
+    }
+    const nt = timeMs(() => k.matmul_nt(pointers.out, pointers.x, pointers.w, 1, C, 65), 200);
+    console.log(`  matmul_nt 1x${C} . (65x${C})^T: ${us(nt)}`);
+    for (const [p0, n] of [[T - 1, 1], [T / 2 - 1, 1], [0, T / 2]]) {
+      const t = timeMs(() => k.attention_rows(att.out, att.probs, att.qkv, T, p0, n, C, H), 20);
+      console.log(`  attention_rows T${T} C${C} H${H}, rows ${p0}..${p0 + n - 1}: ${us(t)}`);
+    }
   }
 }

@@ -21,6 +21,7 @@ import { generateTokens } from "../lib/sample.ts";
 import type { KernelTier } from "../lib/kernels/mod.ts";
 import {
   attentionBackward,
+  attentionBackwardScratchSize,
   attentionForward,
   defaultArena,
   matmul,
@@ -163,7 +164,7 @@ function matmulForms() {
     out = f32(B * T * C),
     probs = f32(B * H * T * T),
     dqkv = f32(B * T * 3 * C);
-  const scratch = f32(T);
+  const scratch = f32(attentionBackwardScratchSize(T, C, H));
   // causal: per (b, h), about T²/2 · hs multiply-adds for q·kᵀ and as many for probs·v
   const attnFlops = B * H * (T * (T + 1) / 2) * (C / H) * 2 * 2;
   ms = timeIt(() => attentionForward(out, probs, qkv, B, T, C, H));

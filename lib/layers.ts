@@ -138,7 +138,7 @@ export interface BlockScratch {
   dAttnOut: FloatArray; // [B, T, C]
   dFc: FloatArray; // [B, T, 4C]
   dFcGelu: FloatArray; // [B, T, 4C]
-  dProbsRow: FloatArray; // [T]
+  attnScratch: FloatArray; // [T, T + C/H]  attention backward scratch
 }
 
 /** One transformer block: acts.residualOut[B,T,C] from x[B,T,C]. */
@@ -229,7 +229,7 @@ export function blockBackward(
     C,
     C,
   );
-  attentionBackward(s.dQkv, s.dProbsRow, s.dAttnOut, acts.qkv, acts.attnProbs, B, T, C, H);
+  attentionBackward(s.dQkv, s.attnScratch, s.dAttnOut, acts.qkv, acts.attnProbs, B, T, C, H);
   linearBackward(s.dLn, g.qkvWeight, g.qkvBias, s.dQkv, acts.ln1, p.qkvWeight, BT, C, 3 * C);
   layernormBackward(
     dResidual,

@@ -23,6 +23,8 @@ import { Rng } from "./rng.ts";
 import {
   add,
   type Arena,
+  attentionBackwardScratchSize,
+  attentionRows,
   defaultArena,
   type FloatArray,
   geluForward,
@@ -237,7 +239,7 @@ export class Activations {
       dAttnOut: alloc(BT * C),
       dFc: alloc(BT * 4 * C),
       dFcGelu: alloc(BT * 4 * C),
-      dProbsRow: alloc(T),
+      attnScratch: alloc(attentionBackwardScratchSize(T, C, H)),
     };
     this.dResidual = alloc(BT * C);
     this.dLogits = alloc(BT * V);
@@ -403,7 +405,6 @@ export class KVCache {
   readonly #attnOut: FloatArray; // [T, C]
   readonly #tmp: FloatArray; // [T, C]
   readonly #fc: FloatArray; // [T, 4C]
-  readonly #scores: Float64Array; // [T]
   readonly #tokens: Uint16Array; // [T]
   /** Logits of every row of the last feed: [n, V]. */
   readonly logits: FloatArray;
@@ -411,7 +412,7 @@ export class KVCache {
    * Attention probabilities per layer, [H, T, T]: row t holds what position t attended to over
    * positions 0..t (zero beyond), as of the feed that computed row t.
    */
-  readonly attention: Float32Array[];
+  readonly attention: FloatArray[];
 
   constructor(model: GPT) {
     const c = model.config;
@@ -426,10 +427,9 @@ export class KVCache {
     this.#attnOut = alloc(T * C);
     this.#tmp = alloc(T * C);
     this.#fc = alloc(T * 4 * C);
-    this.#scores = new Float64Array(T);
     this.#tokens = new Uint16Array(T);
     this.logits = alloc(T * c.vocabSize);
-    this.attention = Array.from({ length: c.nLayers }, () => new Float32Array(c.nHeads * T * T));
+    this.attention = Array.from({ length: c.nLayers }, () => alloc(c.nHeads * T * T));
   }
 
   /** Empties the cache. */
@@ -462,7 +462,7 @@ export class KVCache {
       const qkv = this.#qkv[l];
       layernormForward(ln, this.#mean, this.#rstd, x, b.ln1Weight, b.ln1Bias, n, C);
       matmul(qkv.subarray(p0 * 3 * C, (p0 + n) * 3 * C), ln, b.qkvWeight, b.qkvBias, n, C, 3 * C);
-      this.#attend(attnOut, qkv, this.attention[l], p0, n, C, H);
+      attentionRows(attnOut, this.attention[l], qkv, T, p0, n, C, H);
       matmul(tmp, attnOut, b.attnProjWeight, b.attnProjBias, n, C, C);
       add(x, x, tmp, n * C);
       layernormForward(ln, this.#mean, this.#rstd, x, b.ln2Weight, b.ln2Bias, n, C);
@@ -488,51 +488,5 @@ export class KVCache {
     const logits = this.logits.subarray(0, rows * V);
     matmulNT(logits, lnRows, p.wte, rows, C, V);
     return logits;
-  }
-
-  /** Causal attention of rows p0 .. p0+n-1 over every cached position up to each row. */
-  #attend(
-    out: FloatArray,
-    qkv: FloatArray,
-    probs: Float32Array,
-    p0: number,
-    n: number,
-    C: number,
-    H: number,
-  ): void {
-    const T = this.model.config.blockSize;
-    const hs = C / H;
-    const C3 = 3 * C;
-    const scale = 1 / Math.sqrt(hs);
-    const scores = this.#scores;
-    for (let r = 0; r < n; r++) {
-      const t = p0 + r;
-      for (let h = 0; h < H; h++) {
-        const q = t * C3 + h * hs;
-        let max = -Infinity;
-        for (let j = 0; j <= t; j++) {
-          const k = j * C3 + C + h * hs;
-          let dot = 0;
-          for (let i = 0; i < hs; i++) dot += qkv[q + i] * qkv[k + i];
-          scores[j] = dot * scale;
-          if (scores[j] > max) max = scores[j];
-        }
-        let sum = 0;
-        for (let j = 0; j <= t; j++) {
-          scores[j] = Math.exp(scores[j] - max);
-          sum += scores[j];
-        }
-        const o = r * C + h * hs;
-        const row = (h * T + t) * T;
-        probs.fill(0, row + t + 1, row + T);
-        for (let i = 0; i < hs; i++) out[o + i] = 0;
-        for (let j = 0; j <= t; j++) {
-          const v = j * C3 + 2 * C + h * hs;
-          const pj = scores[j] / sum;
-          probs[row + j] = pj;
-          for (let i = 0; i < hs; i++) out[o + i] += pj * qkv[v + i];
-        }
-      }
-    }
   }
 }

@@ -10,7 +10,13 @@
  * - `simd`: the same tiles with a plain `f32x4.mul` then `f32x4.add` (WebAssembly SIMD128 only).
  *
  * Everything except the matmul tiles is identical in both tiers, so the element-wise kernels
- * (exp, GELU, softmax, layernorm, AdamW) give the same bits whichever tier runs them.
+ * (exp, GELU, softmax, layernorm, AdamW) give the same bits whichever tier runs them. Attention
+ * runs its products on the matmul tiles, so its bits differ between tiers (each is deterministic).
+ *
+ * Layout of this file: matmul register tiles and their blocked driver; the few-rows matmul
+ * (sampling); the dot-product ("NT") tiles; the element-wise machinery (`Lanes`), math helpers
+ * (exp, log) and the element-wise / per-row exports; causal attention (its driver over the
+ * triangle, helpers, exports); the whole module and the build.
  *
  * Outputs (committed, so that users never need this script or wabt):
  * - `lib/kernels/kernels_relaxed.wat`, `lib/kernels/kernels_simd.wat`: the text, for readers;
@@ -59,6 +65,12 @@ const TILE: Record<WasmTier, { rows: number; vecs: number }> = {
 const WIDE = 32;
 /** Reduction-dimension block: a B panel of KC x (4*vecs) floats stays in L1. */
 const KC = 256;
+/**
+ * Reduction block of the transposed-left form (`matmul_backward_weight`): both operands are read
+ * across rows (strides 4K and 4N bytes, 4 KiB for the model's widths, so the lines of a panel
+ * share few cache sets); a shorter panel keeps more of it cached (measured: ~3% faster than 256).
+ */
+const KC_TN = 128;
 /** Row block: an A block of MC x KC floats stays in L2 while the column tiles sweep it. */
 const MC = 96;
 
@@ -210,8 +222,9 @@ function gemmColumn(): string {
  *                                     zero / bias (or C when accumulating), later ones add to C
  *     for i0 in [0, M) step MC        row block of A (stays in L2)
  *       for j in [0, N) step 4V       column panel of B (KC x 4V floats, stays in L1)
- *         for i in [i0, i0+MC) step R register tile (then single-row tiles for the rest)
- *       then 4-wide tiles, then scalar columns for N % 4.
+ *         for i in [i0, iR) step R    register tile (iR: the block's rows less MC % R)
+ *       then 4-wide tiles, then scalar columns for N % 4 (all rows of the block);
+ *       then the last (iend - i0) % R rows one at a time, with WIDE-wide single-row tiles.
  *
  * The summation order of every output depends only on the shapes, so results are bit-exact
  * between runs.
@@ -227,34 +240,37 @@ function gemmDriver(tier: WasmTier): string {
   (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
   (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
   (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))`;
-  // Sweeps the rows of the current block with tiles of width `w`.
+  // Sweeps the rows [i0, iR) of the current block with R-row tiles of width `w`.
   const rowsSweep = (w: number) =>
     `(local.set $i (local.get $i0))
 (block $rdone (loop $rows
-  (br_if $rdone (i32.gt_u (i32.add (local.get $i) (i32.const ${R})) (local.get $iend)))
+  (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
 ${indent(call(`$gemm_tile_${R}x${w}`), 2)}
   (local.set $i (i32.add (local.get $i) (i32.const ${R})))
-  (br $rows)))
-(block $r1done (loop $rows1
-  (br_if $r1done (i32.ge_u (local.get $i) (local.get $iend)))
+  (br $rows)))`;
+  // Sweeps the columns [j, N - N % 4) of row $i with single-row tiles of width `w`.
+  const colsSweep = (w: number) =>
+    `(block $done${w} (loop $cols${w}
+  (br_if $done${w} (i32.gt_u (i32.add (local.get $j) (i32.const ${w})) (local.get $N)))
 ${indent(call(`$gemm_tile_1x${w}`), 2)}
-  (local.set $i (i32.add (local.get $i) (i32.const 1)))
-  (br $rows1)))`;
+  (local.set $j (i32.add (local.get $j) (i32.const ${w})))
+  (br $cols${w})))`;
   return `;; C[M, N] (+)= A(M x S) . B[S, N]; see gemmDriver in scripts/build_kernels.ts.
 ;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
 (func $gemm
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32)
+  (param $accumulate i32) (param $kc i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
-  (local $i0 i32) (local $iend i32) (local $i i32) (local $j i32) (local $ablk i32) (local $bblk i32)
+  (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
+  (local $bblk i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
   (loop $sblocks
-    ;; kn = min(KC, S - s0); the first block initialises C, the others accumulate into it
+    ;; kn = min(kc, S - s0); the first block initialises C, the others accumulate into it
     (local.set $kn (i32.sub (local.get $S) (local.get $s0)))
-    (if (i32.gt_u (local.get $kn) (i32.const ${KC})) (then (local.set $kn (i32.const ${KC}))))
+    (if (i32.gt_u (local.get $kn) (local.get $kc)) (then (local.set $kn (local.get $kc))))
     (local.set $mode (i32.const 2))
     (if (i32.and (i32.eqz (local.get $s0)) (i32.eqz (local.get $accumulate)))
       (then (local.set $mode (select (i32.const 1) (i32.const 0) (local.get $bias)))))
@@ -265,6 +281,9 @@ ${indent(call(`$gemm_tile_1x${w}`), 2)}
       (br_if $idone (i32.ge_u (local.get $i0) (local.get $M)))
       (local.set $iend (i32.add (local.get $i0) (i32.const ${MC})))
       (if (i32.gt_u (local.get $iend) (local.get $M)) (then (local.set $iend (local.get $M))))
+      ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
+      (local.set $iR (i32.sub (local.get $iend)
+        (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const ${R}))))
       ;; full-width column panels
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
@@ -290,6 +309,16 @@ ${indent(rowsSweep(4), 8)}
           (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $cols1)))
+      ;; the single rows: ${WIDE}-wide tiles (independent chains), then ${W}, then 4
+      (local.set $i (local.get $iR))
+      (block $r1done (loop $rows1
+        (br_if $r1done (i32.ge_u (local.get $i) (local.get $iend)))
+        (local.set $j (i32.const 0))
+${indent(colsSweep(WIDE), 8)}
+${indent(colsSweep(W), 8)}
+${indent(colsSweep(4), 8)}
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows1)))
       (local.set $i0 (local.get $iend))
       (br $iblocks)))
     (local.set $s0 (i32.add (local.get $s0) (local.get $kn)))
@@ -487,15 +516,23 @@ function hsum4(a: string, b: string, c: string, d: string): string {
     ` (i8x16.shuffle 4 5 6 7 12 13 14 15 20 21 22 23 28 29 30 31 ${ab} ${cd}))`;
 }
 
-/** NT tile: C[R, Cn] = A[R rows, S] . B[Cn rows, S]^T with Cn = 4 (vector store) or 1. */
-function ntTile(tier: WasmTier, R: number, Cn: number): string {
+/**
+ * NT tile: C[R, Cn] = A[R rows, S] . B[Cn rows, S]^T with Cn = 4 (vector store) or 1. U = 2 keeps
+ * two partial sums per output (alternate chunks of 4 along S, added at the end): single rows
+ * then have 2 Cn independent chains of multiply-adds instead of Cn, which hides their latency.
+ */
+function ntTile(tier: WasmTier, R: number, Cn: number, U = 1): string {
   const rows = range(R);
   const cols = range(Cn);
-  const accs = rows.flatMap((r) => cols.map((c) => `$acc${r}_${c}`));
+  const name = `$nt_tile_${R}x${Cn}${U > 1 ? `u${U}` : ""}`;
+  // acc r_c (U = 1), or U partial sums r_c_u (summed in order u = 0, 1, .. at the end)
+  const acc = (r: number, c: number, u: number) => `$acc${r}_${c}${U > 1 ? `_${u}` : ""}`;
+  const accs = rows.flatMap((r) => cols.flatMap((c) => range(U).map((u) => acc(r, c, u))));
   const lines: string[] = [];
   lines.push(
-    `;; C[${R}, ${Cn}] = A[${R}, S] . B[${Cn}, S]^T (see ntTile in scripts/build_kernels.ts)`,
-    `(func $nt_tile_${R}x${Cn}`,
+    `;; C[${R}, ${Cn}] = A[${R}, S] . B[${Cn}, S]^T (see ntTile in scripts/build_kernels.ts)` +
+      (U > 1 ? `, ${U} partial sums per output` : ""),
+    `(func ${name}`,
     `  (param $c i32) (param $a i32) (param $b i32) (param $as i32) (param $bs i32) (param $cs i32)`,
     `  (param $S i32)`,
     `  ${accs.map((a) => `(local ${a} v128)`).join(" ")}`,
@@ -511,31 +548,58 @@ function ntTile(tier: WasmTier, R: number, Cn: number): string {
   for (const c of cols.slice(1)) {
     lines.push(`  (local.set $pb${c} (i32.add (local.get $pb${c - 1}) (local.get $bs)))`);
   }
-  // Vector loop over S in chunks of 4 floats: all pointers advance by 16 bytes.
-  const body: string[] = [];
-  for (const r of rows) body.push(`(local.set $x${r} (v128.load offset=0 (local.get $pa${r})))`);
-  for (const c of cols) {
-    body.push(`(local.set $y (v128.load (local.get $pb${c})))`);
-    for (const r of rows) {
-      body.push(
-        `(local.set $acc${r}_${c} ${
-          madd(tier, `(local.get $x${r})`, "(local.get $y)", `(local.get $acc${r}_${c})`)
-        })`,
-      );
+  // Vector loop over S in chunks of 4U floats (partial sum u takes the u-th 4 of each chunk): all
+  // pointers advance by 16U bytes. With U > 1, a last chunk of 4 goes to partial sum 0.
+  const step = (us: number[]) => {
+    const body: string[] = [];
+    for (const u of us) {
+      for (const r of rows) {
+        body.push(`(local.set $x${r} (v128.load offset=${16 * u} (local.get $pa${r})))`);
+      }
+      for (const c of cols) {
+        body.push(`(local.set $y (v128.load offset=${16 * u} (local.get $pb${c})))`);
+        for (const r of rows) {
+          body.push(
+            `(local.set ${acc(r, c, u)} ${
+              madd(tier, `(local.get $x${r})`, "(local.get $y)", `(local.get ${acc(r, c, u)})`)
+            })`,
+          );
+        }
+      }
     }
-  }
-  for (const r of rows) {
-    body.push(`(local.set $pa${r} (i32.add (local.get $pa${r}) (i32.const 16)))`);
-  }
-  for (const c of cols) {
-    body.push(`(local.set $pb${c} (i32.add (local.get $pb${c}) (i32.const 16)))`);
-  }
+    const n = 16 * us.length;
+    for (const r of rows) {
+      body.push(`(local.set $pa${r} (i32.add (local.get $pa${r}) (i32.const ${n})))`);
+    }
+    for (const c of cols) {
+      body.push(`(local.set $pb${c} (i32.add (local.get $pb${c}) (i32.const ${n})))`);
+    }
+    return body.join("\n");
+  };
+  const shift = 2 + Math.log2(U);
   lines.push(
-    `  (local.set $s (i32.shr_u (local.get $S) (i32.const 2)))`,
+    `  (local.set $s (i32.shr_u (local.get $S) (i32.const ${shift})))`,
     `  (if (local.get $s) (then (loop $k`,
-    indent(body.join("\n"), 4),
+    indent(step(range(U)), 4),
     `    (br_if $k (local.tee $s (i32.sub (local.get $s) (i32.const 1)))))))`,
   );
+  if (U > 1) {
+    if (U !== 2) throw new Error("ntTile: U must be 1 or 2");
+    lines.push(
+      `  (if (i32.and (local.get $S) (i32.const 4)) (then`,
+      indent(step([0]), 4),
+      `  ))`,
+    );
+    for (const r of rows) {
+      for (const c of cols) {
+        lines.push(
+          `  (local.set ${acc(r, c, 0)} (f32x4.add (local.get ${acc(r, c, 0)}) (local.get ${
+            acc(r, c, 1)
+          })))`,
+        );
+      }
+    }
+  }
   // Reduce, add the scalar tail S % 4 (same order every call), store: per group of 4 columns
   // (or the single column of Cn = 1).
   const tailLen = `(i32.and (local.get $S) (i32.const 3))`;
@@ -544,14 +608,23 @@ function ntTile(tier: WasmTier, R: number, Cn: number): string {
     for (const [gi, group] of groups.entries()) {
       if (Cn === 1) {
         lines.push(
-          `  (local.set $res (f32x4.add (local.get $acc${r}_0) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $acc${r}_0) (local.get $acc${r}_0))))`,
+          `  (local.set $res (f32x4.add (local.get ${
+            acc(r, 0, 0)
+          }) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get ${
+            acc(r, 0, 0)
+          }) (local.get ${acc(r, 0, 0)}))))`,
           `  (local.set $res (f32x4.add (local.get $res) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $res) (local.get $res))))`,
         );
       } else {
         lines.push(
           `  (local.set $res ${
             hsum4(
-              ...group.map((c) => `(local.get $acc${r}_${c})`) as [string, string, string, string],
+              ...group.map((c) => `(local.get ${acc(r, c, 0)})`) as [
+                string,
+                string,
+                string,
+                string,
+              ],
             )
           })`,
         );
@@ -600,7 +673,7 @@ ${indent(call(`$nt_tile_2x${cn}`), 2)}
   (local.set $i (i32.add (local.get $i) (i32.const 2)))
   (br $rows)))
 (if (i32.lt_u (local.get $i) (local.get $M)) (then
-${indent(call(`$nt_tile_1x${cn}`), 2)}))`;
+${indent(call(`$nt_tile_1x${cn}u2`), 2)}))`;
   return `;; C[M, N] = A[M, S] . B[N, S]^T, row-major, overwriting C. Row blocks of 64 keep the
 ;; A rows in L1/L2 while every B row streams past them.
 (func $gemm_nt
@@ -634,7 +707,7 @@ function matmulExports(tier: WasmTier): string {
   (if (local.get $m0) (then
     (call $gemm (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
       (local.get $m0) (local.get $K) (local.get $N)
-      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0))))
+      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const ${KC}))))
   (if (i32.lt_u (local.get $m0) (local.get $M)) (then
     (call $gemm_small
       (i32.add (local.get $out) (i32.mul (local.get $m0) (i32.shl (local.get $N) (i32.const 2))))
@@ -647,7 +720,7 @@ function matmulExports(tier: WasmTier): string {
   (param $dw i32) (param $inp i32) (param $dout i32) (param $M i32) (param $K i32) (param $N i32)
   (call $gemm (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
     (local.get $K) (local.get $M) (local.get $N)
-    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1)))
+    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const ${KC_TN})))
 
 ;; out[M, N] = a[M, K] . b[N, K]^T. Overwrites out.
 (func (export "matmul_nt")
@@ -740,7 +813,7 @@ interface Lanes {
   splat(f32: string): string;
   /** The name of a local of this lane width: `$name_v` (v128) or `$name_s` (f32). */
   loc(name: string): string;
-  /** Accurate exp of every lane (see `expInline`; the function needs expLocals / expInit). */
+  /** Accurate exp of every lane, inline (see `expInline`; the function needs expLocals / expInit). */
   exp(x: string): string;
   /** `value` with the lanes where the comparison `cond` holds set to +0. */
   zeroWhere(value: string, cond: string): string;
@@ -772,7 +845,7 @@ const SCALAR: Lanes = {
   splat: (f32) => f32,
   loc: (name) => `$${name}_s`,
   // The scalar exp runs the vector code on one lane: the same bits as the vector loop.
-  exp: (x) => `(f32x4.extract_lane 0 (call $exp_v (f32x4.splat ${x})))`,
+  exp: (x) => `(f32x4.extract_lane 0 ${expInline(`(f32x4.splat ${x})`)})`,
   zeroWhere: (value, cond) => `(select (f32.const 0) ${value} ${cond})`,
 };
 
@@ -812,21 +885,14 @@ function laneTotal(name: string): string {
   return `(f32.add (call $hsum (local.get $${name}_v)) (local.get $${name}_s))`;
 }
 
-/** Math helpers: exp (f32x4), horizontal sum, log (f64). */
+/** Math helpers: horizontal sum, log (f64). (exp is inlined where used: see expInline.) */
 function mathHelpers(): string {
   // log series in f2 = f^2, Horner from the f^14 term down to 1.
   const logSeries = [1 / 13, 1 / 11, 1 / 9, 1 / 7, 1 / 5, 1 / 3, 1].reduce(
     (acc, c) => `(f64.add (f64.mul ${acc} (local.get $f2)) (f64.const ${num(c)}))`,
     `(f64.const ${1 / 15})`,
   );
-  return `;; exp of every lane, relative error ~1e-7 (see expInline in scripts/build_kernels.ts).
-;; The vector loops inline the same code; the scalar tails call this on one lane.
-(func $exp_v (param $x v128) (result v128)
-  ${expLocals()}
-  ${expInit()}
-${indent(expInline("(local.get $x)"), 2)})
-
-;; (v0 + v2) + (v1 + v3): the fixed horizontal sum order of every reduction.
+  return `;; (v0 + v2) + (v1 + v3): the fixed horizontal sum order of every reduction.
 (func $hsum (param $v v128) (result f32)
   (f32.add
     (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 2 (local.get $v)))
@@ -1347,7 +1413,12 @@ ${indent(lanesLoop((L) => L.st("$d", L.op("mul", L.ld("$p"), L.splat("(local.get
 //             dQ = dS K (prefix)   dK = dS^T Q (suffix)
 //
 // Q, K, V, dO of a head are [T, hs] slices of the qkv / dout rows (row strides 3C and C floats).
-// The "lower" products read the right operand transposed: K^T and V^T [hs, T] are copied first.
+// The "lower" products read the right operand transposed: K^T and V^T [hs, T] are copied first
+// (4 x 4 shuffles), K^T into the out rows of the batch (written only after every head's P), V^T
+// into the backward's scratch after dS [T, T]: T (T + hs) floats. `attention_rows` (one
+// sequence, a few query rows: the KV cache) has no scratch: its scores use the dot-product tiles
+// of matmul_nt. FLOPs: each product is B H T (T + 1) / 2 hs multiply-adds; the tiles compute up
+// to a tile past the diagonal (about +10% for T = 128).
 
 /** An i8x16.shuffle picking four f32 lanes: 0..3 are the lanes of `x`, 4..7 those of `y`. */
 function shuffle4(lanes: number[], x: string, y: string): string {
@@ -1459,7 +1530,7 @@ ${W === 4 ? "" : indent(panels(4), 4)}
         (then (call $nt_tile_2x4 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
           (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
           (local.get $as) (local.get $bs) (local.get $cs) (local.get $S)))
-        (else (call $nt_tile_1x4 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+        (else (call $nt_tile_1x4u2 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
           (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
           (local.get $as) (local.get $bs) (local.get $cs) (local.get $S))))
       (local.set $j (i32.add (local.get $j) (i32.const 4)))
@@ -1470,7 +1541,7 @@ ${W === 4 ? "" : indent(panels(4), 4)}
         (then (call $nt_tile_2x1 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
           (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
           (local.get $as) (local.get $bs) (local.get $cs) (local.get $S)))
-        (else (call $nt_tile_1x1 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
+        (else (call $nt_tile_1x1u2 (i32.add (local.get $pc) (i32.shl (local.get $j) (i32.const 2)))
           (local.get $pa) (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $bs)))
           (local.get $as) (local.get $bs) (local.get $cs) (local.get $S))))
       (local.set $j (i32.add (local.get $j) (i32.const 1)))
@@ -1806,7 +1877,8 @@ export function generateWat(tier: WasmTier): string {
   }
   parts.push(gemmTile(tier, 1, WIDE / 4), "");
   parts.push(gemmColumn(), "", gemmDriver(tier), "");
-  for (const r of [2, 1]) for (const c of [4, 1]) parts.push(ntTile(tier, r, c), "");
+  // 2-row tiles, and single rows with two partial sums per output (twice the independent chains)
+  for (const c of [4, 1]) parts.push(ntTile(tier, 2, c), "", ntTile(tier, 1, c, 2), "");
   for (const m of [1, 2, 3]) parts.push(smallGemm(tier, m), "");
   parts.push(smallDriver(), "", ntDriver(), "", matmulExports(tier), "");
   parts.push(causalDriver(tier), "", transposeHelper(), "", mathHelpers(), "");

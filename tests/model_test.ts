@@ -105,11 +105,11 @@ const GOLDEN: Record<string, { weights: string; sampled: string }> = {
     sampled: "iTd:gte.nerN\n\nriMv M.UTs.:ytO\n\nwdLvtmnTE",
   },
   simd: {
-    weights: "f2676928e9423a1a99c332eff4ea5e514c236fd3b3c292d3d691038d14569ba2",
+    weights: "9505d8b2053f583c3b3d2b0784984b81532fc181893cc41be8ad293c6d78cecc",
     sampled: "iTd:gte.nerN\n\nriMv M.UTs.:ytO\n\nwdLvtmnTE",
   },
   relaxed: {
-    weights: "6a63ffccd4882a550d6eab1493933e9b2e46d8a52ca05da554e31cbbd19f2835",
+    weights: "94ba45f0eacf8f14351a0b26a38792087cfe865fbdea850a3a4d18ca2f47e2e1",
     sampled: "iTd:gte.nerN\n\nriMv M.UTs.:ytO\n\nwdLvtmnTE",
   },
 };
