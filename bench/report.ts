@@ -227,18 +227,27 @@ async function peakRss() {
     stdout: "null",
     stderr: "null",
   }).spawn();
+  // Deno reads /proc only with --allow-all, so `cat` reads the child's peak (VmHWM) as it runs
   let peakKb = 0;
-  const poll = setInterval(() => {
-    try {
-      const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
-      const m = status.match(/VmHWM:\s+(\d+) kB/);
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      const out = await new Deno.Command("cat", {
+        args: [`/proc/${child.pid}/status`],
+        stderr: "null",
+      })
+        .output();
+      const m = new TextDecoder().decode(out.stdout).match(/VmHWM:\s+(\d+) kB/);
       if (m) peakKb = Math.max(peakKb, Number(m[1]));
-    } catch { /* exited */ }
-  }, 50);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
   const { code } = await child.status;
-  clearInterval(poll);
+  polling = false;
+  await poll;
   await Deno.remove(dir, { recursive: true });
   if (code !== 0) throw new Error("the training run for the memory figure failed");
+  if (peakKb === 0) throw new Error("could not read the training run's peak memory from /proc");
   return { peakMb: peakKb / 1024 };
 }
 
