@@ -81,6 +81,11 @@ const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<s
         type: "string",
         help: `gradient-norm clip, 0 for none (default ${TRAIN_DEFAULTS.clip})`,
       },
+      dropout: {
+        type: "string",
+        help:
+          `dropout on the embedding and each block's outputs, 0 for none (default ${TRAIN_DEFAULTS.dropout})`,
+      },
       seed: {
         type: "string",
         help: `seed of initialization and batches (default ${TRAIN_DEFAULTS.seed})`,
@@ -558,6 +563,7 @@ async function train(v: Values): Promise<void> {
   const evalEvery = numberFlag(v, "eval-every", 0, 1e9, true) ?? 250;
   const evalBatches = numberFlag(v, "eval-batches", 0, 1e9, true) ?? 0;
   const checkpointEvery = numberFlag(v, "checkpoint-every", 0, 1e9, true) ?? 0;
+  const dropout = numberFlag(v, "dropout", 0, 0.9, false) ?? TRAIN_DEFAULTS.dropout;
   const threads = numberFlag(v, "threads", 1, 256, true) ?? defaultThreads();
   const initPath = stringFlag(v, "init");
   const shape = {
@@ -643,7 +649,18 @@ async function train(v: Values): Promise<void> {
     );
   }
   if (useThreads > 1) await checkWorkerPermission(useThreads);
-  const options = { batch, steps, lr, minLr, warmup, weightDecay, clip, seed: seed + 1, threads };
+  const options = {
+    batch,
+    steps,
+    lr,
+    minLr,
+    warmup,
+    weightDecay,
+    clip,
+    dropout,
+    seed: seed + 1,
+    threads,
+  };
   // The settings a resumed run must share with the run it continues (flag name -> value).
   const settings = {
     steps,
@@ -653,6 +670,7 @@ async function train(v: Values): Promise<void> {
     warmup,
     "weight-decay": weightDecay,
     clip,
+    dropout,
     seed,
   };
   const trainer = await Trainer.create(model, corpus.train, options);
@@ -698,6 +716,7 @@ async function train(v: Values): Promise<void> {
       `--warmup ${warmup}`,
       `--weight-decay ${weightDecay}`,
       `--clip ${clip}`,
+      `--dropout ${dropout}`,
       `--seed ${seed}`,
       `--threads ${trainer.threads}`,
     ].join(" ");
@@ -707,7 +726,7 @@ async function train(v: Values): Promise<void> {
       } parameters`,
     );
     log(
-      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}), weight decay ${weightDecay}, clip ${clip}, seed ${seed}, ${trainer.threads} thread${
+      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}), weight decay ${weightDecay}, clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
         trainer.threads > 1 ? "s" : ""
       }, kernels ${tier}`,
     );

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { Rng } from "./rng.ts";
 import {
   add,
   attentionBackward,
@@ -24,6 +25,8 @@ import {
   matmulBackwardInput,
   matmulBackwardWeight,
   matmulNT,
+  mul,
+  mulInPlace,
   softmaxCrossEntropy,
   softmaxCrossEntropyBackward,
 } from "./tensor.ts";
@@ -96,6 +99,37 @@ export function linearBackward(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Dropout (training only): y = x * mask, mask = 0 with probability p, else 1 / (1 - p).
+
+/**
+ * The dropout of one training step: probability p and the seed of the step's masks. Row b of a
+ * shard is row firstRow + b of the whole batch, and its mask depends only on (seed, that row,
+ * site), so masks do not depend on how the batch is split over threads.
+ */
+export interface Dropout {
+  p: number;
+  seed: number;
+  firstRow: number;
+}
+
+/** Fills mask[B, T, C] with 0 (probability p) or 1 / (1 - p), per row from (seed, row, site). */
+export function dropoutMask(
+  mask: FloatArray,
+  d: Dropout,
+  site: number,
+  B: number,
+  rowSize: number,
+): void {
+  const threshold = Math.round(d.p * 0x100000000);
+  const keep = 1 / (1 - d.p);
+  for (let b = 0; b < B; b++) {
+    const rng = new Rng(d.seed * 0x10000 + (d.firstRow + b) * 64 + site);
+    const o = b * rowSize;
+    for (let i = 0; i < rowSize; i++) mask[o + i] = rng.nextU32() < threshold ? 0 : keep;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Transformer block: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))
 
 /** Parameters of one block (views into the model's flat parameter buffer). */
@@ -129,6 +163,8 @@ export interface BlockActivations {
   fc: FloatArray; // [B, T, 4C]  before GELU
   fcGelu: FloatArray; // [B, T, 4C]
   residualOut: FloatArray; // [B, T, C]  the block's output
+  attnDropMask: FloatArray; // [B, T, C]  dropout of the attention's output (empty without)
+  mlpDropMask: FloatArray; // [B, T, C]  dropout of the MLP's output (empty without)
 }
 
 /** Scratch gradients shared by every block's backward. */
@@ -139,9 +175,14 @@ export interface BlockScratch {
   dFc: FloatArray; // [B, T, 4C]
   dFcGelu: FloatArray; // [B, T, 4C]
   attnScratch: FloatArray; // [T, T + C/H]  attention backward scratch
+  dDropped: FloatArray; // [B, T, C]  gradient through a dropout mask (empty without dropout)
 }
 
-/** One transformer block: acts.residualOut[B,T,C] from x[B,T,C]. */
+/**
+ * One transformer block: acts.residualOut[B,T,C] from x[B,T,C]. With `drop`, the outputs of the
+ * attention and the MLP pass through dropout before joining the residual stream (masks kept in
+ * acts for the backward; `layer` tells this block's masks apart).
+ */
 export function blockForward(
   acts: BlockActivations,
   p: BlockParams,
@@ -150,12 +191,18 @@ export function blockForward(
   T: number,
   C: number,
   H: number,
+  drop: Dropout | null = null,
+  layer = 0,
 ): void {
   const BT = B * T;
   layernormForward(acts.ln1, acts.ln1Mean, acts.ln1Rstd, x, p.ln1Weight, p.ln1Bias, BT, C);
   matmul(acts.qkv, acts.ln1, p.qkvWeight, p.qkvBias, BT, C, 3 * C);
   attentionForward(acts.attnOut, acts.attnProbs, acts.qkv, B, T, C, H);
   matmul(acts.residualAttn, acts.attnOut, p.attnProjWeight, p.attnProjBias, BT, C, C);
+  if (drop !== null) {
+    dropoutMask(acts.attnDropMask, drop, 2 * layer, B, T * C);
+    mulInPlace(acts.residualAttn, acts.attnDropMask, BT * C);
+  }
   add(acts.residualAttn, acts.residualAttn, x, BT * C);
 
   layernormForward(
@@ -171,12 +218,17 @@ export function blockForward(
   matmul(acts.fc, acts.ln2, p.fcWeight, p.fcBias, BT, C, 4 * C);
   geluForward(acts.fcGelu, acts.fc, BT * 4 * C);
   matmul(acts.residualOut, acts.fcGelu, p.mlpProjWeight, p.mlpProjBias, BT, 4 * C, C);
+  if (drop !== null) {
+    dropoutMask(acts.mlpDropMask, drop, 2 * layer + 1, B, T * C);
+    mulInPlace(acts.residualOut, acts.mlpDropMask, BT * C);
+  }
   add(acts.residualOut, acts.residualOut, acts.residualAttn, BT * C);
 }
 
 /**
  * Backward of {@link blockForward}. On entry dResidual[B,T,C] is the gradient of the block's
  * output; on return it is the gradient of its input x. Parameter gradients accumulate into g.
+ * `dropout` says whether the forward used dropout (its masks are in acts).
  */
 export function blockBackward(
   g: BlockParams,
@@ -189,14 +241,21 @@ export function blockBackward(
   T: number,
   C: number,
   H: number,
+  dropout = false,
 ): void {
   const BT = B * T;
-  // MLP: out = residualAttn + gelu(ln_2(residualAttn) · W_fc + b_fc) · W_proj + b_proj
+  // the gradient of a branch's output, through its dropout mask when training used one
+  const throughMask = (mask: FloatArray) => {
+    if (!dropout) return dResidual;
+    mul(s.dDropped, dResidual, mask, BT * C);
+    return s.dDropped;
+  };
+  // MLP: out = residualAttn + drop(gelu(ln_2(residualAttn) · W_fc + b_fc) · W_proj + b_proj)
   linearBackward(
     s.dFcGelu,
     g.mlpProjWeight,
     g.mlpProjBias,
-    dResidual,
+    throughMask(acts.mlpDropMask),
     acts.fcGelu,
     p.mlpProjWeight,
     BT,
@@ -217,12 +276,12 @@ export function blockBackward(
     BT,
     C,
   );
-  // Attention: residualAttn = x + attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj
+  // Attention: residualAttn = x + drop(attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj)
   linearBackward(
     s.dAttnOut,
     g.attnProjWeight,
     g.attnProjBias,
-    dResidual,
+    throughMask(acts.attnDropMask),
     acts.attnOut,
     p.attnProjWeight,
     BT,

@@ -12,6 +12,8 @@ import {
   blockForward,
   type BlockParams,
   type BlockScratch,
+  type Dropout,
+  dropoutMask,
   embeddingBackward,
   embeddingForward,
   type HeadActivations,
@@ -31,6 +33,7 @@ import {
   layernormForward,
   matmul,
   matmulNT,
+  mulInPlace,
 } from "./tensor.ts";
 
 /** The shape of a model. */
@@ -188,11 +191,17 @@ export function initParams(c: GPTConfig, params: Params, rng: Rng): void {
   }
 }
 
-/** Activations and scratch of a training forward/backward for up to B sequences of T tokens. */
+/**
+ * Activations and scratch of a training forward/backward for up to B sequences of T tokens. With
+ * `dropout`, also the dropout masks (allocated only then).
+ */
 export class Activations {
   readonly B: number;
   readonly T: number;
   readonly encoded: FloatArray; // [B, T, C]
+  readonly encDropMask: FloatArray; // [B, T, C]  dropout of the embedding (empty without)
+  /** Whether the last forward used dropout (so the backward goes through its masks). */
+  dropped = false;
   readonly blocks: BlockActivations[];
   readonly head: HeadActivations;
   readonly scratch: BlockScratch;
@@ -201,12 +210,20 @@ export class Activations {
   readonly inputs: Uint16Array; // [B, T]
   readonly targets: Uint16Array; // [B, T]
 
-  constructor(c: GPTConfig, B: number, alloc: Allocator, tokens?: (n: number) => Uint16Array) {
+  constructor(
+    c: GPTConfig,
+    B: number,
+    alloc: Allocator,
+    tokens?: (n: number) => Uint16Array,
+    dropout = false,
+  ) {
     const T = c.blockSize, C = c.dModel, V = c.vocabSize, H = c.nHeads;
     const BT = B * T;
+    const masks = dropout ? BT * C : 0;
     this.B = B;
     this.T = T;
     this.encoded = alloc(BT * C);
+    this.encDropMask = alloc(masks);
     this.blocks = [];
     for (let l = 0; l < c.nLayers; l++) {
       this.blocks.push({
@@ -223,6 +240,8 @@ export class Activations {
         fc: alloc(BT * 4 * C),
         fcGelu: alloc(BT * 4 * C),
         residualOut: alloc(BT * C),
+        attnDropMask: alloc(masks),
+        mlpDropMask: alloc(masks),
       });
     }
     this.head = {
@@ -240,6 +259,7 @@ export class Activations {
       dFc: alloc(BT * 4 * C),
       dFcGelu: alloc(BT * 4 * C),
       attnScratch: alloc(attentionBackwardScratchSize(T, C, H)),
+      dDropped: alloc(masks),
     };
     this.dResidual = alloc(BT * C);
     this.dLogits = alloc(BT * V);
@@ -252,7 +272,8 @@ export class Activations {
 /**
  * Forward pass of B sequences of T tokens (the first B*T entries of acts.inputs). Computes logits
  * into acts.head.logits; with targets, also the cross-entropy, returning the sum of the B*T losses
- * (0 without targets).
+ * (0 without targets). `drop` applies dropout (training only; acts must hold masks): to the
+ * embedding and to the output of every attention and MLP before it joins the residual stream.
  */
 export function forward(
   c: GPTConfig,
@@ -261,13 +282,22 @@ export function forward(
   B: number,
   T: number,
   withLoss = true,
+  drop: Dropout | null = null,
 ): number {
   const C = c.dModel, V = c.vocabSize, H = c.nHeads;
   const BT = B * T;
+  if (drop !== null && acts.encDropMask.length < BT * C) {
+    throw new Error("these activations hold no dropout masks; allocate them with dropout");
+  }
   embeddingForward(acts.encoded, acts.inputs, p.wte, p.wpe, B, T, C);
+  if (drop !== null) {
+    dropoutMask(acts.encDropMask, drop, 2 * c.nLayers, B, T * C);
+    mulInPlace(acts.encoded, acts.encDropMask, BT * C);
+  }
+  acts.dropped = drop !== null;
   let x = acts.encoded;
   for (let l = 0; l < c.nLayers; l++) {
-    blockForward(acts.blocks[l], p.blocks[l], x, B, T, C, H);
+    blockForward(acts.blocks[l], p.blocks[l], x, B, T, C, H, drop, l);
     x = acts.blocks[l].residualOut;
   }
   headForward(acts.head, x, p.lnfWeight, p.lnfBias, p.wte, BT, C, V);
@@ -321,8 +351,10 @@ export function backward(
       T,
       C,
       H,
+      acts.dropped,
     );
   }
+  if (acts.dropped) mulInPlace(acts.dResidual, acts.encDropMask, BT * C);
   embeddingBackward(g.wte, g.wpe, acts.dResidual, acts.inputs, B, T, C);
 }
 
@@ -373,10 +405,13 @@ export class GPT {
     return this;
   }
 
-  /** Allocates activations for batches of up to B sequences of blockSize tokens. */
-  activations(B: number): Activations {
+  /**
+   * Allocates activations for batches of up to B sequences of blockSize tokens (with dropout
+   * masks when `dropout` is true).
+   */
+  activations(B: number, dropout = false): Activations {
     const u16 = this.arena ? (n: number) => this.arena!.u16(n) : undefined;
-    return new Activations(this.config, B, this.alloc, u16);
+    return new Activations(this.config, B, this.alloc, u16, dropout);
   }
 
   /** Zeroes the gradients. */

@@ -8,6 +8,7 @@
  */
 
 import { BareGPTError } from "./errors.ts";
+import type { Dropout } from "./layers.ts";
 import { Activations, backward, forward, type GPT, type GPTConfig } from "./model.ts";
 import { addInPlace, Arena, kernelMemory, kernelTier } from "./tensor.ts";
 
@@ -22,8 +23,9 @@ export type WorkerRequest =
     paramsOffset: number;
     gradsOffset: number;
     actsOffset: number;
+    dropout: boolean;
   }
-  | { kind: "step"; rows: number; lossScale: number }
+  | { kind: "step"; rows: number; lossScale: number; drop: Dropout | null }
   | { kind: "forward"; rows: number };
 
 /** What a worker answers. */
@@ -33,13 +35,14 @@ export type WorkerReply =
   | { kind: "error"; message: string };
 
 /** Bytes an Activations of `rows` sequences takes in an arena. */
-export function activationBytes(config: GPTConfig, rows: number): number {
+export function activationBytes(config: GPTConfig, rows: number, dropout = false): number {
   let bytes = 0;
   new Activations(
     config,
     rows,
     (n) => (bytes += Arena.size(n * 4), new Float32Array(0)),
     (n) => (bytes += Arena.size(n * 2), new Uint16Array(0)),
+    dropout,
   );
   return bytes;
 }
@@ -76,7 +79,12 @@ export class WorkerPool {
   }
 
   /** Starts threads - 1 workers for batches of B sequences. */
-  static async start(model: GPT, B: number, threads: number): Promise<WorkerPool> {
+  static async start(
+    model: GPT,
+    B: number,
+    threads: number,
+    dropout = false,
+  ): Promise<WorkerPool> {
     const tier = kernelTier();
     const memory = kernelMemory();
     const arena = model.arena;
@@ -87,12 +95,12 @@ export class WorkerPool {
       throw new Error("a worker pool needs a shared WebAssembly memory");
     }
     const rows = shares(B, Math.min(threads, B));
-    const acts = model.activations(rows[0]);
+    const acts = model.activations(rows[0], dropout);
     const c = model.config;
     const workers: WorkerHandle[] = [];
     for (let i = 1; i < rows.length; i++) {
       const grads = arena.f32(model.size);
-      const actsOffset = arena.reserve(activationBytes(c, rows[i]));
+      const actsOffset = arena.reserve(activationBytes(c, rows[i], dropout));
       const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
       const handle: WorkerHandle = {
         worker,
@@ -122,6 +130,7 @@ export class WorkerPool {
         paramsOffset: model.flat.byteOffset,
         gradsOffset: grads.byteOffset,
         actsOffset,
+        dropout,
       };
       const ready = await request(handle, init);
       if (ready.kind !== "ready") throw new Error("worker did not start");
@@ -140,21 +149,33 @@ export class WorkerPool {
   /**
    * Forward and backward of a batch (inputs/targets [B, T]) over every thread; the model's
    * gradient becomes the sum of all shares' gradients of lossScale * loss. Returns the loss sum.
+   * `drop` (its firstRow ignored) applies dropout with masks that depend on the global row.
    */
   async forwardBackward(
     inputs: Uint16Array,
     targets: Uint16Array,
     lossScale: number,
+    drop: Dropout | null = null,
   ): Promise<number> {
     const { model, acts, rows } = this;
     const c = model.config;
     const T = c.blockSize;
-    const replies = this.#dispatch(inputs, targets, (r) => ({ kind: "step", rows: r, lossScale }));
+    const replies = this.#dispatch(
+      inputs,
+      targets,
+      (r, firstRow) => ({
+        kind: "step",
+        rows: r,
+        lossScale,
+        drop: drop === null ? null : { ...drop, firstRow },
+      }),
+    );
     // this thread's share
     acts.inputs.set(inputs.subarray(0, rows[0] * T));
     acts.targets.set(targets.subarray(0, rows[0] * T));
     model.zeroGrad();
-    let lossSum = forward(c, model.params, acts, rows[0], T);
+    const ownDrop = drop === null ? null : { ...drop, firstRow: 0 };
+    let lossSum = forward(c, model.params, acts, rows[0], T, true, ownDrop);
     backward(c, model.params, model.grads, acts, rows[0], T, lossScale);
     // then the workers', in a fixed order
     const done = await Promise.all(replies);
@@ -183,7 +204,7 @@ export class WorkerPool {
   #dispatch(
     inputs: Uint16Array,
     targets: Uint16Array,
-    message: (rows: number) => WorkerRequest,
+    message: (rows: number, firstRow: number) => WorkerRequest,
     split = this.rows,
   ): Promise<number>[] {
     const T = this.model.config.blockSize;
@@ -193,8 +214,9 @@ export class WorkerPool {
       if (r === 0) return Promise.resolve(0);
       w.inputs.set(inputs.subarray(first * T, (first + r) * T));
       w.targets.set(targets.subarray(first * T, (first + r) * T));
+      const msg = message(r, first);
       first += r;
-      return request(w, message(r)).then((reply) => {
+      return request(w, msg).then((reply) => {
         if (reply.kind === "error") {
           throw new BareGPTError(`a training worker failed: ${reply.message}`);
         }

@@ -641,6 +641,16 @@ export function add(out: FloatArray, a: FloatArray, b: FloatArray, n: number): v
   for (let i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
+/** out[n] = a[n] * b[n]. */
+export function mul(out: FloatArray, a: FloatArray, b: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+/** x[n] *= m[n]. */
+export function mulInPlace(x: FloatArray, m: FloatArray, n: number): void {
+  for (let i = 0; i < n; i++) x[i] *= m[i];
+}
+
 /** dst[n] += src[n]. */
 export function addInPlace(dst: FloatArray, src: FloatArray, n: number): void {
   if (onWasm(dst, src)) {

@@ -38,6 +38,11 @@ export interface TrainOptions {
   seed?: number;
   /** Worker threads (default 1). */
   threads?: number;
+  /**
+   * Dropout probability on the embedding and on every attention and MLP output (default 0: off).
+   * Each step's masks come from the seed and the step, so a resumed run draws the same ones.
+   */
+  dropout?: number;
 }
 
 /** The defaults of {@link TrainOptions}. */
@@ -51,6 +56,7 @@ export const TRAIN_DEFAULTS = {
   beta2: 0.99,
   clip: 1,
   seed: 0,
+  dropout: 0,
 };
 
 /** What one training step did. */
@@ -68,6 +74,8 @@ export class Trainer {
   readonly schedule: Schedule;
   readonly batch: number;
   readonly clip: number;
+  readonly dropout: number;
+  readonly #seed: number;
   /** The batch sampler's generator (its state is the data position). */
   readonly rng: Rng;
   /** Steps taken so far. */
@@ -100,6 +108,8 @@ export class Trainer {
     this.model = model;
     this.batch = o.batch;
     this.clip = o.clip;
+    this.dropout = o.dropout;
+    this.#seed = o.seed;
     this.schedule = {
       lr: o.lr,
       minLr: options.minLr ?? o.lr / 10,
@@ -114,7 +124,7 @@ export class Trainer {
     this.rng = new Rng(o.seed);
     this.#train = trainTokens;
     this.#pool = pool;
-    this.#acts = pool?.acts ?? model.activations(o.batch);
+    this.#acts = pool?.acts ?? model.activations(o.batch, o.dropout > 0);
     this.#inputs = pool ? new Uint16Array(o.batch * T) : this.#acts.inputs;
     this.#targets = pool ? new Uint16Array(o.batch * T) : this.#acts.targets;
   }
@@ -130,7 +140,12 @@ export class Trainer {
   ): Promise<Trainer> {
     const threads = Math.min(options.threads ?? 1, options.batch ?? TRAIN_DEFAULTS.batch);
     const pool = threads > 1 && kernelTier() !== "js"
-      ? await WorkerPool.start(model, options.batch ?? TRAIN_DEFAULTS.batch, threads)
+      ? await WorkerPool.start(
+        model,
+        options.batch ?? TRAIN_DEFAULTS.batch,
+        threads,
+        (options.dropout ?? 0) > 0,
+      )
       : null;
     try {
       return new Trainer(model, trainTokens, options, pool);
@@ -156,12 +171,16 @@ export class Trainer {
     const c = model.config;
     const T = c.blockSize;
     randomBatch(this.#inputs, this.#targets, this.#train, B, T, this.rng);
+    // this step's dropout masks come from (seed, step): nothing to save for a resume
+    const drop = this.dropout > 0
+      ? { p: this.dropout, seed: (this.#seed % 0x8000) * 0x10000 + this.step, firstRow: 0 }
+      : null;
     let lossSum: number;
     if (this.#pool) {
-      lossSum = await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T));
+      lossSum = await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T), drop);
     } else {
       model.zeroGrad();
-      lossSum = forward(c, model.params, this.#acts, B, T);
+      lossSum = forward(c, model.params, this.#acts, B, T, true, drop);
       backward(c, model.params, model.grads, this.#acts, B, T, 1 / (B * T));
     }
     const loss = lossSum / (B * T);

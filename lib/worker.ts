@@ -34,7 +34,13 @@ function handle(msg: WorkerRequest): WorkerReply {
       gradFlat = new Float32Array(buffer, msg.gradsOffset, n);
       grads = paramViews(config, gradFlat);
       const arena = new Arena(msg.memory, msg.actsOffset);
-      acts = new Activations(config, msg.rows, (k) => arena.f32(k), (k) => arena.u16(k));
+      acts = new Activations(
+        config,
+        msg.rows,
+        (k) => arena.f32(k),
+        (k) => arena.u16(k),
+        msg.dropout,
+      );
       return {
         kind: "ready",
         inputsOffset: acts.inputs.byteOffset,
@@ -44,7 +50,7 @@ function handle(msg: WorkerRequest): WorkerReply {
     case "step": {
       const T = config.blockSize;
       gradFlat.fill(0);
-      const lossSum = forward(config, params, acts, msg.rows, T);
+      const lossSum = forward(config, params, acts, msg.rows, T, true, msg.drop);
       backward(config, params, grads, acts, msg.rows, T, msg.lossScale);
       return { kind: "done", lossSum };
     }

@@ -6,6 +6,7 @@ import {
   blockBackward,
   blockForward,
   type BlockParams,
+  dropoutMask,
   embeddingBackward,
   embeddingForward,
   headBackward,
@@ -223,7 +224,7 @@ Deno.test("gradient check: transformer block, its input and every parameter entr
 
 const tiny: GPTConfig = { vocabSize: 11, blockSize: 8, dModel: 16, nLayers: 2, nHeads: 2 };
 
-function tinyModelLoss() {
+function tinyModelLoss(dropout = 0) {
   const rng = new Rng(8);
   const model = new GPT(tiny, { dtype: "float64" }).init(rng);
   for (const [name, t] of model.params.byName) {
@@ -232,12 +233,13 @@ function tinyModelLoss() {
     }
   }
   const Bm = 2, BTm = Bm * tiny.blockSize;
-  const acts = model.activations(Bm);
+  const acts = model.activations(Bm, dropout > 0);
+  const drop = dropout > 0 ? { p: dropout, seed: 3, firstRow: 0 } : null;
   for (let i = 0; i < BTm; i++) {
     acts.inputs[i] = rng.int(tiny.vocabSize);
     acts.targets[i] = rng.int(tiny.vocabSize);
   }
-  const loss = () => forward(tiny, model.params, acts, Bm, tiny.blockSize) / BTm;
+  const loss = () => forward(tiny, model.params, acts, Bm, tiny.blockSize, true, drop) / BTm;
   loss();
   model.zeroGrad();
   backward(tiny, model.params, model.grads, acts, Bm, tiny.blockSize, 1 / BTm);
@@ -252,6 +254,25 @@ Deno.test("gradient check: whole model loss (V=11, d=16, 2 layers, 2 heads, T=8)
   console.log(
     `largest |numeric - analytic| over all gradient checks: ${largestError.toExponential(2)}`,
   );
+});
+
+Deno.test("gradient check: whole model with dropout 0.2 (fixed masks), every parameter", () => {
+  const { model, loss } = tinyModelLoss(0.2);
+  for (const [name, t] of model.params.byName) {
+    checkGradient(name, t as Float64Array, model.grads.byName.get(name) as Float64Array, loss);
+  }
+});
+
+Deno.test("dropout masks: rate p, scale 1/(1-p), independent of how the batch is split", () => {
+  const n = 4 * 1000;
+  const whole = new Float64Array(n), a = new Float64Array(n / 2), b = new Float64Array(n / 2);
+  dropoutMask(whole, { p: 0.25, seed: 9, firstRow: 0 }, 1, 4, 1000);
+  dropoutMask(a, { p: 0.25, seed: 9, firstRow: 0 }, 1, 2, 1000);
+  dropoutMask(b, { p: 0.25, seed: 9, firstRow: 2 }, 1, 2, 1000);
+  assertEquals([...whole], [...a, ...b]);
+  const zeros = whole.filter((x) => x === 0).length;
+  assert(Math.abs(zeros / n - 0.25) < 0.03);
+  assert(whole.every((x) => x === 0 || x === 1 / 0.75));
 });
 
 Deno.test("gradient check catches a deliberately wrong gradient", () => {

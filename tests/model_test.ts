@@ -61,9 +61,15 @@ const small: GPTConfig = {
 };
 
 /** Trains `steps` steps from seed 1 and returns the weights file's bytes. */
-async function trainBytes(threads: number, steps = 4): Promise<Uint8Array> {
+async function trainBytes(threads: number, steps = 4, dropout = 0): Promise<Uint8Array> {
   const model = new GPT(small).init(1);
-  const trainer = await Trainer.create(model, corpus.train, { batch: 6, steps, threads, seed: 2 });
+  const trainer = await Trainer.create(model, corpus.train, {
+    batch: 6,
+    steps,
+    threads,
+    seed: 2,
+    dropout,
+  });
   try {
     for (let i = 0; i < steps; i++) await trainer.trainStep();
   } finally {

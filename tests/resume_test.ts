@@ -36,6 +36,8 @@ function trainArgs(dir: string, out: string, threads: number, extra: string[] = 
     "50",
     "--threads",
     String(threads),
+    "--dropout", // each step's masks come from (seed, step): a resume must draw the same ones
+    "0.1",
     ...TINY,
     ...extra,
   ];
