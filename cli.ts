@@ -12,6 +12,13 @@
 import { parseArgs } from "node:util";
 import { decodeText, makeCorpus } from "./lib/data.ts";
 import { BareGPTError, InputError, WeightsError } from "./lib/errors.ts";
+import {
+  type FlagValues as Values,
+  kernelsFlag,
+  numberFlag,
+  requireFlag,
+  stringFlag,
+} from "./lib/flags.ts";
 import type { KernelTier } from "./lib/kernels/mod.ts";
 import { setupKernels } from "./lib/tensor.ts";
 import { inspectCommand } from "./lib/inspect_cli.ts";
@@ -189,8 +196,6 @@ function helpText(name?: string): string {
   return [`usage: cli.ts ${c.usage}`, "", c.summary + ".", "", "options:", ...rows].join("\n");
 }
 
-type Values = Record<string, string | boolean | undefined>;
-
 /** Parses a command's flags; unknown flags and stray arguments are InputErrors. */
 export function parseFlags(command: string, args: string[]): Values {
   const flags = { ...COMMANDS[command].flags, ...COMMON };
@@ -236,43 +241,6 @@ export function parseFlags(command: string, args: string[]): Values {
     }
     throw new InputError(`${msg.split("\n")[0]}; see \`${command} --help\``);
   }
-}
-
-/** A numeric flag: undefined when absent, else a number within [min, max] (integer if asked). */
-export function numberFlag(
-  v: Values,
-  name: string,
-  min: number,
-  max: number,
-  integer: boolean,
-): number | undefined {
-  const raw = v[name];
-  if (raw === undefined) return undefined;
-  const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
-  const kind = integer ? "an integer" : "a number";
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n)) || n < min || n > max) {
-    throw new InputError(
-      `--${name} ${JSON.stringify(raw)} is out of range; use ${kind} from ${min} to ${max}`,
-    );
-  }
-  return n;
-}
-
-function stringFlag(v: Values, name: string): string | undefined {
-  const raw = v[name];
-  if (raw === undefined) return undefined;
-  if (typeof raw !== "string" || raw === "") {
-    throw new InputError(`--${name} needs a value`);
-  }
-  return raw;
-}
-
-function requireFlag(v: Values, name: string, command: string): string {
-  const s = stringFlag(v, name);
-  if (s === undefined) {
-    throw new InputError(`${command} needs --${name}; see \`${command} --help\``);
-  }
-  return s;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -537,17 +505,6 @@ function formatDuration(seconds: number): string {
 
 // ---------------------------------------------------------------------------------------------
 // Commands
-
-function kernelsFlag(v: Values): KernelTier | undefined {
-  const k = stringFlag(v, "kernels");
-  if (k === undefined) return undefined;
-  if (k !== "relaxed" && k !== "simd" && k !== "js") {
-    throw new InputError(
-      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd or js`,
-    );
-  }
-  return k;
-}
 
 async function train(v: Values): Promise<void> {
   const dataPath = requireFlag(v, "data", "train");

@@ -10,13 +10,13 @@
  */
 
 import { InputError } from "./errors.ts";
+import { type FlagValues as Values, kernelsFlag, numberFlag, stringFlag } from "./flags.ts";
 import {
   formatCandidateTable,
   inspectText,
   renderAttentionSvg,
   renderAttentionTerminal,
 } from "./inspect.ts";
-import type { KernelTier } from "./kernels/mod.ts";
 import { setupKernels } from "./tensor.ts";
 import type { ModelFile } from "./weights.ts";
 
@@ -34,56 +34,11 @@ export interface InspectIO {
   noColor?: boolean;
 }
 
-type Values = Record<string, string | boolean | undefined>;
-
 /** Default characters generated, candidates shown. */
 export const INSPECT_DEFAULTS = { tokens: 20, top: 5 } as const;
 
 /** Most characters `inspect` generates (its output is a row per character). */
 export const MAX_INSPECT_TOKENS = 10000;
-
-function stringValue(v: Values, name: string): string | undefined {
-  const raw = v[name];
-  if (raw === undefined) return undefined;
-  if (typeof raw !== "string" || raw === "") {
-    throw new InputError(`--${name} needs a value; see \`inspect --help\``);
-  }
-  return raw;
-}
-
-/** A numeric flag within [min, max]; undefined when absent. */
-function numberValue(
-  v: Values,
-  name: string,
-  min: number,
-  max: number,
-  integer: boolean,
-): number | undefined {
-  const raw = stringValue(v, name);
-  if (raw === undefined) return undefined;
-  const kind = integer ? "an integer" : "a number";
-  const n = raw.trim() === "" ? NaN : Number(raw);
-  if (!Number.isFinite(n)) {
-    throw new InputError(
-      `--${name} ${JSON.stringify(raw)} is not a number; use ${kind} from ${min} to ${max}`,
-    );
-  }
-  if ((integer && !Number.isInteger(n)) || n < min || n > max) {
-    throw new InputError(`--${name} ${raw} is out of range; use ${kind} from ${min} to ${max}`);
-  }
-  return n;
-}
-
-function kernelsValue(v: Values): KernelTier | undefined {
-  const k = stringValue(v, "kernels");
-  if (k === undefined) return undefined;
-  if (k !== "relaxed" && k !== "simd" && k !== "js") {
-    throw new InputError(
-      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd or js`,
-    );
-  }
-  return k;
-}
 
 interface DenoLike {
   stdout?: { isTerminal?: () => boolean };
@@ -102,26 +57,26 @@ function denoGlobal(): DenoLike | undefined {
  * --out the terminal heatmaps. stderr: what was run and where the SVG went.
  */
 export async function inspectCommand(v: Values, io: InspectIO): Promise<void> {
-  const prompt = stringValue(v, "prompt");
+  const prompt = stringFlag(v, "prompt");
   if (prompt === undefined) {
     throw new InputError("inspect needs --prompt TEXT; see `inspect --help`");
   }
-  const tokens = numberValue(v, "tokens", 0, MAX_INSPECT_TOKENS, true) ?? INSPECT_DEFAULTS.tokens;
-  const temperature = numberValue(v, "temperature", 0, 100, false) ?? 0;
-  const seed = numberValue(v, "seed", 0, 2 ** 32 - 1, true);
+  const tokens = numberFlag(v, "tokens", 0, MAX_INSPECT_TOKENS, true) ?? INSPECT_DEFAULTS.tokens;
+  const temperature = numberFlag(v, "temperature", 0, 100, false) ?? 0;
+  const seed = numberFlag(v, "seed", 0, 2 ** 32 - 1, true);
   if (temperature > 0 && seed === undefined) {
     throw new InputError(
       `--temperature ${temperature} needs --seed S (an integer) so that the run can be repeated; add --seed 1, or drop --temperature for greedy decoding`,
     );
   }
-  const out = stringValue(v, "out");
-  const tier = setupKernels(kernelsValue(v));
+  const out = stringFlag(v, "out");
+  const tier = setupKernels(kernelsFlag(v));
 
-  const { model, tokenizer } = await io.loadWeightsFile(stringValue(v, "weights"));
+  const { model, tokenizer } = await io.loadWeightsFile(stringFlag(v, "weights"));
   const c = model.config;
-  const top = numberValue(v, "top", 1, c.vocabSize, true) ??
+  const top = numberFlag(v, "top", 1, c.vocabSize, true) ??
     Math.min(INSPECT_DEFAULTS.top, c.vocabSize);
-  const layer = numberValue(v, "layer", 0, c.nLayers - 1, true) ?? c.nLayers - 1;
+  const layer = numberFlag(v, "layer", 0, c.nLayers - 1, true) ?? c.nLayers - 1;
   const promptIds = tokenizer.encode(prompt); // InputError naming unknown characters
 
   const newlineId = tokenizer.has("\n") ? tokenizer.encode("\n")[0] : 0;

@@ -357,13 +357,13 @@ Deno.test("inspect: greedy text, table and SVG; flags range-checked", async () =
       },
     );
   };
-  await bad({ layer: "5" }, "--layer 5 is out of range; use an integer from 0 to 1");
-  await bad({ layer: "1.5" }, "--layer 1.5 is out of range; use an integer from 0 to 1");
-  await bad({ layer: "x" }, '--layer "x" is not a number; use an integer from 0 to 1');
-  await bad({ top: "0" }, `--top 0 is out of range; use an integer from 1 to ${VOCAB.length}`);
-  await bad({ tokens: "-1" }, "--tokens -1 is out of range; use an integer from 0 to 10000");
+  await bad({ layer: "5" }, '--layer "5" is out of range; use an integer from 0 to 1');
+  await bad({ layer: "1.5" }, '--layer "1.5" is out of range; use an integer from 0 to 1');
+  await bad({ layer: "x" }, '--layer "x" is out of range; use an integer from 0 to 1');
+  await bad({ top: "0" }, `--top "0" is out of range; use an integer from 1 to ${VOCAB.length}`);
+  await bad({ tokens: "-1" }, '--tokens "-1" is out of range; use an integer from 0 to 10000');
   await bad({ temperature: "0.8" }, /^--temperature 0.8 needs --seed/);
-  await bad({ temperature: "101", seed: "1" }, /^--temperature 101 is out of range/);
+  await bad({ temperature: "101", seed: "1" }, /^--temperature "101" is out of range/);
   await bad({ kernels: "fast" }, /^--kernels "fast" is not a kernel tier/);
   await bad({ prompt: "xyz" }, /outside the model's vocabulary: "x", "y", "z"/);
   await rejects(inspectCommand({}, fakeIO(weights)), /inspect needs --prompt/);
