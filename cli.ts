@@ -79,7 +79,12 @@ const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<s
       },
       lr: { type: "string", help: `peak learning rate (default ${TRAIN_DEFAULTS.lr})` },
       warmup: { type: "string", help: `linear warmup steps (default ${TRAIN_DEFAULTS.warmup})` },
-      "min-lr": { type: "string", help: "final learning rate of the cosine decay (default lr/10)" },
+      "min-lr": { type: "string", help: "final learning rate of the decay (default lr/10)" },
+      decay: {
+        type: "string",
+        help:
+          `learning-rate decay after warmup: cosine or linear (default ${TRAIN_DEFAULTS.decay})`,
+      },
       "weight-decay": {
         type: "string",
         help: `AdamW weight decay on 2-D weights (default ${TRAIN_DEFAULTS.weightDecay})`,
@@ -521,6 +526,14 @@ async function train(v: Values): Promise<void> {
   const evalBatches = numberFlag(v, "eval-batches", 0, 1e9, true) ?? 0;
   const checkpointEvery = numberFlag(v, "checkpoint-every", 0, 1e9, true) ?? 0;
   const dropout = numberFlag(v, "dropout", 0, 0.9, false) ?? TRAIN_DEFAULTS.dropout;
+  const decayFlag = stringFlag(v, "decay") ?? TRAIN_DEFAULTS.decay;
+  if (decayFlag !== "cosine" && decayFlag !== "linear") {
+    throw new InputError(
+      `--decay ${JSON.stringify(decayFlag)} is not a schedule; use cosine or linear`,
+    );
+  }
+  const decay: "cosine" | "linear" = decayFlag;
+
   const threads = numberFlag(v, "threads", 1, 256, true) ?? defaultThreads();
   const initPath = stringFlag(v, "init");
   const shape = {
@@ -612,6 +625,7 @@ async function train(v: Values): Promise<void> {
     lr,
     minLr,
     warmup,
+    decay,
     weightDecay,
     clip,
     dropout,
@@ -624,6 +638,7 @@ async function train(v: Values): Promise<void> {
     batch,
     lr,
     "min-lr": minLr,
+    decay,
     warmup,
     "weight-decay": weightDecay,
     clip,
@@ -670,6 +685,7 @@ async function train(v: Values): Promise<void> {
       `--batch ${batch}`,
       `--lr ${lr}`,
       `--min-lr ${minLr}`,
+      `--decay ${decay}`,
       `--warmup ${warmup}`,
       `--weight-decay ${weightDecay}`,
       `--clip ${clip}`,
@@ -683,7 +699,7 @@ async function train(v: Values): Promise<void> {
       } parameters`,
     );
     log(
-      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}), weight decay ${weightDecay}, clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
+      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay), weight decay ${weightDecay}, clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
         trainer.threads > 1 ? "s" : ""
       }, kernels ${tier}`,
     );
@@ -768,7 +784,7 @@ async function resumeFrom(
   ckptPath: string,
   corpusSha: string,
   tokenizer: Tokenizer,
-  settings: Record<string, number>,
+  settings: Record<string, number | string>,
   tier: KernelTier,
 ): Promise<void> {
   const bytes = await readInput(ckptPath, "checkpoint");

@@ -1,6 +1,7 @@
 /**
  * AdamW with bias correction and decoupled weight decay (2-D weights only), global gradient-norm
- * clipping, and the learning-rate schedule: linear warmup, then cosine decay to a floor.
+ * clipping, and the learning-rate schedule: linear warmup, then a cosine (or linear) decay to a
+ * floor.
  *
  * @module
  */
@@ -25,16 +26,22 @@ export interface Schedule {
   minLr: number;
   /** Steps of linear warmup from lr / warmup to lr. */
   warmup: number;
-  /** Total steps; the cosine reaches minLr at the last one. */
+  /** Total steps; the decay reaches minLr at the last one. */
   steps: number;
+  /** Shape of the decay after warmup (default "cosine"). */
+  decay?: "cosine" | "linear";
 }
 
-/** The learning rate of step `step` (0-based): linear warmup, then cosine decay to minLr. */
+/**
+ * The learning rate of step `step` (0-based): linear warmup, then a cosine (default) or linear
+ * decay from lr to minLr at the last step.
+ */
 export function learningRate(s: Schedule, step: number): number {
   if (step < s.warmup) return (s.lr * (step + 1)) / s.warmup;
   const decaySteps = Math.max(1, s.steps - 1 - s.warmup);
   const progress = Math.min(1, (step - s.warmup) / decaySteps);
-  return s.minLr + 0.5 * (s.lr - s.minLr) * (1 + Math.cos(Math.PI * progress));
+  const fraction = s.decay === "linear" ? 1 - progress : 0.5 * (1 + Math.cos(Math.PI * progress));
+  return s.minLr + (s.lr - s.minLr) * fraction;
 }
 
 /**

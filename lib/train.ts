@@ -24,8 +24,10 @@ export interface TrainOptions {
   steps?: number;
   /** Peak learning rate. Default 2e-3. */
   lr?: number;
-  /** Final learning rate of the cosine decay. Default lr / 10. */
+  /** Final learning rate of the decay. Default lr / 10. */
   minLr?: number;
+  /** Shape of the learning-rate decay after warmup. Default "cosine". */
+  decay?: "cosine" | "linear";
   /** Linear warmup steps. Default 100. */
   warmup?: number;
   /** AdamW decoupled weight decay on 2-D weights. Default 0.1. */
@@ -57,6 +59,7 @@ export const TRAIN_DEFAULTS = {
   clip: 1,
   seed: 0,
   dropout: 0,
+  decay: "cosine" as "cosine" | "linear",
 };
 
 /** What one training step did. */
@@ -115,6 +118,7 @@ export class Trainer {
       minLr: options.minLr ?? o.lr / 10,
       warmup: o.warmup,
       steps: o.steps,
+      decay: o.decay,
     };
     this.optimizer = new AdamW(model.config, model.alloc, {
       beta1: o.beta1,
@@ -357,7 +361,7 @@ export class Checkpoint {
    * `train_settings` as JSON of flag name to value): resuming them would not continue that run.
    * A checkpoint without stored settings is accepted.
    */
-  checkSettings(settings: Record<string, number>, path: string): void {
+  checkSettings(settings: Record<string, number | string>, path: string): void {
     let stored: Record<string, unknown>;
     try {
       stored = JSON.parse(this.metadata.train_settings ?? "null");
