@@ -79,7 +79,10 @@ const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<s
       },
       lr: { type: "string", help: `peak learning rate (default ${TRAIN_DEFAULTS.lr})` },
       warmup: { type: "string", help: `linear warmup steps (default ${TRAIN_DEFAULTS.warmup})` },
-      "min-lr": { type: "string", help: "final learning rate of the decay (default lr/10)" },
+      "min-lr": {
+        type: "string",
+        help: `final learning rate of the decay (default ${TRAIN_DEFAULTS.minLr})`,
+      },
       decay: {
         type: "string",
         help:
@@ -104,7 +107,7 @@ const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<s
       },
       "eval-every": {
         type: "string",
-        help: "validation loss every N steps, 0 for none (default 250)",
+        help: "full validation loss every N steps, 0 for none (default 650)",
       },
       "eval-batches": {
         type: "string",
@@ -518,11 +521,11 @@ async function train(v: Values): Promise<void> {
   const batch = numberFlag(v, "batch", 1, 4096, true) ?? TRAIN_DEFAULTS.batch;
   const lr = numberFlag(v, "lr", 0, 10, false) ?? TRAIN_DEFAULTS.lr;
   const warmup = numberFlag(v, "warmup", 0, 1e9, true) ?? TRAIN_DEFAULTS.warmup;
-  const minLr = numberFlag(v, "min-lr", 0, 10, false) ?? lr / 10;
+  const minLr = numberFlag(v, "min-lr", 0, 10, false) ?? TRAIN_DEFAULTS.minLr;
   const weightDecay = numberFlag(v, "weight-decay", 0, 10, false) ?? TRAIN_DEFAULTS.weightDecay;
   const clip = numberFlag(v, "clip", 0, 1e9, false) ?? TRAIN_DEFAULTS.clip;
   const seed = numberFlag(v, "seed", 0, Number.MAX_SAFE_INTEGER, true) ?? TRAIN_DEFAULTS.seed;
-  const evalEvery = numberFlag(v, "eval-every", 0, 1e9, true) ?? 250;
+  const evalEvery = numberFlag(v, "eval-every", 0, 1e9, true) ?? 650;
   const evalBatches = numberFlag(v, "eval-batches", 0, 1e9, true) ?? 0;
   const checkpointEvery = numberFlag(v, "checkpoint-every", 0, 1e9, true) ?? 0;
   const dropout = numberFlag(v, "dropout", 0, 0.9, false) ?? TRAIN_DEFAULTS.dropout;

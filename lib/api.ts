@@ -21,7 +21,7 @@ import { Rng } from "./rng.ts";
 import { generateTokens, nextDistribution, validateSampling } from "./sample.ts";
 import { kernelTier, setupKernels } from "./tensor.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { evalWindows, Trainer as CoreTrainer } from "./train.ts";
+import { evalWindows, TRAIN_DEFAULTS, Trainer as CoreTrainer } from "./train.ts";
 import { loadModel, saveModel } from "./weights.ts";
 
 export { BareGPTError, InputError, isBareGPTError, WeightsError } from "./errors.ts";
@@ -595,7 +595,7 @@ function checkMaxWindows(n: number | undefined): number | undefined {
 
 /**
  * Options of {@linkcode createTrainer}. Every field has a default: the recipe of the shipped
- * weights (AdamW, linear warmup, then cosine decay to `minLr` at step `steps`).
+ * weights (AdamW, linear warmup, then a linear decay to `minLr` at step `steps`).
  *
  * @example
  * ```ts
@@ -607,15 +607,19 @@ function checkMaxWindows(n: number | undefined): number | undefined {
 export interface TrainerOptions {
   /** Sequences of blockSize characters per step. Default 16. */
   batch?: number;
-  /** Length of the learning-rate schedule, and the steps {@linkcode Trainer.run} takes. Default 2000. */
+  /** Length of the learning-rate schedule, and the steps {@linkcode Trainer.run} takes. Default 2550. */
   steps?: number;
-  /** Peak learning rate. Default 2e-3. */
+  /** Peak learning rate. Default 4e-3. */
   lr?: number;
-  /** Final learning rate of the cosine decay. Default lr / 10. */
+  /** Final learning rate of the decay. Default 0. */
   minLr?: number;
-  /** Steps of linear warmup. Default 100 (at most `steps`). */
+  /** Shape of the decay after warmup: "linear" (default) or "cosine". */
+  decay?: "cosine" | "linear";
+  /** Dropout on the embedding and each block's outputs during training. Default 0. */
+  dropout?: number;
+  /** Steps of linear warmup. Default 50 (at most `steps`). */
   warmup?: number;
-  /** AdamW decoupled weight decay, on 2-D weights only. Default 0.1. */
+  /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
   weightDecay?: number;
   /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
   clip?: number;
@@ -854,6 +858,10 @@ export async function createTrainer(
   checkNumber("warmup", options.warmup, 0, Number.MAX_SAFE_INTEGER, true);
   checkNumber("weightDecay", options.weightDecay, 0);
   checkNumber("clip", options.clip, 0);
+  checkNumber("dropout", options.dropout, 0, 0.9);
+  if (options.decay !== undefined && options.decay !== "cosine" && options.decay !== "linear") {
+    throw new InputError(`training option decay is ${options.decay}; use "linear" or "cosine"`);
+  }
   checkNumber("seed", options.seed, 0, Number.MAX_SAFE_INTEGER, true);
   checkNumber("threads", options.threads, 1, 256, true);
   if (options.lr !== undefined && !(options.lr > 0)) {
@@ -867,8 +875,8 @@ export async function createTrainer(
     trainable.flat.set(h.gpt.flat);
     h.gpt = trainable;
   }
-  const steps = options.steps ?? 2000;
-  const warmup = Math.min(options.warmup ?? 100, steps);
+  const steps = options.steps ?? TRAIN_DEFAULTS.steps;
+  const warmup = Math.min(options.warmup ?? TRAIN_DEFAULTS.warmup, steps);
   const core = await CoreTrainer.create(h.gpt, tokens, { ...options, steps, warmup });
   return new TrainerImpl(h, core, steps);
 }

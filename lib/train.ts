@@ -20,17 +20,17 @@ import { modelFromTensors, modelMetadata, modelTensors, readParams } from "./wei
 export interface TrainOptions {
   /** Sequences per step. Default 16. */
   batch?: number;
-  /** Total optimizer steps (for the schedule). Default 2000. */
+  /** Total optimizer steps (for the schedule). Default 2550. */
   steps?: number;
-  /** Peak learning rate. Default 2e-3. */
+  /** Peak learning rate. Default 4e-3. */
   lr?: number;
-  /** Final learning rate of the decay. Default lr / 10. */
+  /** Final learning rate of the decay. Default 0. */
   minLr?: number;
-  /** Shape of the learning-rate decay after warmup. Default "cosine". */
+  /** Shape of the learning-rate decay after warmup. Default "linear". */
   decay?: "cosine" | "linear";
-  /** Linear warmup steps. Default 100. */
+  /** Linear warmup steps. Default 50. */
   warmup?: number;
-  /** AdamW decoupled weight decay on 2-D weights. Default 0.1. */
+  /** AdamW decoupled weight decay on 2-D weights. Default 0.3. */
   weightDecay?: number;
   beta1?: number;
   beta2?: number;
@@ -50,16 +50,17 @@ export interface TrainOptions {
 /** The defaults of {@link TrainOptions}. */
 export const TRAIN_DEFAULTS = {
   batch: 16,
-  steps: 2000,
-  lr: 2e-3,
-  warmup: 100,
-  weightDecay: 0.1,
+  steps: 2550,
+  lr: 4e-3,
+  minLr: 0,
+  warmup: 50,
+  weightDecay: 0.3,
   beta1: 0.9,
   beta2: 0.99,
   clip: 1,
   seed: 0,
   dropout: 0,
-  decay: "cosine" as "cosine" | "linear",
+  decay: "linear" as "cosine" | "linear",
 };
 
 /** What one training step did. */
@@ -115,7 +116,7 @@ export class Trainer {
     this.#seed = o.seed;
     this.schedule = {
       lr: o.lr,
-      minLr: options.minLr ?? o.lr / 10,
+      minLr: o.minLr,
       warmup: o.warmup,
       steps: o.steps,
       decay: o.decay,
