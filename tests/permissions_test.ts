@@ -167,6 +167,7 @@ Deno.test("permissions: the train and sample tasks work with their own permissio
   const id = `.permissions_test_${Deno.pid}`;
   const corpus = `data/${id}.txt`;
   const out = `weights/${id}.safetensors`;
+  await Deno.mkdir(`${REPO}/data`, { recursive: true }); // a fresh clone has no data/ yet
   await Deno.writeTextFile(`${REPO}/${corpus}`, smallCorpus());
   try {
     const train = await runCli(
