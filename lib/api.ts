@@ -14,6 +14,7 @@
  * @module
  */
 
+import { windowBatch } from "./data.ts";
 import { InputError, WeightsError } from "./errors.ts";
 import { detectTier } from "./kernels/mod.ts";
 import { type Activations, forward, GPT, KVCache } from "./model.ts";
@@ -571,11 +572,7 @@ export async function evaluate(
   let sum = 0;
   for (let first = 0; first < windows.length; first += acts.B) {
     const count = Math.min(acts.B, windows.length - first);
-    for (let b = 0; b < count; b++) {
-      const s = windows[first + b] * T;
-      acts.inputs.set(tokens.subarray(s, s + T), b * T);
-      acts.targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
-    }
+    windowBatch(acts.inputs, acts.targets, tokens, windows, first, count, T);
     sum += forward(c, gpt.params, acts, count, T);
     await ticker.tick();
   }

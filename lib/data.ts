@@ -76,17 +76,21 @@ export function windowCount(n: number, T: number): number {
   return Math.max(0, Math.floor((n - 1) / T));
 }
 
-/** Fills inputs/targets with windows [first, first + count): window i reads [iT, (i+1)T). */
+/**
+ * Fills inputs/targets with `count` windows, numbers windows[first .. first+count): window w reads
+ * tokens [wT, (w+1)T) and its targets are the next tokens.
+ */
 export function windowBatch(
   inputs: Uint16Array,
   targets: Uint16Array,
   tokens: Uint16Array,
+  windows: readonly number[],
   first: number,
   count: number,
   T: number,
 ): void {
   for (let b = 0; b < count; b++) {
-    const s = (first + b) * T;
+    const s = windows[first + b] * T;
     inputs.set(tokens.subarray(s, s + T), b * T);
     targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
   }

@@ -217,7 +217,10 @@ export function matmulNT(
   }
 }
 
-/** dInp[M,K] = dOut[M,N] · w[K,N]^T (overwrites dInp). */
+/**
+ * dInp[M,K] = dOut[M,N] · w[K,N]^T (overwrites dInp): the same product as matmulNT with the roles
+ * of K and N swapped, with its own WebAssembly kernel (tiled for these shapes).
+ */
 export function matmulBackwardInput(
   dInp: FloatArray,
   dOut: FloatArray,
@@ -230,13 +233,7 @@ export function matmulBackwardInput(
     wasm!.matmul_backward_input(ptr(dInp), ptr(dOut), ptr(w), M, K, N);
     return;
   }
-  for (let i = 0; i < M; i++) {
-    for (let k = 0; k < K; k++) {
-      let sum = 0;
-      for (let j = 0; j < N; j++) sum += dOut[i * N + j] * w[k * N + j];
-      dInp[i * K + k] = sum;
-    }
-  }
+  matmulNT(dInp, dOut, w, M, N, K);
 }
 
 /** dW[K,N] += inp[M,K]^T · dOut[M,N] (accumulates). */

@@ -6,7 +6,7 @@
  */
 
 import { AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
-import { randomBatch, windowCount } from "./data.ts";
+import { randomBatch, windowBatch, windowCount } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { type Activations, backward, forward, type GPT, type GPTConfig } from "./model.ts";
 import { WorkerPool } from "./pool.ts";
@@ -215,11 +215,7 @@ export class Trainer {
     let sum = 0;
     for (let first = 0; first < windows.length; first += this.batch) {
       const count = Math.min(this.batch, windows.length - first);
-      for (let b = 0; b < count; b++) {
-        const s = windows[first + b] * T;
-        this.#inputs.set(tokens.subarray(s, s + T), b * T);
-        this.#targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
-      }
+      windowBatch(this.#inputs, this.#targets, tokens, windows, first, count, T);
       sum += await pool.forwardLoss(this.#inputs, this.#targets, count);
     }
     return evalResult(sum, windows.length, T);
@@ -421,11 +417,7 @@ export function evaluate(
   let sum = 0;
   for (let first = 0; first < windows.length; first += acts.B) {
     const count = Math.min(acts.B, windows.length - first);
-    for (let b = 0; b < count; b++) {
-      const s = windows[first + b] * T;
-      acts.inputs.set(tokens.subarray(s, s + T), b * T);
-      acts.targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
-    }
+    windowBatch(acts.inputs, acts.targets, tokens, windows, first, count, T);
     sum += forward(c, model.params, acts, count, T);
   }
   return evalResult(sum, windows.length, T);
