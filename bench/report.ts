@@ -83,7 +83,7 @@ const config: GPTConfig = {
 async function trainSteps(threads: number) {
   setupKernels(tier);
   const model = new GPT(config).init(1);
-  const trainer = await Trainer.create(model, corpus.train, { threads, steps: 1000 });
+  const trainer = await Trainer.create(model, corpus.train, { threads, steps: 1000, batch: 16 });
   const times: number[] = [];
   try {
     for (let i = 0; i < WARMUP + STEPS; i++) {
@@ -219,6 +219,8 @@ async function peakRss() {
       `${dir}/w.safetensors`,
       "--steps",
       quick ? "3" : "10",
+      "--batch",
+      "16",
       "--eval-every",
       "0",
       "--kernels",
