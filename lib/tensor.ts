@@ -290,41 +290,18 @@ export function attentionForward(
     wasm!.attention_forward(ptr(out), ptr(probs), ptr(qkv), B, T, C, H);
     return;
   }
-  const hs = C / H;
-  const C3 = 3 * C;
-  const scale = 1 / Math.sqrt(hs);
+  // each sequence is attentionRows over all of its rows
   for (let b = 0; b < B; b++) {
-    for (let h = 0; h < H; h++) {
-      for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * hs;
-        const p = ((b * H + h) * T + t) * T;
-        // scores[j] = q_t · k_j * scale, j <= t; then a stable softmax
-        let max = -Infinity;
-        for (let j = 0; j <= t; j++) {
-          const k = (b * T + j) * C3 + C + h * hs;
-          let dot = 0;
-          for (let i = 0; i < hs; i++) dot += qkv[q + i] * qkv[k + i];
-          probs[p + j] = dot * scale;
-          if (probs[p + j] > max) max = probs[p + j];
-        }
-        let sum = 0;
-        for (let j = 0; j <= t; j++) {
-          const e = Math.exp(probs[p + j] - max);
-          probs[p + j] = e;
-          sum += e;
-        }
-        for (let j = 0; j <= t; j++) probs[p + j] /= sum;
-        for (let j = t + 1; j < T; j++) probs[p + j] = 0;
-        // out_t = Σ_j probs[j] v_j
-        const o = (b * T + t) * C + h * hs;
-        for (let i = 0; i < hs; i++) out[o + i] = 0;
-        for (let j = 0; j <= t; j++) {
-          const v = (b * T + j) * C3 + 2 * C + h * hs;
-          const pj = probs[p + j];
-          for (let i = 0; i < hs; i++) out[o + i] += pj * qkv[v + i];
-        }
-      }
-    }
+    attentionRows(
+      out.subarray(b * T * C, (b + 1) * T * C),
+      probs.subarray(b * H * T * T, (b + 1) * H * T * T),
+      qkv.subarray(b * T * 3 * C, (b + 1) * T * 3 * C),
+      T,
+      0,
+      T,
+      C,
+      H,
+    );
   }
 }
 
