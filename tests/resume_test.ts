@@ -6,6 +6,7 @@
 
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 import { detectTier } from "../lib/kernels/mod.ts";
+import { Rng } from "../lib/rng.ts";
 import { Checkpoint } from "../lib/train.ts";
 import {
   assertNoStackTrace,
@@ -58,18 +59,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** mulberry32, seeded from the clock and printed, so a failing sequence of kills can be replayed. */
+/** A generator seeded from the clock and printed, so a failing sequence of kills can be replayed. */
 function killClock(): () => number {
   const seed = Number(Deno.env.get("BAREGPT_KILL_SEED") ?? (Date.now() >>> 0));
   console.log(`kill timings seed ${seed} (replay with BAREGPT_KILL_SEED=${seed})`);
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed);
+  return () => rng.random();
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
