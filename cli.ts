@@ -92,6 +92,14 @@ const COMMANDS: Record<string, { summary: string; usage: string; flags: Record<s
         type: "string",
         help: `AdamW weight decay on 2-D weights (default ${TRAIN_DEFAULTS.weightDecay})`,
       },
+      beta1: {
+        type: "string",
+        help: `AdamW decay rate of the gradient average (default ${TRAIN_DEFAULTS.beta1})`,
+      },
+      beta2: {
+        type: "string",
+        help: `AdamW decay rate of the squared-gradient average (default ${TRAIN_DEFAULTS.beta2})`,
+      },
       clip: {
         type: "string",
         help: `gradient-norm clip, 0 for none (default ${TRAIN_DEFAULTS.clip})`,
@@ -523,6 +531,8 @@ async function train(v: Values): Promise<void> {
   const warmup = numberFlag(v, "warmup", 0, 1e9, true) ?? TRAIN_DEFAULTS.warmup;
   const minLr = numberFlag(v, "min-lr", 0, 10, false) ?? TRAIN_DEFAULTS.minLr;
   const weightDecay = numberFlag(v, "weight-decay", 0, 10, false) ?? TRAIN_DEFAULTS.weightDecay;
+  const beta1 = numberFlag(v, "beta1", 0, 0.9999, false) ?? TRAIN_DEFAULTS.beta1;
+  const beta2 = numberFlag(v, "beta2", 0, 0.9999, false) ?? TRAIN_DEFAULTS.beta2;
   const clip = numberFlag(v, "clip", 0, 1e9, false) ?? TRAIN_DEFAULTS.clip;
   const seed = numberFlag(v, "seed", 0, Number.MAX_SAFE_INTEGER, true) ?? TRAIN_DEFAULTS.seed;
   const evalEvery = numberFlag(v, "eval-every", 0, 1e9, true) ?? 650;
@@ -630,6 +640,8 @@ async function train(v: Values): Promise<void> {
     warmup,
     decay,
     weightDecay,
+    beta1,
+    beta2,
     clip,
     dropout,
     seed: seed + 1,
@@ -644,6 +656,8 @@ async function train(v: Values): Promise<void> {
     decay,
     warmup,
     "weight-decay": weightDecay,
+    beta1,
+    beta2,
     clip,
     dropout,
     seed,
@@ -691,6 +705,8 @@ async function train(v: Values): Promise<void> {
       `--decay ${decay}`,
       `--warmup ${warmup}`,
       `--weight-decay ${weightDecay}`,
+      `--beta1 ${beta1}`,
+      `--beta2 ${beta2}`,
       `--clip ${clip}`,
       `--dropout ${dropout}`,
       `--seed ${seed}`,
@@ -702,7 +718,7 @@ async function train(v: Values): Promise<void> {
       } parameters`,
     );
     log(
-      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay), weight decay ${weightDecay}, clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
+      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay), weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
         trainer.threads > 1 ? "s" : ""
       }, kernels ${tier}`,
     );

@@ -604,7 +604,7 @@ function checkMaxWindows(n: number | undefined): number | undefined {
 export interface TrainerOptions {
   /** Sequences of blockSize characters per step. Default 16. */
   batch?: number;
-  /** Length of the learning-rate schedule, and the steps {@linkcode Trainer.run} takes. Default 2550. */
+  /** Length of the learning-rate schedule, and the steps {@linkcode Trainer.run} takes. Default 2600. */
   steps?: number;
   /** Peak learning rate. Default 4e-3. */
   lr?: number;
@@ -618,6 +618,10 @@ export interface TrainerOptions {
   warmup?: number;
   /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
   weightDecay?: number;
+  /** AdamW decay rate of the gradient's running average. Default 0.8. */
+  beta1?: number;
+  /** AdamW decay rate of the squared gradient's running average. Default 0.95. */
+  beta2?: number;
   /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
   clip?: number;
   /** Seed of the random batches. Default 0. */
@@ -854,6 +858,8 @@ export async function createTrainer(
   checkNumber("minLr", options.minLr, 0);
   checkNumber("warmup", options.warmup, 0, Number.MAX_SAFE_INTEGER, true);
   checkNumber("weightDecay", options.weightDecay, 0);
+  checkNumber("beta1", options.beta1, 0, 0.9999);
+  checkNumber("beta2", options.beta2, 0, 0.9999);
   checkNumber("clip", options.clip, 0);
   checkNumber("dropout", options.dropout, 0, 0.9);
   if (options.decay !== undefined && options.decay !== "cosine" && options.decay !== "linear") {

@@ -50,13 +50,13 @@ export interface TrainOptions {
 /** The defaults of {@link TrainOptions}. */
 export const TRAIN_DEFAULTS = {
   batch: 16,
-  steps: 2550,
+  steps: 2600,
   lr: 4e-3,
   minLr: 0,
   warmup: 50,
   weightDecay: 0.3,
-  beta1: 0.9,
-  beta2: 0.99,
+  beta1: 0.8,
+  beta2: 0.95,
   clip: 1,
   seed: 0,
   dropout: 0,

@@ -314,6 +314,8 @@ Deno.test("createTrainer: options and data are checked", async () => {
       { lr: -1 },
       { warmup: -1 },
       { clip: NaN },
+      { beta1: 1 },
+      { beta2: -0.1 },
       { seed: -1 },
       { threads: 0 },
     ]

@@ -74,6 +74,8 @@ async function trainBytes(threads: number, steps = 4, dropout = 0): Promise<Uint
     minLr: 2e-4,
     warmup: 100,
     weightDecay: 0.1,
+    beta1: 0.9,
+    beta2: 0.99,
     decay: "cosine",
   });
   try {

@@ -354,6 +354,8 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
     ["--warmup -5", train("--warmup", "-5"), range("warmup", "-5")],
     ["--clip -1", train("--clip", "-1"), range("clip", "-1")],
     ["--weight-decay 11", train("--weight-decay", "11"), range("weight-decay", "11")],
+    ["--beta1 1", train("--beta1", "1"), range("beta1", "1")],
+    ["--beta2 -0.5", train("--beta2", "-0.5"), range("beta2", "-0.5")],
     ["--seed -1", train("--seed", "-1"), range("seed", "-1")],
     ["--eval-every -1", train("--eval-every", "-1"), range("eval-every", "-1")],
     [

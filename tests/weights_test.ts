@@ -12,9 +12,8 @@ import { loadModel } from "../lib/weights.ts";
 
 const SHIPPED = new URL("../weights/shakespeare.safetensors", import.meta.url);
 const CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed";
-// The issue asked for 1.55; the recipe search reached 1.5569 in 15 minutes (see README), so the
-// test holds the shipped file to the bar it must beat, 1.575 (PyTorch's best in that time).
-const TARGET = 1.575;
+// The validation loss the shipped weights must reach (the goal of the training recipe).
+const TARGET = 1.55;
 
 /** The path of Tiny Shakespeare, or null (after saying why) when a test may skip. */
 export async function findCorpus(): Promise<string | null> {
@@ -62,7 +61,7 @@ Deno.test("shipped weights: default architecture, GPT-2 names and shapes, traini
   assert(!("time" in metadata) && !("host" in metadata), "metadata is deterministic");
 });
 
-Deno.test("shipped weights: validation loss on Tiny Shakespeare beats 1.575", async () => {
+Deno.test("shipped weights: validation loss on Tiny Shakespeare is 1.55 or lower", async () => {
   const path = await findCorpus();
   if (path === null) return;
   setupKernels();
