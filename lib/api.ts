@@ -22,7 +22,12 @@ import { Rng } from "./rng.ts";
 import { generateTokens, nextDistribution, validateSampling } from "./sample.ts";
 import { kernelTier, setupKernels } from "./tensor.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { evalWindows, TRAIN_DEFAULTS, Trainer as CoreTrainer } from "./train.ts";
+import {
+  evalWindows,
+  TRAIN_DEFAULTS,
+  Trainer as CoreTrainer,
+  type TrainOptions as TrainerOptions,
+} from "./train.ts";
 import { loadModel, saveModel } from "./weights.ts";
 
 export { BareGPTError, InputError, isBareGPTError, WeightsError } from "./errors.ts";
@@ -590,48 +595,7 @@ function checkMaxWindows(n: number | undefined): number | undefined {
 // ---------------------------------------------------------------------------------------------
 // Training
 
-/**
- * Options of {@linkcode createTrainer}. Every field has a default: the recipe of the shipped
- * weights (AdamW, linear warmup, then a linear decay to `minLr` at step `steps`).
- *
- * @example
- * ```ts
- * import type { TrainerOptions } from "@baregpt/baregpt";
- * const quick: TrainerOptions = { steps: 200, batch: 8, lr: 3e-3, warmup: 20, seed: 1 };
- * console.log(quick);
- * ```
- */
-export interface TrainerOptions {
-  /** Sequences of blockSize characters per step. Default 16. */
-  batch?: number;
-  /** Length of the learning-rate schedule, and the steps {@linkcode Trainer.run} takes. Default 2600. */
-  steps?: number;
-  /** Peak learning rate. Default 4e-3. */
-  lr?: number;
-  /** Final learning rate of the decay. Default 0. */
-  minLr?: number;
-  /** Shape of the decay after warmup: "linear" (default) or "cosine". */
-  decay?: "cosine" | "linear";
-  /** Dropout on the embedding and each block's outputs during training. Default 0. */
-  dropout?: number;
-  /** Steps of linear warmup. Default 50 (at most `steps`). */
-  warmup?: number;
-  /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
-  weightDecay?: number;
-  /** AdamW decay rate of the gradient's running average. Default 0.8. */
-  beta1?: number;
-  /** AdamW decay rate of the squared gradient's running average. Default 0.95. */
-  beta2?: number;
-  /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
-  clip?: number;
-  /** Seed of the random batches. Default 0. */
-  seed?: number;
-  /**
-   * Threads that share each batch (workers over shared WebAssembly memory; needs the fast
-   * kernels, else one thread is used). Default 1.
-   */
-  threads?: number;
-}
+export type { TrainerOptions };
 
 /**
  * What one training step did, as given to {@linkcode RunOptions.onProgress}.

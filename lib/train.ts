@@ -16,33 +16,49 @@ import { kernelTier } from "./tensor.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { modelFromTensors, modelMetadata, modelTensors, readParams } from "./weights.ts";
 
-/** Training settings; every field has a default (the recipe of the shipped weights). */
+/**
+ * Training settings (the library exports them as `TrainerOptions`, the options of
+ * `createTrainer`). Every field has a default: the recipe of the shipped weights (AdamW, linear
+ * warmup, then a linear decay to `minLr` at step `steps`).
+ *
+ * @example
+ * ```ts
+ * import type { TrainerOptions } from "@baregpt/baregpt";
+ * const quick: TrainerOptions = { steps: 200, batch: 8, lr: 3e-3, warmup: 20, seed: 1 };
+ * console.log(quick);
+ * ```
+ */
 export interface TrainOptions {
-  /** Sequences per step. Default 16. */
+  /** Sequences of blockSize characters per step. Default 16. */
   batch?: number;
-  /** Total optimizer steps (for the schedule). Default 2550. */
+  /** Length of the learning-rate schedule, and the steps a trainer's `run` takes. Default 2600. */
   steps?: number;
   /** Peak learning rate. Default 4e-3. */
   lr?: number;
   /** Final learning rate of the decay. Default 0. */
   minLr?: number;
-  /** Shape of the learning-rate decay after warmup. Default "linear". */
+  /** Shape of the decay after warmup: "linear" (default) or "cosine". */
   decay?: "cosine" | "linear";
-  /** Linear warmup steps. Default 50. */
+  /** Steps of linear warmup. Default 50 (`createTrainer` caps it at `steps`). */
   warmup?: number;
-  /** AdamW decoupled weight decay on 2-D weights. Default 0.3. */
+  /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
   weightDecay?: number;
+  /** AdamW decay rate of the gradient's running average. Default 0.8. */
   beta1?: number;
+  /** AdamW decay rate of the squared gradient's running average. Default 0.95. */
   beta2?: number;
-  /** Global gradient-norm clip (0: off). Default 1. */
+  /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
   clip?: number;
-  /** Seed of the batch sampler. Default 0. */
+  /** Seed of the random batches. Default 0. */
   seed?: number;
-  /** Worker threads (default 1). */
+  /**
+   * Threads that share each batch (workers over shared WebAssembly memory; needs the fast
+   * kernels, else one thread is used). Default 1.
+   */
   threads?: number;
   /**
-   * Dropout probability on the embedding and on every attention and MLP output (default 0: off).
-   * Each step's masks come from the seed and the step, so a resumed run draws the same ones.
+   * Dropout on the embedding and on every attention and MLP output during training (default 0:
+   * off). Each step's masks come from the seed and the step, so a resumed run draws the same ones.
    */
   dropout?: number;
 }

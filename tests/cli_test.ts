@@ -64,7 +64,7 @@ Deno.test("CLI: train a few steps, then info, eval and sample", async () => {
   const stored = Number(info.stdout.match(/val_loss\s+(\S+)/)![1]);
   assertEquals(stored.toFixed(4), ev.stdout.split(" ")[1]);
 
-  const s1 = await runCli([
+  const seeded = [
     "sample",
     "--weights",
     out,
@@ -74,21 +74,12 @@ Deno.test("CLI: train a few steps, then info, eval and sample", async () => {
     "40",
     "--seed",
     "3",
-  ]);
+  ];
+  const s1 = await runCli(seeded);
   assertEquals(s1.code, 0, s1.stderr);
   assert(s1.stdout.startsWith("ROMEO:"));
   assertEquals([...s1.stdout].length, 6 + 40 + 1);
-  const s2 = await runCli([
-    "sample",
-    "--weights",
-    out,
-    "--prompt",
-    "ROMEO:",
-    "--tokens",
-    "40",
-    "--seed",
-    "3",
-  ]);
+  const s2 = await runCli(seeded);
   assertEquals(s2.stdout, s1.stdout);
   const s3 = await runCli(["sample", "--weights", out, "--tokens", "10"]);
   assertMatch(s3.stderr, /^seed \d+\n$/); // a drawn seed is printed so the run can be repeated
