@@ -1,66 +1,57 @@
 /**
- * AdamW with bias correction and decoupled weight decay (2-D weights only), global gradient-norm
- * clipping, and the learning-rate schedule: linear warmup, then a cosine (or linear) decay to a
- * floor.
+ * The optimizer: AdamW with bias correction and decoupled weight decay (2-D weights only), the
+ * global gradient-norm clip, and the learning-rate schedule (linear warmup, then a linear or
+ * cosine decay to a floor).
  *
  * @module
  */
 
-import { type GPTConfig, parameterSpecs } from "./model.ts";
-import { adamwUpdate, type FloatArray, scaleInPlace, sumSquares } from "./tensor.ts";
+import { adamwUpdate, type FloatArray, scaleInPlace, sumSquares } from "./kernels/dispatch.ts";
+import { type ModelConfig, parameterSpecs } from "./model.ts";
 
-/** Optimizer settings. */
-export interface AdamWOptions {
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-  /** Decoupled weight decay, applied to 2-D weights only (default 0.1). */
-  weightDecay?: number;
-}
-
-/** Learning-rate schedule settings. */
+/** The learning-rate schedule. */
 export interface Schedule {
-  /** Peak learning rate. */
+  /** Peak learning rate, reached after `warmup` steps. */
   lr: number;
-  /** Final learning rate of the cosine decay. */
+  /** Final learning rate, reached at the last step. */
   minLr: number;
   /** Steps of linear warmup from lr / warmup to lr. */
   warmup: number;
-  /** Total steps; the decay reaches minLr at the last one. */
+  /** Total steps. */
   steps: number;
-  /** Shape of the decay after warmup (default "cosine"). */
-  decay?: "cosine" | "linear";
+  /** Shape of the decay after warmup. */
+  decay: "linear" | "cosine";
 }
 
-/**
- * The learning rate of step `step` (0-based): linear warmup, then a cosine (default) or linear
- * decay from lr to minLr at the last step.
- */
+/** The learning rate of step `step` (0-based). */
 export function learningRate(s: Schedule, step: number): number {
   if (step < s.warmup) return (s.lr * (step + 1)) / s.warmup;
-  const decaySteps = Math.max(1, s.steps - 1 - s.warmup);
-  const progress = Math.min(1, (step - s.warmup) / decaySteps);
+  const progress = Math.min(1, (step - s.warmup) / Math.max(1, s.steps - 1 - s.warmup));
   const fraction = s.decay === "linear" ? 1 - progress : 0.5 * (1 + Math.cos(Math.PI * progress));
   return s.minLr + (s.lr - s.minLr) * fraction;
 }
 
-/**
- * Scales the gradient so that its global L2 norm is at most maxNorm (0 turns clipping off).
- * Returns the norm before clipping.
- */
+/** Scales grad so that its global L2 norm is at most maxNorm (0: off); returns the norm before. */
 export function clipGradNorm(grad: FloatArray, maxNorm: number): number {
   const norm = Math.sqrt(sumSquares(grad, grad.length));
   if (maxNorm > 0 && norm > maxNorm) scaleInPlace(grad, grad.length, maxNorm / (norm + 1e-6));
   return norm;
 }
 
-/** AdamW state over a flat parameter buffer. */
+/** AdamW's settings. */
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  /** Decoupled weight decay, applied to 2-D weights only. */
+  weightDecay: number;
+  /** Default 1e-8. */
+  eps?: number;
+}
+
+/** AdamW state over a model's flat parameter buffer: m, v and the update count t. */
 export class AdamW {
-  readonly beta1: number;
-  readonly beta2: number;
-  readonly eps: number;
-  readonly weightDecay: number;
-  /** First and second moment estimates, same layout as the parameters. */
+  readonly options: Required<AdamWOptions>;
+  /** First and second moment estimates, the parameters' layout. */
   readonly m: FloatArray;
   readonly v: FloatArray;
   /** Updates taken so far. */
@@ -68,11 +59,8 @@ export class AdamW {
   /** [offset, length, decays] of each parameter tensor. */
   readonly #segments: [number, number, boolean][] = [];
 
-  constructor(config: GPTConfig, alloc: (n: number) => FloatArray, options: AdamWOptions = {}) {
-    this.beta1 = options.beta1 ?? 0.9;
-    this.beta2 = options.beta2 ?? 0.99;
-    this.eps = options.eps ?? 1e-8;
-    this.weightDecay = options.weightDecay ?? 0.1;
+  constructor(config: ModelConfig, alloc: (n: number) => FloatArray, options: AdamWOptions) {
+    this.options = { eps: 1e-8, ...options };
     let offset = 0;
     for (const { shape } of parameterSpecs(config)) {
       const n = shape.reduce((a, b) => a * b, 1);
@@ -85,25 +73,20 @@ export class AdamW {
 
   /** One update of params from grad at learning rate lr. */
   step(params: FloatArray, grad: FloatArray, lr: number): void {
+    const { beta1, beta2, eps, weightDecay } = this.options;
     this.t++;
-    const bc1 = 1 - this.beta1 ** this.t;
-    const bc2 = 1 - this.beta2 ** this.t;
-    for (const [offset, n, decays] of this.#segments) {
-      const end = offset + n;
-      adamwUpdate(
-        params.subarray(offset, end),
-        grad.subarray(offset, end),
-        this.m.subarray(offset, end),
-        this.v.subarray(offset, end),
-        n,
+    const bc1 = 1 - beta1 ** this.t, bc2 = 1 - beta2 ** this.t;
+    for (const [at, n, decays] of this.#segments) {
+      const [p, g, m, v] = [params, grad, this.m, this.v].map((a) => a.subarray(at, at + n));
+      adamwUpdate(p, g, m, v, n, {
         lr,
-        this.beta1,
-        this.beta2,
-        this.eps,
-        decays ? this.weightDecay : 0,
+        beta1,
+        beta2,
+        eps,
+        weightDecay: decays ? weightDecay : 0,
         bc1,
         bc2,
-      );
+      });
     }
   }
 }

@@ -15,6 +15,12 @@ function oneLine(message: string): string {
   return message.replace(/\s*[\r\n]+\s*/g, " ").trim();
 }
 
+/** The standard error options, and the options (by name) an error is about. */
+export interface BareGPTErrorOptions extends ErrorOptions {
+  /** Names of the options the message mentions (`dModel`), so a face can reword them. */
+  options?: string[];
+}
+
 /**
  * Base class of every error the project raises on purpose. Thrown directly for failures that are
  * not the user's fault (a failed write, NaN during training): the CLI exits with code 1.
@@ -32,15 +38,19 @@ export class BareGPTError extends Error {
     return 1;
   }
 
+  /** Names of the options the message mentions (the CLI rewords them as its flags). */
+  readonly options: readonly string[];
+
   /**
    * Creates the error.
    *
    * @param message one line: what is wrong and what to do.
-   * @param options the standard error options (`cause`).
+   * @param options the standard error options (`cause`), and the options the message names.
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: BareGPTErrorOptions) {
     super(oneLine(message), options);
     this.name = "BareGPTError";
+    this.options = options?.options ?? [];
   }
 }
 
@@ -65,9 +75,9 @@ export class InputError extends BareGPTError {
    * Creates the error.
    *
    * @param message one line: what is wrong and what to do.
-   * @param options the standard error options (`cause`).
+   * @param options the standard error options (`cause`), and the options the message names.
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: BareGPTErrorOptions) {
     super(message, options);
     this.name = "InputError";
   }
@@ -91,9 +101,9 @@ export class WeightsError extends InputError {
    * Creates the error.
    *
    * @param message one line: what is wrong and what to do.
-   * @param options the standard error options (`cause`).
+   * @param options the standard error options (`cause`), and the options the message names.
    */
-  constructor(message: string, options?: ErrorOptions) {
+  constructor(message: string, options?: BareGPTErrorOptions) {
     super(message, options);
     this.name = "WeightsError";
   }

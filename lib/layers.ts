@@ -1,16 +1,17 @@
 /**
- * The layers of the GPT: token and position embedding, the transformer block (pre-LN attention
- * and MLP with residual connections) and the head (final LayerNorm, tied output projection,
- * cross-entropy). Each layer's forward and backward sit side by side; the numeric work is done by
- * the kernels of `tensor.ts`. Gradients of parameters accumulate (+=); the residual stream's
- * gradient flows backward through one buffer, `dResidual`, updated in place.
+ * The layers of the GPT, each forward beside its backward: token and position embedding,
+ * LayerNorm, linear, dropout, the transformer block (pre-LN attention and MLP with residual
+ * connections) and the head (final LayerNorm, output projection tied to the embedding,
+ * cross-entropy). The numeric work is the operations of `math.ts` (through the kernels'
+ * dispatch). Parameter gradients accumulate (+=); the residual stream's gradient flows backward
+ * through one buffer, `dResidual`, updated in place.
  *
- * Shapes: B sequences of T tokens, C = d_model channels, H heads, V characters; BT = B * T.
+ * Shapes: B sequences, T positions (block_size), C = d_model, H heads, V characters. A pass
+ * computes rows `start .. start+rows-1` of each sequence (training: all T of them), M = B·rows.
  *
  * @module
  */
 
-import { Rng } from "./rng.ts";
 import {
   add,
   attentionBackward,
@@ -26,85 +27,119 @@ import {
   matmulBackwardWeight,
   matmulNT,
   mul,
-  mulInPlace,
   softmaxCrossEntropy,
   softmaxCrossEntropyBackward,
-} from "./tensor.ts";
+} from "./kernels/dispatch.ts";
+import { Rng } from "./rng.ts";
+
+type F = FloatArray;
+
+/** What one forward (and its backward) computes. */
+export interface Pass {
+  B: number;
+  T: number;
+  C: number;
+  H: number;
+  V: number;
+  /** First position computed, and how many (training: 0 and T). */
+  start: number;
+  rows: number;
+  /** A KV-cache pass: rows of one sequence whose earlier positions are cached in qkv. */
+  cached: boolean;
+  /** Dropout of this pass (training only), or null. */
+  dropout: Dropout | null;
+}
+
+/** A weight [in, out] and its bias [out] (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj). */
+export interface Linear {
+  weight: FloatArray;
+  bias: FloatArray;
+}
+
+/** A LayerNorm's weight [C] and bias [C]. */
+export type Norm = Linear;
+
+/** What a LayerNorm's forward keeps: its output [M, C], and the mean [M] and 1/std [M] of rows. */
+export interface NormActs {
+  out: FloatArray;
+  mean: FloatArray;
+  rstd: FloatArray;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Embedding: x[b,t] = wte[token] + wpe[t]
 
-/** out[B,T,C] = wte[tokens[b,t]] + wpe[t]. */
-export function embeddingForward(
-  out: FloatArray,
-  tokens: Uint16Array,
-  wte: FloatArray, // [V, C]
-  wpe: FloatArray, // [maxT, C]
-  B: number,
-  T: number,
-  C: number,
-  firstPosition = 0,
-): void {
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      const tok = tokens[b * T + t] * C;
-      const pos = (firstPosition + t) * C;
-      for (let i = 0; i < C; i++) out[o + i] = wte[tok + i] + wpe[pos + i];
-    }
+/** out[B, rows, C] = wte[tokens[b, t]] + wpe[start + t]. */
+export function embeddingForward(out: F, tokens: Uint16Array, wte: F, wpe: F, s: Pass) {
+  const C = s.C;
+  for (let r = 0; r < s.B * s.rows; r++) {
+    const tok = tokens[r] * C, pos = (s.start + (r % s.rows)) * C;
+    for (let i = 0; i < C; i++) out[r * C + i] = wte[tok + i] + wpe[pos + i];
   }
 }
 
-/** dWte[token] += dOut[b,t]; dWpe[t] += dOut[b,t]. */
-export function embeddingBackward(
-  dWte: FloatArray,
-  dWpe: FloatArray,
-  dOut: FloatArray, // [B, T, C]
-  tokens: Uint16Array,
-  B: number,
-  T: number,
-  C: number,
-): void {
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const d = (b * T + t) * C;
-      const tok = tokens[b * T + t] * C;
-      const pos = t * C;
-      for (let i = 0; i < C; i++) {
-        dWte[tok + i] += dOut[d + i];
-        dWpe[pos + i] += dOut[d + i];
-      }
+/** dWte[token] += dOut[b, t]; dWpe[t] += dOut[b, t]. */
+export function embeddingBackward(dWte: F, dWpe: F, dOut: F, tokens: Uint16Array, s: Pass) {
+  const C = s.C;
+  for (let r = 0; r < s.B * s.T; r++) {
+    const tok = tokens[r] * C, pos = (r % s.T) * C;
+    for (let i = 0; i < C; i++) {
+      dWte[tok + i] += dOut[r * C + i];
+      dWpe[pos + i] += dOut[r * C + i];
     }
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Linear layer: out = inp · w + bias, with w stored [in, out].
+// LayerNorm and linear layers
 
-/** Backward of `matmul(out, inp, w, bias, M, K, N)`: dInp is overwritten (skipped when null). */
+/** ln.out[M, C] = layernorm(x) · p.weight + p.bias. */
+export function normForward(ln: NormActs, x: F, p: Norm, M: number, C: number): void {
+  layernormForward(ln.out, ln.mean, ln.rstd, x, p.weight, p.bias, M, C);
+}
+
+/** dX[M, C] += the gradient through the LayerNorm of dOut; g accumulates. */
+export function normBackward(
+  dX: F,
+  g: Norm,
+  dOut: F,
+  ln: NormActs,
+  x: F,
+  p: Norm,
+  M: number,
+  C: number,
+) {
+  layernormBackward(dX, g.weight, g.bias, dOut, x, p.weight, ln.mean, ln.rstd, M, C);
+}
+
+/** out[M, N] = inp[M, K] · p.weight[K, N] + p.bias[N]. */
+export function linearForward(out: F, inp: F, p: Linear, M: number, K: number, N: number) {
+  matmul(out, inp, p.weight, p.bias, M, K, N);
+}
+
+/** dInp[M, K] = dOut · weightᵀ (overwrites); g.weight += inpᵀ · dOut, g.bias += Σ dOut. */
 export function linearBackward(
-  dInp: FloatArray | null,
-  dW: FloatArray,
-  dBias: FloatArray | null,
-  dOut: FloatArray, // [M, N]
-  inp: FloatArray, // [M, K]
-  w: FloatArray, // [K, N]
+  dInp: F,
+  g: Linear,
+  dOut: F,
+  inp: F,
+  p: Linear,
   M: number,
   K: number,
   N: number,
-): void {
-  if (dInp !== null) matmulBackwardInput(dInp, dOut, w, M, K, N);
-  matmulBackwardWeight(dW, inp, dOut, M, K, N);
-  if (dBias !== null) biasBackward(dBias, dOut, M, N);
+) {
+  matmulBackwardInput(dInp, dOut, p.weight, M, K, N);
+  matmulBackwardWeight(g.weight, inp, dOut, M, K, N);
+  biasBackward(g.bias, dOut, M, N);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dropout (training only): y = x * mask, mask = 0 with probability p, else 1 / (1 - p).
+// Dropout (training only): y = x · mask, mask = 0 with probability p, else 1 / (1 - p)
 
 /**
  * The dropout of one training step: probability p and the seed of the step's masks. Row b of a
- * shard is row firstRow + b of the whole batch, and its mask depends only on (seed, that row,
- * site), so masks do not depend on how the batch is split over threads.
+ * shard is row firstRow + b of the whole batch; its mask depends only on (seed, that row, site),
+ * so the masks do not depend on how the batch is split over threads.
  */
 export interface Dropout {
   p: number;
@@ -112,21 +147,19 @@ export interface Dropout {
   firstRow: number;
 }
 
-/** Fills mask[B, T, C] with 0 (probability p) or 1 / (1 - p), per row from (seed, row, site). */
-export function dropoutMask(
-  mask: FloatArray,
-  d: Dropout,
-  site: number,
-  B: number,
-  rowSize: number,
-): void {
-  const threshold = Math.round(d.p * 0x100000000);
-  const keep = 1 / (1 - d.p);
-  for (let b = 0; b < B; b++) {
+/** x[B, T, C] *= mask, the mask drawn for this step at `site` (kept for the backward). */
+export function dropoutForward(x: F, mask: F, d: Dropout, site: number, s: Pass) {
+  const threshold = Math.round(d.p * 0x100000000), keep = 1 / (1 - d.p), row = s.T * s.C;
+  for (let b = 0; b < s.B; b++) {
     const rng = new Rng(d.seed * 0x10000 + (d.firstRow + b) * 64 + site);
-    const o = b * rowSize;
-    for (let i = 0; i < rowSize; i++) mask[o + i] = rng.nextU32() < threshold ? 0 : keep;
+    for (let i = b * row; i < (b + 1) * row; i++) mask[i] = rng.nextU32() < threshold ? 0 : keep;
   }
+  mul(x, x, mask, s.B * row);
+}
+
+/** Backward of {@link dropoutForward} in place: dX[B, T, C] *= mask. */
+export function dropoutBackward(dX: F, mask: F, s: Pass): void {
+  mul(dX, dX, mask, s.B * s.T * s.C);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,247 +167,145 @@ export function dropoutMask(
 
 /** Parameters of one block (views into the model's flat parameter buffer). */
 export interface BlockParams {
-  ln1Weight: FloatArray; // [C]
-  ln1Bias: FloatArray; // [C]
-  qkvWeight: FloatArray; // [C, 3C]  attn.c_attn
-  qkvBias: FloatArray; // [3C]
-  attnProjWeight: FloatArray; // [C, C]  attn.c_proj
-  attnProjBias: FloatArray; // [C]
-  ln2Weight: FloatArray; // [C]
-  ln2Bias: FloatArray; // [C]
-  fcWeight: FloatArray; // [C, 4C]  mlp.c_fc
-  fcBias: FloatArray; // [4C]
-  mlpProjWeight: FloatArray; // [4C, C]  mlp.c_proj
-  mlpProjBias: FloatArray; // [C]
+  ln1: Norm;
+  qkv: Linear; // [C, 3C]  attn.c_attn
+  attnProj: Linear; // [C, C]  attn.c_proj
+  ln2: Norm;
+  fc: Linear; // [C, 4C]  mlp.c_fc
+  mlpProj: Linear; // [4C, C]  mlp.c_proj
 }
 
-/** What one block's forward keeps for its backward. */
-export interface BlockActivations {
-  ln1: FloatArray; // [B, T, C]
-  ln1Mean: FloatArray; // [B, T]
-  ln1Rstd: FloatArray; // [B, T]
-  qkv: FloatArray; // [B, T, 3C]
+/** What one block's forward keeps for its backward (a KV cache keeps qkv and attnProbs). */
+export interface BlockActs {
+  ln1: NormActs; // [M, C]
+  qkv: FloatArray; // [B, T, 3C]  q | k | v of every position
   attnProbs: FloatArray; // [B, H, T, T]
-  attnOut: FloatArray; // [B, T, C]  heads concatenated, before c_proj
-  residualAttn: FloatArray; // [B, T, C]  x + attn(ln_1(x))
-  ln2: FloatArray; // [B, T, C]
-  ln2Mean: FloatArray; // [B, T]
-  ln2Rstd: FloatArray; // [B, T]
-  fc: FloatArray; // [B, T, 4C]  before GELU
-  fcGelu: FloatArray; // [B, T, 4C]
-  residualOut: FloatArray; // [B, T, C]  the block's output
-  attnDropMask: FloatArray; // [B, T, C]  dropout of the attention's output (empty without)
-  mlpDropMask: FloatArray; // [B, T, C]  dropout of the MLP's output (empty without)
+  attnOut: FloatArray; // [M, C]  heads concatenated, before c_proj
+  residualAttn: FloatArray; // [M, C]  x + attn(ln_1(x))
+  ln2: NormActs; // [M, C]
+  fc: FloatArray; // [M, 4C]  before GELU
+  fcGelu: FloatArray; // [M, 4C]
+  residualOut: FloatArray; // [M, C]  the block's output
+  /** Dropout masks of the attention's and the MLP's outputs [B, T, C], and their site numbers. */
+  masks: { attn: FloatArray; mlp: FloatArray; site: number } | null;
 }
 
 /** Scratch gradients shared by every block's backward. */
 export interface BlockScratch {
-  dLn: FloatArray; // [B, T, C]  gradient of a LayerNorm's output
+  dLn: FloatArray; // [M, C]  gradient of a LayerNorm's output
   dQkv: FloatArray; // [B, T, 3C]
-  dAttnOut: FloatArray; // [B, T, C]
-  dFc: FloatArray; // [B, T, 4C]
-  dFcGelu: FloatArray; // [B, T, 4C]
-  attnScratch: FloatArray; // [T, T + C/H]  attention backward scratch
-  dDropped: FloatArray; // [B, T, C]  gradient through a dropout mask (empty without dropout)
+  dAttnOut: FloatArray; // [M, C]
+  dFc: FloatArray; // [M, 4C]
+  dFcGelu: FloatArray; // [M, 4C]
+  attnScratch: FloatArray; // [T, T + C/H]
+  dDropped: FloatArray; // [M, C]  gradient through a dropout mask (empty without dropout)
+}
+
+/** One transformer block: a.residualOut[M, C] from x[M, C]. */
+export function blockForward(a: BlockActs, p: BlockParams, x: F, s: Pass): void {
+  const { C, H } = s, M = s.B * s.rows;
+  normForward(a.ln1, x, p.ln1, M, C);
+  linearForward(a.qkv.subarray(s.start * 3 * C), a.ln1.out, p.qkv, M, C, 3 * C);
+  attentionForward(a.attnOut, a.attnProbs, a.qkv, s.B, s.T, C, H, s.start, s.rows, s.cached);
+  linearForward(a.residualAttn, a.attnOut, p.attnProj, M, C, C);
+  if (s.dropout) dropoutForward(a.residualAttn, a.masks!.attn, s.dropout, a.masks!.site, s);
+  add(a.residualAttn, a.residualAttn, x, M * C);
+
+  normForward(a.ln2, a.residualAttn, p.ln2, M, C);
+  linearForward(a.fc, a.ln2.out, p.fc, M, C, 4 * C);
+  geluForward(a.fcGelu, a.fc, M * 4 * C);
+  linearForward(a.residualOut, a.fcGelu, p.mlpProj, M, 4 * C, C);
+  if (s.dropout) dropoutForward(a.residualOut, a.masks!.mlp, s.dropout, a.masks!.site + 1, s);
+  add(a.residualOut, a.residualOut, a.residualAttn, M * C);
 }
 
 /**
- * One transformer block: acts.residualOut[B,T,C] from x[B,T,C]. With `drop`, the outputs of the
- * attention and the MLP pass through dropout before joining the residual stream (masks kept in
- * acts for the backward; `layer` tells this block's masks apart).
- */
-export function blockForward(
-  acts: BlockActivations,
-  p: BlockParams,
-  x: FloatArray,
-  B: number,
-  T: number,
-  C: number,
-  H: number,
-  drop: Dropout | null = null,
-  layer = 0,
-): void {
-  const BT = B * T;
-  layernormForward(acts.ln1, acts.ln1Mean, acts.ln1Rstd, x, p.ln1Weight, p.ln1Bias, BT, C);
-  matmul(acts.qkv, acts.ln1, p.qkvWeight, p.qkvBias, BT, C, 3 * C);
-  attentionForward(acts.attnOut, acts.attnProbs, acts.qkv, B, T, C, H);
-  matmul(acts.residualAttn, acts.attnOut, p.attnProjWeight, p.attnProjBias, BT, C, C);
-  if (drop !== null) {
-    dropoutMask(acts.attnDropMask, drop, 2 * layer, B, T * C);
-    mulInPlace(acts.residualAttn, acts.attnDropMask, BT * C);
-  }
-  add(acts.residualAttn, acts.residualAttn, x, BT * C);
-
-  layernormForward(
-    acts.ln2,
-    acts.ln2Mean,
-    acts.ln2Rstd,
-    acts.residualAttn,
-    p.ln2Weight,
-    p.ln2Bias,
-    BT,
-    C,
-  );
-  matmul(acts.fc, acts.ln2, p.fcWeight, p.fcBias, BT, C, 4 * C);
-  geluForward(acts.fcGelu, acts.fc, BT * 4 * C);
-  matmul(acts.residualOut, acts.fcGelu, p.mlpProjWeight, p.mlpProjBias, BT, 4 * C, C);
-  if (drop !== null) {
-    dropoutMask(acts.mlpDropMask, drop, 2 * layer + 1, B, T * C);
-    mulInPlace(acts.residualOut, acts.mlpDropMask, BT * C);
-  }
-  add(acts.residualOut, acts.residualOut, acts.residualAttn, BT * C);
-}
-
-/**
- * Backward of {@link blockForward}. On entry dResidual[B,T,C] is the gradient of the block's
- * output; on return it is the gradient of its input x. Parameter gradients accumulate into g.
- * `dropout` says whether the forward used dropout (its masks are in acts).
+ * Backward of {@link blockForward} over whole sequences. On entry dResidual[M, C] is the
+ * gradient of the block's output; on return, of its input x. Parameter gradients accumulate.
  */
 export function blockBackward(
   g: BlockParams,
-  dResidual: FloatArray,
-  s: BlockScratch,
-  acts: BlockActivations,
+  dResidual: F,
+  d: BlockScratch,
+  a: BlockActs,
   p: BlockParams,
-  x: FloatArray,
-  B: number,
-  T: number,
-  C: number,
-  H: number,
-  dropout = false,
-): void {
-  const BT = B * T;
-  // the gradient of a branch's output, through its dropout mask when training used one
-  const throughMask = (mask: FloatArray) => {
-    if (!dropout) return dResidual;
-    mul(s.dDropped, dResidual, mask, BT * C);
-    return s.dDropped;
+  x: F,
+  s: Pass,
+) {
+  const { B, T, C, H } = s, M = B * T;
+  // the gradient of a branch's output, through its dropout mask when the forward used one
+  const throughMask = (mask: FloatArray | undefined) => {
+    if (!s.dropout) return dResidual;
+    mul(d.dDropped, dResidual, mask!, M * C);
+    return d.dDropped;
   };
   // MLP: out = residualAttn + drop(gelu(ln_2(residualAttn) · W_fc + b_fc) · W_proj + b_proj)
+  linearBackward(d.dFcGelu, g.mlpProj, throughMask(a.masks?.mlp), a.fcGelu, p.mlpProj, M, 4 * C, C);
+  geluBackward(d.dFc, a.fc, d.dFcGelu, M * 4 * C);
+  linearBackward(d.dLn, g.fc, d.dFc, a.ln2.out, p.fc, M, C, 4 * C);
+  normBackward(dResidual, g.ln2, d.dLn, a.ln2, a.residualAttn, p.ln2, M, C);
+  // attention: residualAttn = x + drop(attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj)
   linearBackward(
-    s.dFcGelu,
-    g.mlpProjWeight,
-    g.mlpProjBias,
-    throughMask(acts.mlpDropMask),
-    acts.fcGelu,
-    p.mlpProjWeight,
-    BT,
-    4 * C,
-    C,
-  );
-  geluBackward(s.dFc, acts.fc, s.dFcGelu, BT * 4 * C);
-  linearBackward(s.dLn, g.fcWeight, g.fcBias, s.dFc, acts.ln2, p.fcWeight, BT, C, 4 * C);
-  layernormBackward(
-    dResidual,
-    g.ln2Weight,
-    g.ln2Bias,
-    s.dLn,
-    acts.residualAttn,
-    p.ln2Weight,
-    acts.ln2Mean,
-    acts.ln2Rstd,
-    BT,
-    C,
-  );
-  // Attention: residualAttn = x + drop(attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj)
-  linearBackward(
-    s.dAttnOut,
-    g.attnProjWeight,
-    g.attnProjBias,
-    throughMask(acts.attnDropMask),
-    acts.attnOut,
-    p.attnProjWeight,
-    BT,
+    d.dAttnOut,
+    g.attnProj,
+    throughMask(a.masks?.attn),
+    a.attnOut,
+    p.attnProj,
+    M,
     C,
     C,
   );
-  attentionBackward(s.dQkv, s.attnScratch, s.dAttnOut, acts.qkv, acts.attnProbs, B, T, C, H);
-  linearBackward(s.dLn, g.qkvWeight, g.qkvBias, s.dQkv, acts.ln1, p.qkvWeight, BT, C, 3 * C);
-  layernormBackward(
-    dResidual,
-    g.ln1Weight,
-    g.ln1Bias,
-    s.dLn,
-    x,
-    p.ln1Weight,
-    acts.ln1Mean,
-    acts.ln1Rstd,
-    BT,
-    C,
-  );
+  attentionBackward(d.dQkv, d.attnScratch, d.dAttnOut, a.qkv, a.attnProbs, B, T, C, H);
+  linearBackward(d.dLn, g.qkv, d.dQkv, a.ln1.out, p.qkv, M, C, 3 * C);
+  normBackward(dResidual, g.ln1, d.dLn, a.ln1, x, p.ln1, M, C);
 }
 
 // ---------------------------------------------------------------------------------------------
-// Head: logits = ln_f(x) · wte^T (tied with the token embedding), then cross-entropy.
+// Head: logits = ln_f(x) · wteᵀ (tied with the token embedding), then the cross-entropy
 
 /** What the head's forward keeps for its backward. */
-export interface HeadActivations {
-  lnf: FloatArray; // [B, T, C]
-  lnfMean: FloatArray; // [B, T]
-  lnfRstd: FloatArray; // [B, T]
-  logits: FloatArray; // [B, T, V]
-  probs: FloatArray; // [B, T, V]
-  losses: FloatArray; // [B, T]
+export interface HeadActs {
+  lnf: NormActs; // [M, C]
+  logits: FloatArray; // [M, V]
+  probs: FloatArray; // [M, V]
+  losses: FloatArray; // [M]
 }
 
-/** logits[BT,V] = ln_f(x) · wte^T. */
-export function headForward(
-  acts: HeadActivations,
-  x: FloatArray, // [BT, C]
-  lnfWeight: FloatArray,
-  lnfBias: FloatArray,
-  wte: FloatArray, // [V, C]
-  BT: number,
-  C: number,
-  V: number,
-): void {
-  layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, lnfWeight, lnfBias, BT, C);
-  matmulNT(acts.logits, acts.lnf, wte, BT, C, V);
+/** logits[M, V] = ln_f(x) · wteᵀ for M rows of x[M, C]. */
+export function headForward(a: HeadActs, x: F, lnf: Norm, wte: F, M: number, s: Pass) {
+  normForward(a.lnf, x, lnf, M, s.C);
+  matmulNT(a.logits, a.lnf.out, wte, M, s.C, s.V);
 }
 
-/** Cross-entropy of the logits: fills probs and losses; returns the sum of the losses. */
-export function lossForward(acts: HeadActivations, targets: Uint16Array, BT: number, V: number) {
-  softmaxCrossEntropy(acts.losses, acts.probs, acts.logits, targets, BT, V);
+/** The cross-entropy of the logits of M rows: fills probs and losses; returns their sum. */
+export function lossForward(a: HeadActs, targets: Uint16Array, M: number, V: number): number {
+  softmaxCrossEntropy(a.losses, a.probs, a.logits, targets, M, V);
   let sum = 0;
-  for (let i = 0; i < BT; i++) sum += acts.losses[i];
+  for (let i = 0; i < M; i++) sum += a.losses[i];
   return sum;
 }
 
 /**
- * Backward of the loss (scaled by lossScale, e.g. 1 / BT for a mean) and of the head. Overwrites
- * dResidual[BT,C] with the gradient of x; accumulates into dWte, dLnfWeight, dLnfBias.
+ * Backward of the loss (scaled by lossScale, 1 / M for a mean) and of the head. Overwrites
+ * dResidual[M, C] with the gradient of x; dWte and g (ln_f) accumulate.
  */
 export function headBackward(
-  dResidual: FloatArray,
-  dWte: FloatArray,
-  dLnfWeight: FloatArray,
-  dLnfBias: FloatArray,
-  dLogits: FloatArray, // [BT, V] scratch
-  dLn: FloatArray, // [BT, C] scratch
-  acts: HeadActivations,
-  x: FloatArray,
+  dResidual: F,
+  dWte: F,
+  g: Norm,
+  d: { dLogits: F; dLn: F },
+  a: HeadActs,
+  x: F,
   targets: Uint16Array,
-  lnfWeight: FloatArray,
-  wte: FloatArray,
-  BT: number,
-  C: number,
-  V: number,
+  lnf: Norm,
+  wte: F,
+  s: Pass,
   lossScale: number,
-): void {
-  softmaxCrossEntropyBackward(dLogits, acts.probs, targets, BT, V, lossScale);
-  matmul(dLn, dLogits, wte, null, BT, V, C); // dlnf = dlogits · wte
-  matmulBackwardWeight(dWte, dLogits, acts.lnf, BT, V, C); // dwte += dlogits^T · lnf
-  dResidual.fill(0, 0, BT * C);
-  layernormBackward(
-    dResidual,
-    dLnfWeight,
-    dLnfBias,
-    dLn,
-    x,
-    lnfWeight,
-    acts.lnfMean,
-    acts.lnfRstd,
-    BT,
-    C,
-  );
+) {
+  const { C, V } = s, M = s.B * s.T;
+  softmaxCrossEntropyBackward(d.dLogits, a.probs, targets, M, V, lossScale);
+  matmul(d.dLn, d.dLogits, wte, null, M, V, C); // dlnf = dlogits · wte
+  matmulBackwardWeight(dWte, d.dLogits, a.lnf.out, M, V, C); // dwte += dlogitsᵀ · lnf
+  dResidual.fill(0, 0, M * C);
+  normBackward(dResidual, g, d.dLn, a.lnf, x, lnf, M, C);
 }

@@ -1,118 +1,74 @@
 /**
- * The GPT: its configuration, parameters (one flat buffer, GPT-2 names), the training forward and
- * backward over a batch, and cached inference for generation.
+ * The GPT, top to bottom like nanoGPT's model.py: its parameters (one flat buffer, GPT-2 names),
+ * its activations (allocated once), the forward and backward of a batch, and the KV cache that
+ * generation feeds one character at a time through the same layers.
  *
  * @module
  */
 
-import { InputError } from "./errors.ts";
 import {
-  type BlockActivations,
-  blockBackward,
-  blockForward,
-  type BlockParams,
-  type BlockScratch,
-  type Dropout,
-  dropoutMask,
-  embeddingBackward,
-  embeddingForward,
-  type HeadActivations,
-  headBackward,
-  headForward,
-  lossForward,
-} from "./layers.ts";
-import { Rng } from "./rng.ts";
-import {
-  add,
   type Arena,
-  attentionBackwardScratchSize,
-  attentionRows,
+  attentionScratchSize,
   defaultArena,
   type FloatArray,
-  geluForward,
-  layernormForward,
-  matmul,
-  matmulNT,
-  mulInPlace,
-} from "./tensor.ts";
+} from "./kernels/dispatch.ts";
+import * as layers from "./layers.ts";
+import type {
+  BlockActs,
+  BlockParams,
+  Dropout,
+  HeadActs,
+  Linear,
+  NormActs,
+  Pass,
+} from "./layers.ts";
+import { validateConfig } from "./options.ts";
+import { Rng } from "./rng.ts";
+import { Tokenizer } from "./tokenizer.ts";
 
-/** The shape of a model. */
-export interface GPTConfig {
+/** The shape of a model (GPT-2's hyperparameters, at character level). */
+export interface ModelConfig {
+  /** Distinct characters the model reads and writes. */
   vocabSize: number;
+  /** Context window: the most characters the model looks back over. */
   blockSize: number;
+  /** Width of the residual stream (embedding size). */
   dModel: number;
+  /** Transformer blocks. */
   nLayers: number;
+  /** Attention heads per block (they split dModel). */
   nHeads: number;
 }
 
-/** BareGPT's default size (the vocabulary comes from the corpus). */
-export const DEFAULT_CONFIG: Omit<GPTConfig, "vocabSize"> = {
-  blockSize: 128,
-  dModel: 256,
-  nLayers: 2,
-  nHeads: 4,
-};
+// ---------------------------------------------------------------------------------------------
+// Parameters
 
-/** Throws InputError when a configuration cannot make a model. */
-export function validateConfig(c: GPTConfig): void {
-  const ints: [keyof GPTConfig, number, number][] = [
-    ["vocabSize", 1, 65536],
-    ["blockSize", 1, 65536],
-    ["dModel", 1, 65536],
-    ["nLayers", 1, 1024],
-    ["nHeads", 1, 65536],
-  ];
-  for (const [key, min, max] of ints) {
-    const v = c[key];
-    if (!Number.isInteger(v) || v < min || v > max) {
-      throw new InputError(
-        `model config ${key} is ${v}; it must be an integer from ${min} to ${max}`,
-      );
-    }
-  }
-  if (c.dModel % c.nHeads !== 0) {
-    throw new InputError(
-      `d_model ${c.dModel} is not divisible by ${c.nHeads} heads; choose a head count that divides it`,
-    );
-  }
-}
-
-/** A parameter tensor's GPT-2 name and shape. */
-export interface ParamSpec {
-  name: string;
-  shape: number[];
-}
-
-/** The parameter tensors of a model, in storage order, with GPT-2 names and [in, out] weights. */
-export function parameterSpecs(c: GPTConfig): ParamSpec[] {
+/** The parameter tensors in storage order: GPT-2 names, weights stored [in, out]. */
+export function parameterSpecs(c: ModelConfig): { name: string; shape: number[] }[] {
   const C = c.dModel;
-  const specs: ParamSpec[] = [
-    { name: "wte.weight", shape: [c.vocabSize, C] },
-    { name: "wpe.weight", shape: [c.blockSize, C] },
-  ];
+  const specs = [{ name: "wte.weight", shape: [c.vocabSize, C] }, {
+    name: "wpe.weight",
+    shape: [c.blockSize, C],
+  }];
   for (let l = 0; l < c.nLayers; l++) {
-    const h = `h.${l}.`;
-    specs.push(
-      { name: h + "ln_1.weight", shape: [C] },
-      { name: h + "ln_1.bias", shape: [C] },
-      { name: h + "attn.c_attn.weight", shape: [C, 3 * C] },
-      { name: h + "attn.c_attn.bias", shape: [3 * C] },
-      { name: h + "attn.c_proj.weight", shape: [C, C] },
-      { name: h + "attn.c_proj.bias", shape: [C] },
-      { name: h + "ln_2.weight", shape: [C] },
-      { name: h + "ln_2.bias", shape: [C] },
-      { name: h + "mlp.c_fc.weight", shape: [C, 4 * C] },
-      { name: h + "mlp.c_fc.bias", shape: [4 * C] },
-      { name: h + "mlp.c_proj.weight", shape: [4 * C, C] },
-      { name: h + "mlp.c_proj.bias", shape: [C] },
-    );
+    const pair = (name: string, weight: number[], bias: number[]) =>
+      specs.push({ name: `h.${l}.${name}.weight`, shape: weight }, {
+        name: `h.${l}.${name}.bias`,
+        shape: bias,
+      });
+    pair("ln_1", [C], [C]);
+    pair("attn.c_attn", [C, 3 * C], [3 * C]);
+    pair("attn.c_proj", [C, C], [C]);
+    pair("ln_2", [C], [C]);
+    pair("mlp.c_fc", [C, 4 * C], [4 * C]);
+    pair("mlp.c_proj", [4 * C, C], [C]);
   }
   specs.push({ name: "ln_f.weight", shape: [C] }, { name: "ln_f.bias", shape: [C] });
   return specs;
 }
 
 /** Number of parameters of a configuration. */
-export function parameterCount(c: GPTConfig): number {
+export function parameterCount(c: ModelConfig): number {
   return parameterSpecs(c).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
 }
 
@@ -121,65 +77,45 @@ export interface Params {
   wte: FloatArray; // [V, C]
   wpe: FloatArray; // [T, C]
   blocks: BlockParams[];
-  lnfWeight: FloatArray; // [C]
-  lnfBias: FloatArray; // [C]
+  lnf: Linear; // ln_f: [C], [C]
   /** Every tensor by GPT-2 name, in storage order. */
   byName: Map<string, FloatArray>;
 }
 
 /** Slices a flat buffer into the tensors of {@link parameterSpecs}. */
-export function paramViews(c: GPTConfig, flat: FloatArray): Params {
+export function paramViews(c: ModelConfig, flat: FloatArray): Params {
   const byName = new Map<string, FloatArray>();
   let offset = 0;
   for (const { name, shape } of parameterSpecs(c)) {
     const n = shape.reduce((a, b) => a * b, 1);
-    byName.set(name, flat.subarray(offset, offset + n));
-    offset += n;
+    byName.set(name, flat.subarray(offset, offset += n));
   }
-  const t = (name: string) => byName.get(name)!;
-  const blocks: BlockParams[] = [];
-  for (let l = 0; l < c.nLayers; l++) {
-    const h = `h.${l}.`;
-    blocks.push({
-      ln1Weight: t(h + "ln_1.weight"),
-      ln1Bias: t(h + "ln_1.bias"),
-      qkvWeight: t(h + "attn.c_attn.weight"),
-      qkvBias: t(h + "attn.c_attn.bias"),
-      attnProjWeight: t(h + "attn.c_proj.weight"),
-      attnProjBias: t(h + "attn.c_proj.bias"),
-      ln2Weight: t(h + "ln_2.weight"),
-      ln2Bias: t(h + "ln_2.bias"),
-      fcWeight: t(h + "mlp.c_fc.weight"),
-      fcBias: t(h + "mlp.c_fc.bias"),
-      mlpProjWeight: t(h + "mlp.c_proj.weight"),
-      mlpProjBias: t(h + "mlp.c_proj.bias"),
-    });
-  }
+  const pair = (name: string) => ({
+    weight: byName.get(`${name}.weight`)!,
+    bias: byName.get(`${name}.bias`)!,
+  });
+  const blocks = Array.from({ length: c.nLayers }, (_, l) => ({
+    ln1: pair(`h.${l}.ln_1`),
+    qkv: pair(`h.${l}.attn.c_attn`),
+    attnProj: pair(`h.${l}.attn.c_proj`),
+    ln2: pair(`h.${l}.ln_2`),
+    fc: pair(`h.${l}.mlp.c_fc`),
+    mlpProj: pair(`h.${l}.mlp.c_proj`),
+  }));
   return {
-    wte: t("wte.weight"),
-    wpe: t("wpe.weight"),
+    wte: byName.get("wte.weight")!,
+    wpe: byName.get("wpe.weight")!,
     blocks,
-    lnfWeight: t("ln_f.weight"),
-    lnfBias: t("ln_f.bias"),
+    lnf: pair("ln_f"),
     byName,
   };
 }
 
-/** Allocates a zeroed float array of n elements (float32 in the kernels' memory, or float64). */
-export type Allocator = (n: number) => FloatArray;
-
-/** The allocator of a storage type: float32 in the kernels' arena, or float64 on the heap. */
-export function allocatorFor(dtype: "float32" | "float64", arena?: Arena): Allocator {
-  if (dtype === "float64") return (n) => new Float64Array(n);
-  const a = arena ?? defaultArena();
-  return (n) => a.f32(n);
-}
-
 /**
- * Fills parameters with GPT-2's initialization: normal(0, 0.02) weights, residual projections
- * scaled by 1/sqrt(2 n_layers), zero biases, LayerNorm weights 1.
+ * GPT-2's initialization: normal(0, 0.02) weights, residual projections scaled by
+ * 1/sqrt(2 n_layers), zero biases, LayerNorm weights 1.
  */
-export function initParams(c: GPTConfig, params: Params, rng: Rng): void {
+export function initParams(c: ModelConfig, params: Params, rng: Rng): void {
   const residualStd = 0.02 / Math.sqrt(2 * c.nLayers);
   for (const [name, t] of params.byName) {
     if (name.includes("ln_") && name.endsWith(".weight")) t.fill(1);
@@ -191,211 +127,59 @@ export function initParams(c: GPTConfig, params: Params, rng: Rng): void {
   }
 }
 
-/**
- * Activations and scratch of a training forward/backward for up to B sequences of T tokens. With
- * `dropout`, also the dropout masks (allocated only then).
- */
-export class Activations {
-  readonly B: number;
-  readonly T: number;
-  readonly encoded: FloatArray; // [B, T, C]
-  readonly encDropMask: FloatArray; // [B, T, C]  dropout of the embedding (empty without)
-  /** Whether the last forward used dropout (so the backward goes through its masks). */
-  dropped = false;
-  readonly blocks: BlockActivations[];
-  readonly head: HeadActivations;
-  readonly scratch: BlockScratch;
-  readonly dResidual: FloatArray; // [B, T, C]
-  readonly dLogits: FloatArray; // [B, T, V]
-  readonly inputs: Uint16Array; // [B, T]
-  readonly targets: Uint16Array; // [B, T]
-
-  constructor(
-    c: GPTConfig,
-    B: number,
-    alloc: Allocator,
-    tokens?: (n: number) => Uint16Array,
-    dropout = false,
-  ) {
-    const T = c.blockSize, C = c.dModel, V = c.vocabSize, H = c.nHeads;
-    const BT = B * T;
-    const masks = dropout ? BT * C : 0;
-    this.B = B;
-    this.T = T;
-    this.encoded = alloc(BT * C);
-    this.encDropMask = alloc(masks);
-    this.blocks = [];
-    for (let l = 0; l < c.nLayers; l++) {
-      this.blocks.push({
-        ln1: alloc(BT * C),
-        ln1Mean: alloc(BT),
-        ln1Rstd: alloc(BT),
-        qkv: alloc(BT * 3 * C),
-        attnProbs: alloc(B * H * T * T),
-        attnOut: alloc(BT * C),
-        residualAttn: alloc(BT * C),
-        ln2: alloc(BT * C),
-        ln2Mean: alloc(BT),
-        ln2Rstd: alloc(BT),
-        fc: alloc(BT * 4 * C),
-        fcGelu: alloc(BT * 4 * C),
-        residualOut: alloc(BT * C),
-        attnDropMask: alloc(masks),
-        mlpDropMask: alloc(masks),
-      });
-    }
-    this.head = {
-      lnf: alloc(BT * C),
-      lnfMean: alloc(BT),
-      lnfRstd: alloc(BT),
-      logits: alloc(BT * V),
-      probs: alloc(BT * V),
-      losses: alloc(BT),
-    };
-    this.scratch = {
-      dLn: alloc(BT * C),
-      dQkv: alloc(BT * 3 * C),
-      dAttnOut: alloc(BT * C),
-      dFc: alloc(BT * 4 * C),
-      dFcGelu: alloc(BT * 4 * C),
-      attnScratch: alloc(attentionBackwardScratchSize(T, C, H)),
-      dDropped: alloc(masks),
-    };
-    this.dResidual = alloc(BT * C);
-    this.dLogits = alloc(BT * V);
-    const u16 = tokens ?? ((n: number) => new Uint16Array(n));
-    this.inputs = u16(BT);
-    this.targets = u16(BT);
-  }
-}
-
-/**
- * Forward pass of B sequences of T tokens (the first B*T entries of acts.inputs). Computes logits
- * into acts.head.logits; with targets, also the cross-entropy, returning the sum of the B*T losses
- * (0 without targets). `drop` applies dropout (training only; acts must hold masks): to the
- * embedding and to the output of every attention and MLP before it joins the residual stream.
- */
-export function forward(
-  c: GPTConfig,
-  p: Params,
-  acts: Activations,
-  B: number,
-  T: number,
-  withLoss = true,
-  drop: Dropout | null = null,
-): number {
-  const C = c.dModel, V = c.vocabSize, H = c.nHeads;
-  const BT = B * T;
-  if (drop !== null && acts.encDropMask.length < BT * C) {
-    throw new Error("these activations hold no dropout masks; allocate them with dropout");
-  }
-  embeddingForward(acts.encoded, acts.inputs, p.wte, p.wpe, B, T, C);
-  if (drop !== null) {
-    dropoutMask(acts.encDropMask, drop, 2 * c.nLayers, B, T * C);
-    mulInPlace(acts.encoded, acts.encDropMask, BT * C);
-  }
-  acts.dropped = drop !== null;
-  let x = acts.encoded;
-  for (let l = 0; l < c.nLayers; l++) {
-    blockForward(acts.blocks[l], p.blocks[l], x, B, T, C, H, drop, l);
-    x = acts.blocks[l].residualOut;
-  }
-  headForward(acts.head, x, p.lnfWeight, p.lnfBias, p.wte, BT, C, V);
-  return withLoss ? lossForward(acts.head, acts.targets, BT, V) : 0;
-}
-
-/**
- * Backward pass after {@link forward} with targets: accumulates into the gradients g the
- * gradient of lossScale * (sum of the B*T losses).
- */
-export function backward(
-  c: GPTConfig,
-  p: Params,
-  g: Params,
-  acts: Activations,
-  B: number,
-  T: number,
-  lossScale: number,
-): void {
-  const C = c.dModel, V = c.vocabSize, H = c.nHeads;
-  const BT = B * T;
-  const L = c.nLayers;
-  const last = acts.blocks[L - 1].residualOut;
-  headBackward(
-    acts.dResidual,
-    g.wte,
-    g.lnfWeight,
-    g.lnfBias,
-    acts.dLogits,
-    acts.scratch.dLn,
-    acts.head,
-    last,
-    acts.targets,
-    p.lnfWeight,
-    p.wte,
-    BT,
-    C,
-    V,
-    lossScale,
-  );
-  for (let l = L - 1; l >= 0; l--) {
-    const x = l === 0 ? acts.encoded : acts.blocks[l - 1].residualOut;
-    blockBackward(
-      g.blocks[l],
-      acts.dResidual,
-      acts.scratch,
-      acts.blocks[l],
-      p.blocks[l],
-      x,
-      B,
-      T,
-      C,
-      H,
-      acts.dropped,
-    );
-  }
-  if (acts.dropped) mulInPlace(acts.dResidual, acts.encDropMask, BT * C);
-  embeddingBackward(g.wte, g.wpe, acts.dResidual, acts.inputs, B, T, C);
-}
-
-/** Options for {@link GPT}. */
+/** Options of {@link GPT}. */
 export interface GPTOptions {
-  /** Storage type: "float32" (default) for real work, "float64" for gradient checks. */
+  /** The characters of the vocabulary (default: placeholders, for models that need no text). */
+  tokenizer?: Tokenizer;
+  /** Training facts, as a weights file stores them (steps, val_loss, ...). Default none. */
+  facts?: Record<string, string>;
+  /** Storage: "float32" (default) in the kernels' memory, or "float64" for gradient checks. */
   dtype?: "float32" | "float64";
-  /** Where float32 buffers are allocated (default: a new arena in the kernels' memory). */
+  /** Where float32 buffers are allocated (default: this thread's kernel arena). */
   arena?: Arena;
-  /** Allocate gradient buffers (default true; inference-only models can skip them). */
+  /** Allocate gradients now (default true; a model loaded for inference gets them on demand). */
   grads?: boolean;
 }
 
-/** A GPT model: configuration, parameters and (optionally) their gradients. */
+/** A GPT: its configuration, vocabulary, parameters and (once it trains) their gradients. */
 export class GPT {
-  readonly config: GPTConfig;
+  readonly config: Readonly<ModelConfig>;
+  readonly tokenizer: Tokenizer;
+  readonly facts: Readonly<Record<string, string>>;
   readonly dtype: "float32" | "float64";
-  /** Every parameter, one flat buffer in {@link parameterSpecs} order. */
+  /** Allocates a zeroed array: float32 in the kernels' arena, or float64 on the heap. */
+  readonly alloc: (n: number) => FloatArray;
+  readonly arena: Arena | undefined;
+  /** Every parameter, one flat buffer in {@link parameterSpecs} order, and its named views. */
   readonly flat: FloatArray;
   readonly params: Params;
-  /** Gradients, same layout as the parameters (empty views when grads is false). */
-  readonly gradFlat: FloatArray;
-  readonly grads: Params;
-  readonly alloc: Allocator;
-  readonly arena: Arena | undefined;
+  /** Gradients, the same layout (empty until {@link GPT.withGrads} when made without). */
+  gradFlat: FloatArray;
+  grads: Params;
 
-  constructor(config: GPTConfig, options: GPTOptions = {}) {
+  constructor(config: ModelConfig, o: GPTOptions = {}) {
     validateConfig(config);
-    this.config = { ...config };
-    this.dtype = options.dtype ?? "float32";
-    this.arena = this.dtype === "float32" ? (options.arena ?? defaultArena()) : undefined;
-    this.alloc = allocatorFor(this.dtype, this.arena);
-    const n = parameterCount(config);
-    this.flat = this.alloc(n);
+    this.config = Object.freeze({ ...config });
+    this.tokenizer = o.tokenizer ?? Tokenizer.placeholder(config.vocabSize);
+    if (this.tokenizer.size !== config.vocabSize) {
+      throw new RangeError(
+        `the tokenizer has ${this.tokenizer.size} characters, the config ${config.vocabSize}`,
+      );
+    }
+    this.facts = Object.freeze({ ...o.facts });
+    this.dtype = o.dtype ?? "float32";
+    const arena = this.dtype === "float32" ? (o.arena ?? defaultArena()) : undefined;
+    this.arena = arena;
+    this.alloc = arena === undefined ? (n) => new Float64Array(n) : (n) => arena.f32(n);
+    this.flat = this.alloc(parameterCount(config));
     this.params = paramViews(config, this.flat);
-    this.gradFlat = this.alloc(options.grads === false ? 0 : n);
-    this.grads = options.grads === false ? this.params : paramViews(config, this.gradFlat);
+    this.gradFlat = this.alloc(0);
+    this.grads = this.params;
+    if (o.grads !== false) this.withGrads();
   }
 
   /** Number of parameters. */
-  get size(): number {
+  get parameterCount(): number {
     return this.flat.length;
   }
 
@@ -405,13 +189,19 @@ export class GPT {
     return this;
   }
 
-  /**
-   * Allocates activations for batches of up to B sequences of blockSize tokens (with dropout
-   * masks when `dropout` is true).
-   */
-  activations(B: number, dropout = false): Activations {
-    const u16 = this.arena ? (n: number) => this.arena!.u16(n) : undefined;
-    return new Activations(this.config, B, this.alloc, u16, dropout);
+  /** Allocates the gradient buffers if there are none yet. */
+  withGrads(): this {
+    if (this.gradFlat.length === 0) {
+      this.gradFlat = this.alloc(this.flat.length);
+      this.grads = paramViews(this.config, this.gradFlat);
+    }
+    return this;
+  }
+
+  /** Activations for batches of up to B sequences (with dropout masks if asked). */
+  activations(B: number, o: { dropout?: boolean; backward?: boolean } = {}): Activations {
+    const u16 = this.arena ? (n: number) => this.arena!.u16(n) : (n: number) => new Uint16Array(n);
+    return new Activations(this.config, B, this.alloc, u16, o.dropout ?? false, o.backward ?? true);
   }
 
   /** Zeroes the gradients. */
@@ -421,50 +211,169 @@ export class GPT {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cached inference: one sequence, tokens fed in chunks, keys and values kept per layer so each
-// new token costs O(T) attention instead of recomputing the window.
+// Activations
+
+/** The activations, gradients and scratch of a forward and backward of up to B sequences. */
+export class Activations {
+  readonly B: number;
+  readonly inputs: Uint16Array; // [B, T]
+  readonly targets: Uint16Array; // [B, T]
+  readonly encoded: FloatArray; // [B, T, C]  the embedding
+  readonly encMask: FloatArray; // [B, T, C]  its dropout mask (empty without dropout)
+  readonly blocks: BlockActs[];
+  readonly head: HeadActs;
+  readonly scratch: layers.BlockScratch; // the backward's (empty buffers without a backward)
+  readonly dResidual: FloatArray; // [B, T, C]
+  readonly dLogits: FloatArray; // [B, T, V]
+
+  constructor(
+    c: ModelConfig,
+    B: number,
+    f32: (n: number) => FloatArray,
+    u16: (n: number) => Uint16Array,
+    dropout: boolean,
+    backward: boolean,
+  ) {
+    const T = c.blockSize, C = c.dModel, V = c.vocabSize, H = c.nHeads, M = B * T;
+    const norm = (): NormActs => ({ out: f32(M * C), mean: f32(M), rstd: f32(M) });
+    const grad = (n: number) => f32(backward ? n : 0);
+    this.B = B;
+    this.encoded = f32(M * C);
+    this.encMask = f32(dropout ? M * C : 0);
+    this.blocks = Array.from({ length: c.nLayers }, (_, l) => ({
+      ln1: norm(),
+      qkv: f32(M * 3 * C),
+      attnProbs: f32(B * H * T * T),
+      attnOut: f32(M * C),
+      residualAttn: f32(M * C),
+      ln2: norm(),
+      fc: f32(M * 4 * C),
+      fcGelu: f32(M * 4 * C),
+      residualOut: f32(M * C),
+      masks: dropout ? { attn: f32(M * C), mlp: f32(M * C), site: 2 * l } : null,
+    }));
+    this.head = { lnf: norm(), logits: f32(M * V), probs: f32(M * V), losses: f32(M) };
+    this.scratch = {
+      dLn: grad(M * C),
+      dQkv: grad(M * 3 * C),
+      dAttnOut: grad(M * C),
+      dFc: grad(M * 4 * C),
+      dFcGelu: grad(M * 4 * C),
+      attnScratch: grad(attentionScratchSize(T, C, H)),
+      dDropped: grad(dropout ? M * C : 0),
+    };
+    this.dResidual = grad(M * C);
+    this.dLogits = grad(M * V);
+    this.inputs = u16(M);
+    this.targets = u16(M);
+  }
+}
+
+/** The pass over B whole sequences of a model's blockSize (training and evaluation). */
+export function batchPass(c: ModelConfig, B: number, dropout: Dropout | null = null): Pass {
+  const T = c.blockSize;
+  return {
+    B,
+    T,
+    C: c.dModel,
+    H: c.nHeads,
+    V: c.vocabSize,
+    start: 0,
+    rows: T,
+    cached: false,
+    dropout,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward and backward
+
+/** The embedding and the blocks over acts.inputs: returns the last block's output [M, C]. */
+function trunk(model: Pick<GPT, "params">, acts: Activations, s: Pass): FloatArray {
+  const p = model.params;
+  layers.embeddingForward(acts.encoded, acts.inputs, p.wte, p.wpe, s);
+  if (s.dropout) {
+    layers.dropoutForward(acts.encoded, acts.encMask, s.dropout, 2 * p.blocks.length, s);
+  }
+  let x = acts.encoded;
+  for (let l = 0; l < p.blocks.length; l++) {
+    layers.blockForward(acts.blocks[l], p.blocks[l], x, s);
+    x = acts.blocks[l].residualOut;
+  }
+  return x;
+}
 
 /**
- * A key/value cache for generating one sequence. `feed` appends tokens at the next positions and
- * returns the logits of the last one; the window holds at most blockSize tokens.
+ * Forward of B sequences (acts.inputs [B, T]) into acts.head.logits; with `withLoss`, also the
+ * cross-entropy against acts.targets, returning the sum of the B·T losses (0 without).
  */
+export function forward(model: Pick<GPT, "params">, acts: Activations, s: Pass, withLoss = true) {
+  const M = s.B * s.rows;
+  layers.headForward(acts.head, trunk(model, acts, s), model.params.lnf, model.params.wte, M, s);
+  return withLoss ? layers.lossForward(acts.head, acts.targets, M, s.V) : 0;
+}
+
+/** Backward after {@link forward}: the gradients accumulate lossScale · d(sum of losses). */
+export function backward(
+  model: Pick<GPT, "params" | "grads">,
+  acts: Activations,
+  s: Pass,
+  lossScale: number,
+) {
+  const p = model.params, g = model.grads, L = p.blocks.length;
+  const d = { dLogits: acts.dLogits, dLn: acts.scratch.dLn };
+  const last = acts.blocks[L - 1].residualOut;
+  layers.headBackward(
+    acts.dResidual,
+    g.wte,
+    g.lnf,
+    d,
+    acts.head,
+    last,
+    acts.targets,
+    p.lnf,
+    p.wte,
+    s,
+    lossScale,
+  );
+  for (let l = L - 1; l >= 0; l--) {
+    const x = l === 0 ? acts.encoded : acts.blocks[l - 1].residualOut;
+    layers.blockBackward(
+      g.blocks[l],
+      acts.dResidual,
+      acts.scratch,
+      acts.blocks[l],
+      p.blocks[l],
+      x,
+      s,
+    );
+  }
+  if (s.dropout) layers.dropoutBackward(acts.dResidual, acts.encMask, s);
+  layers.embeddingBackward(g.wte, g.wpe, acts.dResidual, acts.inputs, s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The KV cache: generation feeds new tokens through the same layers; each block keeps the q, k
+// and v of every position so far, so a new token costs one row and O(T) attention.
+
+/** The cache of one sequence: `feed` appends tokens and returns the logits of the last. */
 export class KVCache {
   readonly model: GPT;
   /** Tokens in the cache. */
   length = 0;
-  readonly #qkv: FloatArray[]; // per layer [T, 3C]: q | k | v of every cached position
-  readonly #x: FloatArray; // [T, C] residual stream of the rows being fed
-  readonly #ln: FloatArray; // [T, C]
-  readonly #mean: FloatArray; // [T]
-  readonly #rstd: FloatArray; // [T]
-  readonly #attnOut: FloatArray; // [T, C]
-  readonly #tmp: FloatArray; // [T, C]
-  readonly #fc: FloatArray; // [T, 4C]
-  readonly #tokens: Uint16Array; // [T]
-  /** Logits of every row of the last feed: [n, V]. */
-  readonly logits: FloatArray;
+  readonly acts: Activations;
+
+  constructor(model: GPT) {
+    this.model = model;
+    this.acts = model.activations(1, { backward: false });
+  }
+
   /**
    * Attention probabilities per layer, [H, T, T]: row t holds what position t attended to over
    * positions 0..t (zero beyond), as of the feed that computed row t.
    */
-  readonly attention: FloatArray[];
-
-  constructor(model: GPT) {
-    const c = model.config;
-    const T = c.blockSize, C = c.dModel;
-    const alloc = model.alloc;
-    this.model = model;
-    this.#qkv = Array.from({ length: c.nLayers }, () => alloc(T * 3 * C));
-    this.#x = alloc(T * C);
-    this.#ln = alloc(T * C);
-    this.#mean = alloc(T);
-    this.#rstd = alloc(T);
-    this.#attnOut = alloc(T * C);
-    this.#tmp = alloc(T * C);
-    this.#fc = alloc(T * 4 * C);
-    this.#tokens = new Uint16Array(T);
-    this.logits = alloc(T * c.vocabSize);
-    this.attention = Array.from({ length: c.nLayers }, () => alloc(c.nHeads * T * T));
+  get attention(): FloatArray[] {
+    return this.acts.blocks.map((b) => b.attnProbs);
   }
 
   /** Empties the cache. */
@@ -473,55 +382,22 @@ export class KVCache {
   }
 
   /**
-   * Feeds tokens at positions length .. length + n - 1 and returns the logits [n, V] of those
-   * positions (a view of {@link logits}). With `allLogits` false (the default) only the last row
-   * is computed and returned ([1, V]).
+   * Feeds tokens at positions length .. length + n - 1 and returns their logits [n, V] (only the
+   * last row, [1, V], unless `allLogits`).
    */
   feed(tokens: ArrayLike<number>, allLogits = false): FloatArray {
-    const c = this.model.config;
-    const p = this.model.params;
-    const T = c.blockSize, C = c.dModel, V = c.vocabSize, H = c.nHeads;
-    const n = tokens.length;
-    const p0 = this.length;
+    const c = this.model.config, n = tokens.length, C = c.dModel;
     if (n === 0) throw new RangeError("feed needs at least one token");
-    if (p0 + n > T) throw new RangeError(`the cache holds ${T} tokens; reset or slide it first`);
-    for (let i = 0; i < n; i++) this.#tokens[i] = tokens[i];
-    const x = this.#x.subarray(0, n * C);
-    embeddingForward(x, this.#tokens, p.wte, p.wpe, 1, n, C, p0);
-    const ln = this.#ln.subarray(0, n * C);
-    const attnOut = this.#attnOut.subarray(0, n * C);
-    const tmp = this.#tmp.subarray(0, n * C);
-    const fc = this.#fc.subarray(0, n * 4 * C);
-    for (let l = 0; l < c.nLayers; l++) {
-      const b = p.blocks[l];
-      const qkv = this.#qkv[l];
-      layernormForward(ln, this.#mean, this.#rstd, x, b.ln1Weight, b.ln1Bias, n, C);
-      matmul(qkv.subarray(p0 * 3 * C, (p0 + n) * 3 * C), ln, b.qkvWeight, b.qkvBias, n, C, 3 * C);
-      attentionRows(attnOut, this.attention[l], qkv, T, p0, n, C, H);
-      matmul(tmp, attnOut, b.attnProjWeight, b.attnProjBias, n, C, C);
-      add(x, x, tmp, n * C);
-      layernormForward(ln, this.#mean, this.#rstd, x, b.ln2Weight, b.ln2Bias, n, C);
-      matmul(fc, ln, b.fcWeight, b.fcBias, n, C, 4 * C);
-      geluForward(fc, fc, n * 4 * C);
-      matmul(tmp, fc, b.mlpProjWeight, b.mlpProjBias, n, 4 * C, C);
-      add(x, x, tmp, n * C);
+    if (this.length + n > c.blockSize) {
+      throw new RangeError(`the cache holds ${c.blockSize} tokens; reset it first`);
     }
-    this.length = p0 + n;
+    for (let i = 0; i < n; i++) this.acts.inputs[i] = tokens[i];
+    const s: Pass = { ...batchPass(c, 1), start: this.length, rows: n, cached: true };
+    const x = trunk(this.model, this.acts, s);
+    this.length += n;
     const rows = allLogits ? n : 1;
-    const first = (n - rows) * C;
-    const lnRows = ln.subarray(0, rows * C);
-    layernormForward(
-      lnRows,
-      this.#mean,
-      this.#rstd,
-      x.subarray(first, first + rows * C),
-      p.lnfWeight,
-      p.lnfBias,
-      rows,
-      C,
-    );
-    const logits = this.logits.subarray(0, rows * V);
-    matmulNT(logits, lnRows, p.wte, rows, C, V);
-    return logits;
+    const last = x.subarray((n - rows) * C, n * C);
+    layers.headForward(this.acts.head, last, this.model.params.lnf, this.model.params.wte, rows, s);
+    return this.acts.head.logits.subarray(0, rows * c.vocabSize);
   }
 }

@@ -8,9 +8,10 @@
  */
 
 import { BareGPTError } from "./errors.ts";
+import { addInPlace, Arena, kernelMemory, kernelTier } from "./kernels/dispatch.ts";
 import type { Dropout } from "./layers.ts";
-import { Activations, backward, forward, type GPT, type GPTConfig } from "./model.ts";
-import { addInPlace, Arena, kernelMemory, kernelTier } from "./tensor.ts";
+import { Activations, batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
+import { gradients } from "./train.ts";
 
 /** What the main thread tells a worker. */
 export type WorkerRequest =
@@ -18,7 +19,7 @@ export type WorkerRequest =
     kind: "init";
     tier: "relaxed" | "simd";
     memory: WebAssembly.Memory;
-    config: GPTConfig;
+    config: ModelConfig;
     rows: number;
     paramsOffset: number;
     gradsOffset: number;
@@ -35,15 +36,11 @@ export type WorkerReply =
   | { kind: "error"; message: string };
 
 /** Bytes an Activations of `rows` sequences takes in an arena. */
-export function activationBytes(config: GPTConfig, rows: number, dropout = false): number {
+export function activationBytes(config: ModelConfig, rows: number, dropout = false): number {
   let bytes = 0;
-  new Activations(
-    config,
-    rows,
-    (n) => (bytes += Arena.size(n * 4), new Float32Array(0)),
-    (n) => (bytes += Arena.size(n * 2), new Uint16Array(0)),
-    dropout,
-  );
+  const f32 = (n: number) => (bytes += Arena.size(n * 4), new Float32Array(0));
+  const u16 = (n: number) => (bytes += Arena.size(n * 2), new Uint16Array(0));
+  new Activations(config, rows, f32, u16, dropout, true);
   return bytes;
 }
 
@@ -95,11 +92,11 @@ export class WorkerPool {
       throw new Error("a worker pool needs a shared WebAssembly memory");
     }
     const rows = shares(B, Math.min(threads, B));
-    const acts = model.activations(rows[0], dropout);
+    const acts = model.activations(rows[0], { dropout });
     const c = model.config;
     const workers: WorkerHandle[] = [];
     for (let i = 1; i < rows.length; i++) {
-      const grads = arena.f32(model.size);
+      const grads = arena.f32(model.parameterCount);
       const actsOffset = arena.reserve(activationBytes(c, rows[i], dropout));
       const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
       const handle: WorkerHandle = {
@@ -173,15 +170,13 @@ export class WorkerPool {
     // this thread's share
     acts.inputs.set(inputs.subarray(0, rows[0] * T));
     acts.targets.set(targets.subarray(0, rows[0] * T));
-    model.zeroGrad();
     const ownDrop = drop === null ? null : { ...drop, firstRow: 0 };
-    let lossSum = forward(c, model.params, acts, rows[0], T, true, ownDrop);
-    backward(c, model.params, model.grads, acts, rows[0], T, lossScale);
+    let lossSum = gradients(model, acts, batchPass(c, rows[0], ownDrop), lossScale);
     // then the workers', in a fixed order
     const done = await Promise.all(replies);
     for (let i = 0; i < done.length; i++) {
       lossSum += done[i];
-      addInPlace(model.gradFlat, this.#workers[i].grads, model.size);
+      addInPlace(model.gradFlat, this.#workers[i].grads, model.parameterCount);
     }
     return lossSum;
   }
@@ -195,7 +190,7 @@ export class WorkerPool {
     const replies = this.#dispatch(inputs, targets, (r) => ({ kind: "forward", rows: r }), split);
     acts.inputs.set(inputs.subarray(0, split[0] * T));
     acts.targets.set(targets.subarray(0, split[0] * T));
-    let lossSum = split[0] > 0 ? forward(c, model.params, acts, split[0], T) : 0;
+    let lossSum = split[0] > 0 ? forward(model, acts, batchPass(c, split[0])) : 0;
     for (const loss of await Promise.all(replies)) lossSum += loss;
     return lossSum;
   }

@@ -57,6 +57,14 @@ export class Tokenizer {
     return new Tokenizer(chars);
   }
 
+  /**
+   * A stand-in vocabulary of `size` characters (code points from U+10000), for models built
+   * without a text, such as the gradient checks'.
+   */
+  static placeholder(size: number): Tokenizer {
+    return new Tokenizer(Array.from({ length: size }, (_, i) => String.fromCodePoint(0x10000 + i)));
+  }
+
   /** Number of distinct tokens. */
   get size(): number {
     return this.vocab.length;
@@ -67,14 +75,17 @@ export class Tokenizer {
     return this.#ids.has(ch);
   }
 
-  /** The ids of `text`, one per code point; throws InputError naming unknown characters. */
-  encode(text: string): Uint16Array {
+  /**
+   * The ids of `text`, one per code point; throws InputError naming unknown characters (and the
+   * text as `name`, e.g. "the prompt").
+   */
+  encode(text: string, name = "the text"): Uint16Array {
     const chars = [...text];
     const unknown = new Set(chars.filter((ch) => !this.#ids.has(ch)));
     if (unknown.size > 0) {
       const names = [...unknown].slice(0, 10).map((ch) => JSON.stringify(ch)).join(", ");
       throw new InputError(
-        `the text has ${unknown.size} character${
+        `${name} has ${unknown.size} character${
           unknown.size > 1 ? "s" : ""
         } outside the model's vocabulary: ${names}${
           unknown.size > 10 ? ", ..." : ""

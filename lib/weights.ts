@@ -6,30 +6,16 @@
  */
 
 import { WeightsError } from "./errors.ts";
-import {
-  type GPT,
-  GPT as Model,
-  type GPTConfig,
-  type GPTOptions,
-  parameterSpecs,
-  validateConfig,
-} from "./model.ts";
+import { GPT, type GPTOptions, type ModelConfig, parameterSpecs } from "./model.ts";
+import { validateConfig } from "./options.ts";
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from "./safetensors.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 /** Training facts kept in a weights file's metadata (all optional, all strings in the file). */
 export type TrainingFacts = Record<string, string>;
 
-/** A loaded model file. */
-export interface ModelFile {
-  model: GPT;
-  tokenizer: Tokenizer;
-  /** Every metadata entry other than config and vocab (steps, val_loss, corpus_sha256, ...). */
-  facts: TrainingFacts;
-}
-
 /** The config as stored in metadata (GPT-2 / nanoGPT key names). */
-export function configToJSON(c: GPTConfig): string {
+export function configToJSON(c: ModelConfig): string {
   return JSON.stringify({
     vocab_size: c.vocabSize,
     block_size: c.blockSize,
@@ -40,7 +26,7 @@ export function configToJSON(c: GPTConfig): string {
 }
 
 /** Parses and validates a stored config; throws WeightsError. */
-export function configFromJSON(text: string | undefined): GPTConfig {
+export function configFromJSON(text: string | undefined): ModelConfig {
   if (text === undefined) {
     throw new WeightsError(
       "weights file has no config in its metadata; it was not written by BareGPT",
@@ -65,7 +51,7 @@ export function configFromJSON(text: string | undefined): GPTConfig {
     dModel: raw.d_model,
     nLayers: raw.n_layers,
     nHeads: raw.n_heads,
-  } as GPTConfig;
+  } as ModelConfig;
   try {
     validateConfig(c);
   } catch (e) {
@@ -91,13 +77,17 @@ export function modelTensors(model: GPT, prefix = "", flat = model.flat): Tensor
 }
 
 /** The metadata of a model file: config, vocab and the given facts. */
-export function modelMetadata(model: GPT, tokenizer: Tokenizer, facts: TrainingFacts = {}) {
-  return { ...facts, config: configToJSON(model.config), vocab: JSON.stringify(tokenizer.vocab) };
+export function modelMetadata(model: GPT, facts: TrainingFacts = {}): Record<string, string> {
+  const vocab = JSON.stringify(model.tokenizer.vocab);
+  return { ...facts, config: configToJSON(model.config), vocab };
 }
 
-/** Encodes a model, its vocabulary and training facts as safetensors bytes (deterministic). */
-export function saveModel(model: GPT, tokenizer: Tokenizer, facts: TrainingFacts = {}): Uint8Array {
-  return encodeSafetensors(modelTensors(model), modelMetadata(model, tokenizer, facts));
+/**
+ * Encodes a model, its vocabulary and training facts (default: the model's own) as safetensors
+ * bytes; the same model and facts always give the same bytes.
+ */
+export function saveModel(model: GPT, facts: TrainingFacts = model.facts): Uint8Array {
+  return encodeSafetensors(modelTensors(model), modelMetadata(model, facts));
 }
 
 /** Reads the vocabulary from metadata; throws WeightsError. */
@@ -136,7 +126,7 @@ function vocabFromJSON(text: string | undefined, vocabSize: number): Tokenizer {
  */
 export function readParams(
   tensors: Map<string, { shape: number[]; data: Float32Array }>,
-  config: GPTConfig,
+  config: ModelConfig,
   flat: Float32Array | Float64Array,
   prefix = "",
 ): void {
@@ -161,7 +151,7 @@ export function readParams(
 }
 
 /** Decodes and validates a model file. Throws WeightsError for anything wrong with it. */
-export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): ModelFile {
+export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): GPT {
   const { tensors, metadata } = decodeSafetensors(bytes);
   return modelFromTensors(tensors, metadata, options);
 }
@@ -175,7 +165,7 @@ export function modelFromTensors(
   metadata: Record<string, string>,
   options: GPTOptions = {},
   otherPrefix?: string,
-): ModelFile {
+): GPT {
   const config = configFromJSON(metadata.config);
   const tokenizer = vocabFromJSON(metadata.vocab, config.vocabSize);
   const expected = new Set(parameterSpecs(config).map((s) => s.name));
@@ -186,11 +176,11 @@ export function modelFromTensors(
       );
     }
   }
-  const model = new Model(config, { grads: false, ...options });
-  readParams(tensors, config, model.flat);
   const facts: TrainingFacts = {};
   for (const [k, v] of Object.entries(metadata)) {
     if (k !== "config" && k !== "vocab") facts[k] = v;
   }
-  return { model, tokenizer, facts };
+  const model = new GPT(config, { grads: false, tokenizer, facts, ...options });
+  readParams(tensors, config, model.flat);
+  return model;
 }

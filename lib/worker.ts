@@ -5,19 +5,20 @@
  * @module
  */
 
+import { Arena, useKernels } from "./kernels/dispatch.ts";
 import {
   Activations,
   backward,
+  batchPass,
   forward,
-  type GPTConfig,
+  type ModelConfig,
   parameterCount,
   type Params,
   paramViews,
 } from "./model.ts";
 import type { WorkerReply, WorkerRequest } from "./pool.ts";
-import { Arena, useKernels } from "./tensor.ts";
 
-let config: GPTConfig;
+let config: ModelConfig;
 let params: Params;
 let grads: Params;
 let gradFlat: Float32Array;
@@ -34,13 +35,8 @@ function handle(msg: WorkerRequest): WorkerReply {
       gradFlat = new Float32Array(buffer, msg.gradsOffset, n);
       grads = paramViews(config, gradFlat);
       const arena = new Arena(msg.memory, msg.actsOffset);
-      acts = new Activations(
-        config,
-        msg.rows,
-        (k) => arena.f32(k),
-        (k) => arena.u16(k),
-        msg.dropout,
-      );
+      const [f32, u16] = [(k: number) => arena.f32(k), (k: number) => arena.u16(k)];
+      acts = new Activations(config, msg.rows, f32, u16, msg.dropout, true);
       return {
         kind: "ready",
         inputsOffset: acts.inputs.byteOffset,
@@ -48,14 +44,14 @@ function handle(msg: WorkerRequest): WorkerReply {
       };
     }
     case "step": {
-      const T = config.blockSize;
+      const pass = batchPass(config, msg.rows, msg.drop);
       gradFlat.fill(0);
-      const lossSum = forward(config, params, acts, msg.rows, T, true, msg.drop);
-      backward(config, params, grads, acts, msg.rows, T, msg.lossScale);
+      const lossSum = forward({ params }, acts, pass);
+      backward({ params, grads }, acts, pass, msg.lossScale);
       return { kind: "done", lossSum };
     }
     case "forward":
-      return { kind: "done", lossSum: forward(config, params, acts, msg.rows, config.blockSize) };
+      return { kind: "done", lossSum: forward({ params }, acts, batchPass(config, msg.rows)) };
   }
 }
 

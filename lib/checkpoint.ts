@@ -1,0 +1,162 @@
+/**
+ * Training checkpoints: the whole state of a run (weights, both AdamW moments, the step, the
+ * update count and the batch generator's state) as a safetensors file, and the checks that a
+ * checkpoint belongs to the run that resumes it.
+ *
+ * @module
+ */
+
+import type { AdamW } from "./adam.ts";
+import { BareGPTError, InputError, WeightsError } from "./errors.ts";
+import type { GPT, ModelConfig } from "./model.ts";
+import type { Rng } from "./rng.ts";
+import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
+import { modelFromTensors, modelMetadata, modelTensors, readParams } from "./weights.ts";
+
+/** True when every value of `a` is finite. */
+export function allFinite(a: ArrayLike<number>): boolean {
+  for (let i = 0; i < a.length; i++) {
+    if (!Number.isFinite(a[i])) return false;
+  }
+  return true;
+}
+
+/**
+ * The checkpoint bytes of a run's state, with `facts` in the metadata. Throws BareGPTError when
+ * the state holds NaN or Inf (training diverged), so a good checkpoint is never replaced by a
+ * poisoned one.
+ */
+export function encodeCheckpoint(
+  model: GPT,
+  optimizer: AdamW,
+  rng: Rng,
+  step: number,
+  facts: Record<string, string>,
+): Uint8Array {
+  if (!allFinite(model.flat) || !allFinite(optimizer.m) || !allFinite(optimizer.v)) {
+    throw new BareGPTError(
+      `the model or optimizer state holds NaN or Inf at step ${step} (training diverged); lower lr (the last checkpoint is kept)`,
+      { options: ["lr"] },
+    );
+  }
+  const tensors = [
+    ...modelTensors(model),
+    ...modelTensors(model, "optimizer.m.", optimizer.m),
+    ...modelTensors(model, "optimizer.v.", optimizer.v),
+  ];
+  return encodeSafetensors(tensors, {
+    ...modelMetadata(model, facts),
+    step: String(step),
+    adam_t: String(optimizer.t),
+    rng_state: JSON.stringify([...rng.state]),
+  });
+}
+
+const CONFIG_KEYS = ["blockSize", "dModel", "nLayers", "nHeads", "vocabSize"] as const;
+
+/** A decoded training checkpoint. */
+export class Checkpoint {
+  constructor(
+    readonly config: ModelConfig,
+    readonly vocab: readonly string[],
+    readonly params: Float32Array,
+    readonly m: Float32Array,
+    readonly v: Float32Array,
+    readonly step: number,
+    readonly adamT: number,
+    readonly rngState: Uint32Array,
+    readonly metadata: Record<string, string>,
+  ) {}
+
+  /** Decodes and validates checkpoint bytes; throws WeightsError. */
+  static decode(bytes: Uint8Array): Checkpoint {
+    const { tensors, metadata } = decodeSafetensors(bytes);
+    const model = modelFromTensors(tensors, metadata, { dtype: "float64" }, "optimizer.");
+    const n = model.parameterCount;
+    const m = new Float32Array(n), v = new Float32Array(n);
+    readParams(tensors, model.config, m, "optimizer.m.");
+    readParams(tensors, model.config, v, "optimizer.v.");
+    const int = (key: string) => {
+      const x = Number(metadata[key]);
+      if (!Number.isInteger(x) || x < 0) {
+        throw new WeightsError(
+          `checkpoint's ${key} is missing or invalid; delete the checkpoint and start again`,
+        );
+      }
+      return x;
+    };
+    let rng: unknown;
+    try {
+      rng = JSON.parse(metadata.rng_state ?? "");
+    } catch { /* reported below */ }
+    if (
+      !Array.isArray(rng) || rng.length !== 4 ||
+      rng.some((x) => !Number.isInteger(x) || x < 0 || x > 0xffffffff)
+    ) {
+      throw new WeightsError(
+        "checkpoint's rng_state is missing or invalid; delete the checkpoint and start again",
+      );
+    }
+    const params = Float32Array.from(model.flat);
+    const state = Uint32Array.from(rng);
+    const vocab = model.tokenizer.vocab;
+    return new Checkpoint(
+      model.config,
+      vocab,
+      params,
+      m,
+      v,
+      int("step"),
+      int("adam_t"),
+      state,
+      metadata,
+    );
+  }
+
+  /** Throws InputError when this checkpoint is of another model or corpus. */
+  check(model: GPT, corpusSha: string): void {
+    const c = model.config;
+    const differ = CONFIG_KEYS.filter((k) => c[k] !== this.config[k]);
+    const what = differ.map((k) => `${k} ${this.config[k]} there, ${c[k]} here`);
+    if (what.length === 0 && JSON.stringify(model.tokenizer.vocab) !== JSON.stringify(this.vocab)) {
+      what.push("the vocabularies differ");
+    }
+    if (what.length > 0) {
+      throw new InputError(
+        `the checkpoint is of another model (${
+          what.join(", ")
+        }); delete it or train with its settings`,
+        { options: differ },
+      );
+    }
+    if (this.metadata.corpus_sha256 !== corpusSha) {
+      throw new InputError(
+        "the checkpoint was made on another corpus (sha256 differs); delete it or train on that corpus",
+      );
+    }
+  }
+
+  /**
+   * Throws InputError when the checkpoint was made with other training settings (stored under
+   * `train_settings` as JSON of option name to value): resuming them would not continue that run.
+   * A checkpoint without stored settings is accepted.
+   */
+  checkSettings(settings: Record<string, number | string>): void {
+    let stored: Record<string, unknown>;
+    try {
+      stored = JSON.parse(this.metadata.train_settings ?? "null");
+    } catch {
+      stored = {};
+    }
+    if (stored === null || typeof stored !== "object") return;
+    const differ = Object.keys(settings).filter((k) => k in stored && stored[k] !== settings[k]);
+    if (differ.length > 0) {
+      const there = differ.map((k) => `${k} ${stored[k]}`).join(" ");
+      const here = differ.map((k) => `${k} ${settings[k]}`).join(" ");
+      throw new InputError(
+        `the checkpoint was made with ${there}, this run has ${here}; resume with the checkpoint's settings or delete it`,
+        { options: differ },
+      );
+    }
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Evaluation, one definition everywhere: the mean cross-entropy over every non-overlapping
+ * blockSize window of a text (window i reads tokens [iT, (i+1)T) and predicts iT+1 .. (i+1)T),
+ * or an estimate over evenly spaced windows.
+ *
+ * @module
+ */
+
+import { InputError } from "./errors.ts";
+import { windowBatch, windowCount } from "./data.ts";
+
+/** The model's loss on a text. */
+export interface Evaluation {
+  /** Mean cross-entropy per predicted character, in nats. */
+  loss: number;
+  /** Bits per character: loss / ln 2. */
+  bpc: number;
+  /** Characters predicted. */
+  tokens: number;
+  /** Windows of blockSize characters evaluated. */
+  windows: number;
+}
+
+/**
+ * Indices of the windows to evaluate: all floor((n - 1) / T) of them, or maxWindows evenly spaced
+ * ones. Throws InputError when the text holds no window.
+ */
+export function evalWindows(n: number, T: number, maxWindows?: number): number[] {
+  const total = windowCount(n, T);
+  if (total === 0) {
+    throw new InputError(
+      `the text to evaluate has ${n} characters, fewer than blockSize + 1 = ${
+        T + 1
+      }; use a longer text`,
+      { options: ["blockSize"] },
+    );
+  }
+  const count = maxWindows !== undefined && maxWindows < total ? maxWindows : total;
+  return Array.from({ length: count }, (_, i) => Math.floor((i * total) / count));
+}
+
+/** Where evaluation runs: batches of up to B windows in inputs/targets, and their loss sum. */
+export interface LossRunner {
+  B: number;
+  inputs: Uint16Array;
+  targets: Uint16Array;
+  /** The sum of the losses of the first `count` sequences of inputs/targets. */
+  lossSum(count: number): number | Promise<number>;
+}
+
+/** The evaluation of DESIGN.md over `tokens`, batch by batch, yielding to the event loop. */
+export async function evaluateTokens(
+  tokens: Uint16Array,
+  T: number,
+  runner: LossRunner,
+  maxWindows?: number,
+): Promise<Evaluation> {
+  if (maxWindows !== undefined && (!Number.isInteger(maxWindows) || maxWindows < 1)) {
+    throw new InputError(`maxWindows ${maxWindows} is not a positive integer; use 1 or more`, {
+      options: ["maxWindows"],
+    });
+  }
+  const windows = evalWindows(tokens.length, T, maxWindows);
+  let sum = 0, last = performance.now();
+  for (let first = 0; first < windows.length; first += runner.B) {
+    const count = Math.min(runner.B, windows.length - first);
+    windowBatch(runner.inputs, runner.targets, tokens, windows, first, count, T);
+    sum += await runner.lossSum(count);
+    if (performance.now() - last > 15) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      last = performance.now();
+    }
+  }
+  const loss = sum / (windows.length * T);
+  return { loss, bpc: loss / Math.LN2, tokens: windows.length * T, windows: windows.length };
+}

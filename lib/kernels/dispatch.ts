@@ -1,0 +1,306 @@
+/**
+ * Dispatch: which kernels run. Each operation of `lib/math.ts` is exported here under the same
+ * name and signature; a call goes to the WebAssembly kernel of the current tier when every
+ * float32 array it is given lives in the kernels' memory (an {@linkcode Arena} allocation), and
+ * to the plain TypeScript reference otherwise (float64 arrays, the "js" tier). The model code
+ * imports these and does not change with the tier.
+ *
+ * @module
+ */
+
+import { InputError } from "../errors.ts";
+import * as ref from "../math.ts";
+import type { AdamWStep, FloatArray } from "../math.ts";
+import { Arena, memoryOf, registerMemory } from "./arena.ts";
+import type { KernelExports, KernelTier } from "./mod.ts";
+import { createKernels, createSharedMemory, detectTier } from "./mod.ts";
+
+export type { FloatArray } from "../math.ts";
+export { Arena } from "./arena.ts";
+
+let wasm: KernelExports | null = null;
+let tier: KernelTier = "js";
+let memory: WebAssembly.Memory | null = null;
+/** The arena every model of this thread allocates from by default. */
+let arena: Arena | null = null;
+
+/**
+ * Routes the kernels of this thread to a WebAssembly tier over `memory` (shared, or plain for a
+ * page without cross-origin isolation), or back to plain TypeScript with tier "js".
+ */
+export function useKernels(chosen: KernelTier, over?: WebAssembly.Memory): void {
+  tier = chosen;
+  arena = null;
+  wasm = null;
+  memory = null;
+  if (chosen === "js") return;
+  if (!over) throw new Error(`kernel tier ${chosen} needs a WebAssembly.Memory`);
+  wasm = createKernels(chosen, over);
+  memory = over;
+  registerMemory(over);
+}
+
+/**
+ * Picks the kernels of this thread: the tier asked for, or the fastest this runtime supports,
+ * over a new memory: shared (growable, for workers) unless `shared` is false, then a plain one of
+ * `bytes`. Returns the tier in use; InputError when the tier is not supported here.
+ */
+export function setupKernels(wanted?: KernelTier, shared = true, bytes = 1 << 20): KernelTier {
+  const best = detectTier({ requireShared: shared });
+  const rank = { js: 0, simd: 1, relaxed: 2 };
+  const chosen = wanted ?? best;
+  if (rank[chosen] > rank[best]) {
+    throw new InputError(
+      `kernel tier ${chosen} is not supported by this runtime (best: ${best}); choose another`,
+    );
+  }
+  if (chosen === "js") useKernels("js");
+  else if (shared) useKernels(chosen, createSharedMemory(bytes));
+  else useKernels(chosen, new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) }));
+  return chosen;
+}
+
+/** The kernel tier this thread runs ("relaxed", "simd" or "js"). */
+export function kernelTier(): KernelTier {
+  return tier;
+}
+
+/** The WebAssembly memory of this thread's kernels, or null for the "js" tier. */
+export function kernelMemory(): WebAssembly.Memory | null {
+  return memory;
+}
+
+/** The arena of this thread's kernel memory, shared by every model allocated without one. */
+export function defaultArena(): Arena {
+  arena ??= new Arena(memory);
+  return arena;
+}
+
+/** True when the WebAssembly kernels can take every array given (null counts as "none"). */
+function onWasm(...arrays: (FloatArray | Uint16Array | null)[]): boolean {
+  if (wasm === null) return false;
+  for (const a of arrays) {
+    if (a === null) continue;
+    if (a instanceof Float64Array || memoryOf(a) !== memory) return false;
+  }
+  return true;
+}
+
+function ptr(a: FloatArray | Uint16Array | null): number {
+  return a === null ? 0 : a.byteOffset;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operations (see lib/math.ts for what each computes)
+
+export function matmul(
+  out: FloatArray,
+  inp: FloatArray,
+  w: FloatArray,
+  bias: FloatArray | null,
+  M: number,
+  K: number,
+  N: number,
+): void {
+  if (onWasm(out, inp, w, bias)) wasm!.matmul(ptr(out), ptr(inp), ptr(w), ptr(bias), M, K, N);
+  else ref.matmul(out, inp, w, bias, M, K, N);
+}
+
+export function matmulNT(
+  out: FloatArray,
+  a: FloatArray,
+  b: FloatArray,
+  M: number,
+  K: number,
+  N: number,
+): void {
+  if (onWasm(out, a, b)) wasm!.matmul_nt(ptr(out), ptr(a), ptr(b), M, K, N);
+  else ref.matmulNT(out, a, b, M, K, N);
+}
+
+export function matmulBackwardInput(
+  dInp: FloatArray,
+  dOut: FloatArray,
+  w: FloatArray,
+  M: number,
+  K: number,
+  N: number,
+): void {
+  if (onWasm(dInp, dOut, w)) wasm!.matmul_backward_input(ptr(dInp), ptr(dOut), ptr(w), M, K, N);
+  else ref.matmulNT(dInp, dOut, w, M, N, K); // the same product as matmulNT, K and N swapped
+}
+
+export function matmulBackwardWeight(
+  dW: FloatArray,
+  inp: FloatArray,
+  dOut: FloatArray,
+  M: number,
+  K: number,
+  N: number,
+): void {
+  if (onWasm(dW, inp, dOut)) wasm!.matmul_backward_weight(ptr(dW), ptr(inp), ptr(dOut), M, K, N);
+  else ref.matmulBackwardWeight(dW, inp, dOut, M, K, N);
+}
+
+export function biasBackward(dBias: FloatArray, dOut: FloatArray, M: number, N: number): void {
+  if (onWasm(dBias, dOut)) wasm!.bias_backward(ptr(dBias), ptr(dOut), M, N);
+  else ref.biasBackward(dBias, dOut, M, N);
+}
+
+/**
+ * Attention forward. Whole sequences (start 0, rows T) go to the batched kernel; a KV-cache
+ * pass (`cached`: the rows of one sequence whose earlier rows of qkv are its cache) goes to the
+ * row kernel, which reads only the cached rows.
+ */
+export function attentionForward(
+  out: FloatArray,
+  probs: FloatArray,
+  qkv: FloatArray,
+  B: number,
+  T: number,
+  C: number,
+  H: number,
+  start = 0,
+  rows = T,
+  cached = false,
+): void {
+  if (!(start >= 0 && rows >= 0 && start + rows <= T) || (B > 1 && rows !== T)) {
+    throw new RangeError(`attention: rows ${start} .. ${start + rows - 1} of ${B} x ${T}`);
+  }
+  if (!onWasm(out, probs, qkv)) ref.attentionForward(out, probs, qkv, B, T, C, H, start, rows);
+  else if (cached) wasm!.attention_rows(ptr(out), ptr(probs), ptr(qkv), T, start, rows, C, H);
+  else wasm!.attention_forward(ptr(out), ptr(probs), ptr(qkv), B, T, C, H);
+}
+
+/** Floats of scratch {@link attentionBackward} needs for the WebAssembly kernels: T·(T + C/H). */
+export function attentionScratchSize(T: number, C: number, H: number): number {
+  return T * (T + Math.floor(C / H));
+}
+
+export function attentionBackward(
+  dQkv: FloatArray,
+  scratch: FloatArray,
+  dOut: FloatArray,
+  qkv: FloatArray,
+  probs: FloatArray,
+  B: number,
+  T: number,
+  C: number,
+  H: number,
+): void {
+  const fast = onWasm(dQkv, scratch, dOut, qkv, probs) &&
+    scratch.length >= attentionScratchSize(T, C, H);
+  if (!fast) return ref.attentionBackward(dQkv, scratch, dOut, qkv, probs, B, T, C, H);
+  const [dq, s, d, q, p] = [dQkv, scratch, dOut, qkv, probs].map(ptr);
+  wasm!.attention_backward(dq, s, d, q, p, B, T, C, H);
+}
+
+export function layernormForward(
+  out: FloatArray,
+  mean: FloatArray,
+  rstd: FloatArray,
+  inp: FloatArray,
+  weight: FloatArray,
+  bias: FloatArray,
+  N: number,
+  C: number,
+): void {
+  if (!onWasm(out, mean, rstd, inp, weight, bias)) {
+    return ref.layernormForward(out, mean, rstd, inp, weight, bias, N, C);
+  }
+  const [o, m, r, i, w, b] = [out, mean, rstd, inp, weight, bias].map(ptr);
+  wasm!.layernorm_forward(o, m, r, i, w, b, N, C);
+}
+
+export function layernormBackward(
+  dInp: FloatArray,
+  dWeight: FloatArray,
+  dBias: FloatArray,
+  dOut: FloatArray,
+  inp: FloatArray,
+  weight: FloatArray,
+  mean: FloatArray,
+  rstd: FloatArray,
+  N: number,
+  C: number,
+): void {
+  const arrays = [dInp, dWeight, dBias, dOut, inp, weight, mean, rstd];
+  if (!onWasm(...arrays)) {
+    return ref.layernormBackward(dInp, dWeight, dBias, dOut, inp, weight, mean, rstd, N, C);
+  }
+  const [di, dw, db, d, i, w, m, r] = arrays.map(ptr);
+  wasm!.layernorm_backward(di, dw, db, d, i, w, m, r, N, C);
+}
+
+export function geluForward(out: FloatArray, inp: FloatArray, n: number): void {
+  if (onWasm(out, inp)) wasm!.gelu_forward(ptr(out), ptr(inp), n);
+  else ref.geluForward(out, inp, n);
+}
+
+export function geluBackward(dInp: FloatArray, inp: FloatArray, dOut: FloatArray, n: number): void {
+  if (onWasm(dInp, inp, dOut)) wasm!.gelu_backward(ptr(dInp), ptr(inp), ptr(dOut), n);
+  else ref.geluBackward(dInp, inp, dOut, n);
+}
+
+export function softmaxCrossEntropy(
+  losses: FloatArray,
+  probs: FloatArray,
+  logits: FloatArray,
+  targets: Uint16Array,
+  N: number,
+  V: number,
+): void {
+  if (!onWasm(losses, probs, logits, targets)) {
+    return ref.softmaxCrossEntropy(losses, probs, logits, targets, N, V);
+  }
+  wasm!.softmax_crossentropy(ptr(losses), ptr(probs), ptr(logits), ptr(targets), N, V);
+}
+
+export function softmaxCrossEntropyBackward(
+  dLogits: FloatArray,
+  probs: FloatArray,
+  targets: Uint16Array,
+  N: number,
+  V: number,
+  scale: number,
+): void {
+  if (!onWasm(dLogits, probs, targets)) {
+    return ref.softmaxCrossEntropyBackward(dLogits, probs, targets, N, V, scale);
+  }
+  wasm!.crossentropy_softmax_backward(ptr(dLogits), ptr(probs), ptr(targets), N, V, scale);
+}
+
+export function add(out: FloatArray, a: FloatArray, b: FloatArray, n: number): void {
+  if (onWasm(out, a, b)) wasm!.add(ptr(out), ptr(a), ptr(b), n);
+  else ref.add(out, a, b, n);
+}
+
+/** Elementwise product (the dropout masks): plain TypeScript on every tier. */
+export const mul = ref.mul;
+
+export function addInPlace(dst: FloatArray, src: FloatArray, n: number): void {
+  if (onWasm(dst, src)) wasm!.add_inplace(ptr(dst), ptr(src), n);
+  else ref.addInPlace(dst, src, n);
+}
+
+export function scaleInPlace(x: FloatArray, n: number, s: number): void {
+  if (onWasm(x)) wasm!.scale_inplace(ptr(x), n, s);
+  else ref.scaleInPlace(x, n, s);
+}
+
+export function sumSquares(x: FloatArray, n: number): number {
+  return onWasm(x) ? wasm!.sum_squares(ptr(x), n) : ref.sumSquares(x, n);
+}
+
+export function adamwUpdate(
+  param: FloatArray,
+  grad: FloatArray,
+  m: FloatArray,
+  v: FloatArray,
+  n: number,
+  s: AdamWStep,
+): void {
+  if (!onWasm(param, grad, m, v)) return ref.adamwUpdate(param, grad, m, v, n, s);
+  const [p, g, mp, vp] = [param, grad, m, v].map(ptr);
+  wasm!.adamw(p, g, mp, vp, n, s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.bc1, s.bc2);
+}

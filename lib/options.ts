@@ -1,0 +1,167 @@
+/**
+ * Options: the ranges and defaults of a model's shape and of a training run's settings, and
+ * their one validator. The CLI's flags take their ranges from here; errors name the option
+ * (`dModel`), and the CLI rewords them as flags (`--d-model`).
+ *
+ * @module
+ */
+
+import { InputError } from "./errors.ts";
+import type { ModelConfig } from "./model.ts";
+
+/** The range of a numeric option and its default. */
+export interface OptionSpec {
+  min: number;
+  max: number;
+  integer: boolean;
+  /** The default (undefined: decided elsewhere, e.g. threads from the cores). */
+  default?: number;
+}
+
+const int = (min: number, max: number, value?: number): OptionSpec => ({
+  min,
+  max,
+  integer: true,
+  default: value,
+});
+const real = (min: number, max: number, value: number): OptionSpec => ({
+  min,
+  max,
+  integer: false,
+  default: value,
+});
+
+/** BareGPT's default size: block 128, width 256, 2 layers of 4 heads (about 1.6M parameters). */
+export const MODEL_OPTIONS = {
+  vocabSize: int(1, 65536),
+  blockSize: int(1, 8192, 128),
+  dModel: int(1, 8192, 256),
+  nLayers: int(1, 256, 2),
+  nHeads: int(1, 8192, 4),
+  /** Seed of the initialization (GPT-2's scheme). */
+  seed: int(0, Number.MAX_SAFE_INTEGER, 0),
+};
+
+/** The training settings: the defaults are the recipe of the shipped weights. */
+export const TRAIN_OPTIONS = {
+  batch: int(1, 4096, 16),
+  steps: int(1, 1e9, 2600),
+  lr: real(0, 10, 4e-3),
+  minLr: real(0, 10, 0),
+  warmup: int(0, 1e9, 50),
+  weightDecay: real(0, 10, 0.3),
+  beta1: real(0, 0.9999, 0.8),
+  beta2: real(0, 0.9999, 0.95),
+  clip: real(0, 1e9, 1),
+  dropout: real(0, 0.9, 0),
+  seed: int(0, Number.MAX_SAFE_INTEGER, 0),
+  threads: int(1, 256, 1),
+};
+
+/** The learning-rate decays after warmup. */
+export const DECAYS = ["linear", "cosine"] as const;
+
+/** How an option's range reads in an error: "an integer from 1 to 4096". */
+export function describeRange(s: OptionSpec): string {
+  return `${s.integer ? "an integer" : "a number"} from ${s.min} to ${s.max}`;
+}
+
+/** Throws InputError (naming the option) unless `value` is within the spec's range. */
+export function checkOption(name: string, value: unknown, s: OptionSpec): number {
+  const ok = typeof value === "number" && value >= s.min && value <= s.max &&
+    (s.integer ? Number.isSafeInteger(value) : Number.isFinite(value));
+  if (!ok) {
+    throw new InputError(`${name} ${value} is out of range; use ${describeRange(s)}`, {
+      options: [name],
+    });
+  }
+  return value;
+}
+
+/** The default model shape for a vocabulary of `vocabSize` characters. */
+export function defaultConfig(vocabSize: number): ModelConfig {
+  const o = MODEL_OPTIONS;
+  return {
+    vocabSize,
+    blockSize: o.blockSize.default!,
+    dModel: o.dModel.default!,
+    nLayers: o.nLayers.default!,
+    nHeads: o.nHeads.default!,
+  };
+}
+
+/** Throws InputError when a configuration cannot make a model. */
+export function validateConfig(c: ModelConfig): void {
+  for (const key of ["vocabSize", "blockSize", "dModel", "nLayers", "nHeads"] as const) {
+    checkOption(key, c[key], MODEL_OPTIONS[key]);
+  }
+  if (c.dModel % c.nHeads !== 0) {
+    throw new InputError(
+      `dModel ${c.dModel} is not divisible by nHeads ${c.nHeads}; choose nHeads that divides it`,
+      { options: ["dModel", "nHeads"] },
+    );
+  }
+}
+
+/** The training settings of a run, every one given (see the library's `TrainerOptions`). */
+export interface TrainSettings {
+  batch: number;
+  steps: number;
+  lr: number;
+  minLr: number;
+  decay: "linear" | "cosine";
+  warmup: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  clip: number;
+  dropout: number;
+  seed: number;
+  threads: number;
+}
+
+/**
+ * The settings of a run: each option given is checked against its range, each missing one takes
+ * its default.
+ */
+export function trainSettings(o: Partial<Record<keyof TrainSettings, unknown>>): TrainSettings {
+  const out: Record<string, number> = {};
+  for (const [name, spec] of Object.entries(TRAIN_OPTIONS)) {
+    const value = o[name as keyof TrainSettings];
+    out[name] = value === undefined ? spec.default! : checkOption(name, value, spec);
+  }
+  if (!(out.lr > 0)) {
+    throw new InputError("lr is 0; use a positive learning rate", { options: ["lr"] });
+  }
+  const decay = o.decay ?? "linear";
+  if (decay !== "linear" && decay !== "cosine") {
+    throw new InputError(`decay ${JSON.stringify(decay)} is not a schedule; use linear or cosine`, {
+      options: ["decay"],
+    });
+  }
+  return { ...out, decay } as TrainSettings;
+}
+
+/** The ranges of the sampling options (topK: up to the vocabulary). */
+export const SAMPLING_OPTIONS = {
+  temperature: real(0, 100, 1),
+  topK: int(0, 65536, 0),
+  topP: real(0, 1, 1),
+  tokens: int(0, 1e9, 1000),
+  seed: int(0, 2 ** 32 - 1),
+};
+
+/** Throws InputError when sampling options are out of range. */
+export function checkSampling(
+  o: { temperature?: number; topK?: number; topP?: number },
+  vocabSize: number,
+): void {
+  const s = SAMPLING_OPTIONS;
+  if (o.temperature !== undefined) checkOption("temperature", o.temperature, s.temperature);
+  if (o.topK !== undefined) checkOption("topK", o.topK, { ...s.topK, max: vocabSize });
+  if (o.topP !== undefined && !(checkOption("topP", o.topP, s.topP) > 0)) {
+    throw new InputError(`topP ${o.topP} is out of range; use a number above 0 and at most 1`, {
+      options: ["topP"],
+    });
+  }
+}

@@ -1,0 +1,388 @@
+/**
+ * The trainer: one for the CLI and the library alike. It trains a model in place on the first
+ * 90% of a text (validating on the rest, as `train --data` does), draws its batches from
+ * seed + 1 (the model's initialization takes the seed itself), spreads each batch over threads,
+ * and saves and restores its whole state as a checkpoint.
+ *
+ * @module
+ */
+
+import { AdamW, type Schedule } from "./adam.ts";
+import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
+import { randomBatch, splitIndex } from "./data.ts";
+import { BareGPTError, InputError, WeightsError } from "./errors.ts";
+import { evaluateTokens, type Evaluation } from "./evaluate.ts";
+import { kernelMemory, kernelTier } from "./kernels/dispatch.ts";
+import { type Activations, batchPass, forward, type GPT } from "./model.ts";
+import { type TrainSettings, trainSettings } from "./options.ts";
+import { activationBytes, WorkerPool } from "./pool.ts";
+import { Rng } from "./rng.ts";
+import { gradients, type StepInfo, update } from "./train.ts";
+
+export type { StepInfo } from "./train.ts";
+
+/**
+ * Options of a trainer. Every field has a default: the recipe of the shipped weights (AdamW,
+ * linear warmup, then a linear decay to `minLr` at step `steps`).
+ *
+ * @example
+ * ```ts
+ * import type { TrainerOptions } from "@baregpt/baregpt";
+ * const quick: TrainerOptions = { steps: 200, batch: 8, lr: 3e-3, warmup: 20, seed: 1 };
+ * console.log(quick);
+ * ```
+ */
+export interface TrainerOptions {
+  /** Sequences of blockSize characters per step. Default 16. */
+  batch?: number;
+  /** Length of the learning-rate schedule, and the steps `run` takes. Default 2600. */
+  steps?: number;
+  /** Peak learning rate. Default 4e-3. */
+  lr?: number;
+  /** Final learning rate of the decay. Default 0. */
+  minLr?: number;
+  /** Shape of the decay after warmup: "linear" (default) or "cosine". */
+  decay?: "cosine" | "linear";
+  /** Steps of linear warmup (the peak is reached only if `steps` is longer). Default 50. */
+  warmup?: number;
+  /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
+  weightDecay?: number;
+  /** AdamW decay rate of the gradient's running average. Default 0.8. */
+  beta1?: number;
+  /** AdamW decay rate of the squared gradient's running average. Default 0.95. */
+  beta2?: number;
+  /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
+  clip?: number;
+  /** Dropout on the embedding and every attention and MLP output (0: off). Default 0. */
+  dropout?: number;
+  /** The run's seed: batches and dropout masks are drawn from seed + 1. Default 0. */
+  seed?: number;
+  /** Threads sharing each batch (workers over shared memory; fast kernels only). Default 1. */
+  threads?: number;
+}
+
+/**
+ * Options of {@linkcode Trainer.run}.
+ *
+ * @example
+ * ```ts
+ * import type { RunOptions } from "@baregpt/baregpt";
+ * const options: RunOptions = { steps: 100, signal: AbortSignal.timeout(60_000) };
+ * console.log(options.steps);
+ * ```
+ */
+export interface RunOptions {
+  /** Steps to take. Default: the rest of the schedule. */
+  steps?: number;
+  /** Called after every step (awaited when it returns a promise). Default: none. */
+  onProgress?: (info: StepInfo) => void | Promise<void>;
+  /** Stops the run after the step in progress (no error is thrown). Default: none. */
+  signal?: AbortSignal;
+}
+
+/**
+ * What {@linkcode Trainer.run} did.
+ *
+ * @example
+ * ```ts
+ * import type { RunResult } from "@baregpt/baregpt";
+ * const r: RunResult = { steps: 100, loss: 2.1, aborted: false };
+ * console.log(r.aborted ? "stopped early" : `done, loss ${r.loss}`);
+ * ```
+ */
+export interface RunResult {
+  /** Steps taken by this run. */
+  steps: number;
+  /** Loss of the last step taken (NaN when none was). */
+  loss: number;
+  /** True when the signal stopped the run early. */
+  aborted: boolean;
+}
+
+/** Options of evaluation. */
+export interface EvaluateOptions {
+  /** Evaluate only this many evenly spaced windows (an estimate). Default: every window. */
+  maxWindows?: number;
+  /** "all" (the default of `evaluate`): the whole text; "val": its last 10%. */
+  split?: "all" | "val";
+}
+
+/** The token ids of a text, checked against a model's vocabulary. */
+export function tokensOf(model: GPT, data: string | Uint16Array, name = "the text"): Uint16Array {
+  if (typeof data === "string") return model.tokenizer.encode(data, name);
+  const V = model.config.vocabSize;
+  const bad = data.findIndex((id) => id >= V);
+  if (bad >= 0) {
+    throw new InputError(
+      `token id ${
+        data[bad]
+      } at index ${bad} is outside the vocabulary of ${V}; encode the text with the model's tokenizer`,
+    );
+  }
+  return data;
+}
+
+async function sha256Hex(tokens: Uint16Array, model: GPT): Promise<string> {
+  const bytes = new TextEncoder().encode(model.tokenizer.decode(tokens));
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The WebAssembly kernels address at most 4 GiB: refuse a run that cannot fit, up front. */
+function checkMemory(model: GPT, batch: number, threads: number): void {
+  if (kernelTier() === "js") return;
+  const c = model.config, n = model.parameterCount;
+  // weights, gradients, two moments, a gradient buffer per extra thread, activations
+  const bytes = 4 * n * (4 + threads - 1) + activationBytes(c, batch) + 64 * 2 ** 20;
+  if (bytes > 2 ** 32) {
+    throw new InputError(
+      `this model (${
+        n.toLocaleString("en-US")
+      } parameters, batch ${batch} x ${c.blockSize}) needs about ${
+        (bytes / 2 ** 30).toFixed(1)
+      } GiB, more than the 4 GiB the WebAssembly kernels can address; use a smaller dModel, nLayers, blockSize or batch`,
+      { options: ["dModel", "nLayers", "blockSize", "batch"] },
+    );
+  }
+}
+
+/**
+ * Trains a model in place on a text, step by step or in a run. Holds the optimizer's state;
+ * {@linkcode Trainer.close} it (or use `using`) when done if it started worker threads.
+ *
+ * @example
+ * ```ts
+ * import { createModel, createTrainer } from "@baregpt/baregpt";
+ * const text = "abcd".repeat(50);
+ * const model = createModel(text, { blockSize: 8, dModel: 16, nHeads: 2, nLayers: 1 });
+ * using trainer = await createTrainer(model, text, { steps: 20, batch: 4 });
+ * await trainer.run();
+ * console.log(trainer.stepsDone); // 20
+ * ```
+ */
+export class Trainer {
+  /** The model being trained (its parameters change in place). */
+  readonly model: GPT;
+  /** The settings of the run, every default filled in. */
+  readonly settings: Readonly<TrainSettings>;
+  /** The sha256 of the text (UTF-8), recorded in checkpoints. */
+  readonly corpusSha256: string;
+  /** The training split (the text's first 90%) and the validation split (the rest). */
+  readonly trainTokens: Uint16Array;
+  readonly valTokens: Uint16Array;
+  readonly #optimizer: AdamW;
+  readonly #schedule: Schedule;
+  /** The batch sampler's generator (its state is the data position). */
+  readonly #rng: Rng;
+  readonly #pool: WorkerPool | null;
+  /** This thread's activations: the whole batch on one thread, its share with a pool. */
+  readonly #acts: Activations;
+  /** The batch, [B, T] (on one thread, the activations' own inputs and targets). */
+  readonly #inputs: Uint16Array;
+  readonly #targets: Uint16Array;
+  #step = 0;
+  #closed = false;
+
+  private constructor(
+    model: GPT,
+    tokens: Uint16Array,
+    settings: TrainSettings,
+    sha: string,
+    pool: WorkerPool | null,
+  ) {
+    const o = settings, T = model.config.blockSize;
+    this.model = model;
+    this.settings = Object.freeze({ ...o, threads: pool?.threads ?? 1 });
+    this.corpusSha256 = sha;
+    const split = splitIndex(tokens.length);
+    this.trainTokens = tokens.subarray(0, split);
+    this.valTokens = tokens.subarray(split);
+    this.#schedule = { lr: o.lr, minLr: o.minLr, warmup: o.warmup, steps: o.steps, decay: o.decay };
+    const { beta1, beta2, weightDecay } = o;
+    this.#optimizer = new AdamW(model.config, model.alloc, { beta1, beta2, weightDecay });
+    this.#rng = new Rng(o.seed + 1);
+    this.#pool = pool;
+    this.#acts = pool?.acts ?? model.activations(o.batch, { dropout: o.dropout > 0 });
+    this.#inputs = pool ? new Uint16Array(o.batch * T) : this.#acts.inputs;
+    this.#targets = pool ? new Uint16Array(o.batch * T) : this.#acts.targets;
+  }
+
+  /** A trainer of `model` on `data`; see the library's `createTrainer`. */
+  static async create(
+    model: GPT,
+    data: string | Uint16Array,
+    options: TrainerOptions = {},
+  ): Promise<Trainer> {
+    const o = trainSettings(options);
+    const tokens = tokensOf(model, data, "the training text");
+    const T = model.config.blockSize, train = splitIndex(tokens.length);
+    if (train < T + 1) {
+      throw new InputError(
+        `the training split (the first 90% of the text) has ${train} characters, fewer than blockSize + 1 = ${
+          T + 1
+        }; use a longer text or a smaller blockSize`,
+        { options: ["blockSize"] },
+      );
+    }
+    const threads = kernelTier() === "js" ? 1 : Math.min(o.threads, o.batch);
+    checkMemory(model, o.batch, threads);
+    model.withGrads();
+    const shared = kernelMemory()?.buffer instanceof SharedArrayBuffer;
+    const pool = threads > 1 && shared
+      ? await WorkerPool.start(model, o.batch, threads, o.dropout > 0)
+      : null;
+    try {
+      return new Trainer(model, tokens, o, await sha256Hex(tokens, model), pool);
+    } catch (e) {
+      pool?.close();
+      throw e;
+    }
+  }
+
+  /** Steps taken so far. */
+  get stepsDone(): number {
+    return this.#step;
+  }
+
+  /** Length of the schedule (the `steps` option); steps past it use the final learning rate. */
+  get totalSteps(): number {
+    return this.settings.steps;
+  }
+
+  /** Threads in use (1 without workers). */
+  get threads(): number {
+    return this.settings.threads;
+  }
+
+  /** One optimizer step on a random batch, with what it did; throws when the loss is not finite. */
+  async #trainStep(): Promise<StepInfo> {
+    if (this.#closed) throw new InputError("this trainer is closed; create a new one");
+    const { model, settings: o } = this, B = o.batch, T = model.config.blockSize;
+    randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
+    // this step's dropout masks come from (seed, step): nothing to save for a resume
+    const seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
+    const drop = o.dropout > 0 ? { p: o.dropout, seed, firstRow: 0 } : null;
+    const lossSum = this.#pool
+      ? await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T), drop)
+      : gradients(model, this.#acts, batchPass(model.config, B, drop), 1 / (B * T));
+    const loss = lossSum / (B * T);
+    if (!Number.isFinite(loss)) {
+      throw new BareGPTError(
+        `the loss became ${loss} at step ${
+          this.#step + 1
+        }; lower lr or check the text (the last checkpoint is kept)`,
+        { options: ["lr"] },
+      );
+    }
+    const { lr, gradNorm } = update(model, this.#optimizer, this.#schedule, o.clip, this.#step);
+    return { step: ++this.#step, loss, lr, gradNorm };
+  }
+
+  /** Takes one optimizer step on a random batch; returns the batch's mean loss (nats). */
+  async step(): Promise<number> {
+    return (await this.#trainStep()).loss;
+  }
+
+  /**
+   * Takes `steps` steps (default: the rest of the schedule), reporting each to `onProgress` and
+   * yielding to the event loop between steps; stops early, without an error, when `signal`
+   * aborts.
+   */
+  async run(options: RunOptions = {}): Promise<RunResult> {
+    const steps = options.steps ?? Math.max(0, this.totalSteps - this.stepsDone);
+    if (!Number.isInteger(steps) || steps < 0) {
+      throw new InputError(`run steps ${steps} is not a whole number of steps; use 0 or more`);
+    }
+    let loss = NaN, last = performance.now();
+    for (let i = 0; i < steps; i++) {
+      if (options.signal?.aborted) return { steps: i, loss, aborted: true };
+      const info = await this.#trainStep();
+      loss = info.loss;
+      await options.onProgress?.(info);
+      if (performance.now() - last > 15) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        last = performance.now();
+      }
+    }
+    return { steps, loss, aborted: false };
+  }
+
+  /**
+   * The model's loss, spread over the trainer's threads: on the validation split (the last 10%
+   * of the training text) by default, or on another text.
+   */
+  async evaluate(data?: string | Uint16Array, options: EvaluateOptions = {}): Promise<Evaluation> {
+    if (this.#closed) throw new InputError("this trainer is closed; use evaluate(model, text)");
+    let tokens = data === undefined ? this.valTokens : tokensOf(this.model, data);
+    if (options.split === "val") tokens = tokens.subarray(splitIndex(tokens.length));
+    const { model, settings } = this, pool = this.#pool, acts = this.#acts;
+    const runner = pool === null
+      ? {
+        B: acts.B,
+        inputs: acts.inputs,
+        targets: acts.targets,
+        lossSum: (n: number) => forward(model, acts, batchPass(model.config, n)),
+      }
+      : {
+        B: settings.batch,
+        inputs: this.#inputs,
+        targets: this.#targets,
+        lossSum: (n: number) => pool.forwardLoss(this.#inputs, this.#targets, n),
+      };
+    return await evaluateTokens(tokens, model.config.blockSize, runner, options.maxWindows);
+  }
+
+  /**
+   * The whole state of the run as checkpoint bytes (safetensors): weights, both AdamW moments,
+   * step, update count and batch generator, the settings and the text's sha256, plus `facts`.
+   * Throws when the state holds NaN or Inf, so a good checkpoint is never replaced.
+   */
+  checkpoint(facts: Record<string, string> = {}): Uint8Array {
+    const { threads, ...recipe } = this.settings;
+    return encodeCheckpoint(this.model, this.#optimizer, this.#rng, this.#step, {
+      ...facts,
+      corpus_sha256: this.corpusSha256,
+      train_settings: JSON.stringify(recipe),
+      threads: String(threads),
+      kernels: kernelTier(),
+    });
+  }
+
+  /**
+   * Continues the run saved by {@linkcode Trainer.checkpoint}: the same model, text and settings
+   * are required (threads and kernels may differ, at the cost of the last bits). Returns the
+   * step reached and the threads and kernels the checkpoint was made with.
+   */
+  restore(bytes: Uint8Array): { step: number; threads?: string; kernels?: string } {
+    let ckpt: Checkpoint;
+    try {
+      ckpt = Checkpoint.decode(bytes);
+    } catch (e) {
+      if (!(e instanceof WeightsError)) throw e;
+      const why = e.message.replace(/; re-download or re-train it$/, "");
+      throw new WeightsError(`the checkpoint is unusable (${why}); delete it to start over`);
+    }
+    ckpt.check(this.model, this.corpusSha256);
+    const { threads: _, ...recipe } = this.settings;
+    ckpt.checkSettings(recipe);
+    this.model.flat.set(ckpt.params);
+    this.#optimizer.m.set(ckpt.m);
+    this.#optimizer.v.set(ckpt.v);
+    this.#optimizer.t = ckpt.adamT;
+    this.#rng.state.set(ckpt.rngState);
+    this.#step = ckpt.step;
+    return { step: ckpt.step, threads: ckpt.metadata.threads, kernels: ckpt.metadata.kernels };
+  }
+
+  /** Stops the worker threads, if any. The trainer cannot step afterwards. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pool?.close();
+  }
+
+  /** Same as {@linkcode Trainer.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
