@@ -47,18 +47,20 @@ export {
   bestKernels,
   createModel,
   createTrainer,
-  decodeCorpus,
   evaluate,
   type KernelOptions,
   type KernelTier,
-  type LoadOptions,
-  loadWeights,
   type Model,
   type ModelOptions,
-  saveWeights,
   selectKernels,
-  shippedWeightsUrl,
 } from "./lib/api.ts";
+export {
+  decodeCorpus,
+  type LoadOptions,
+  loadWeights,
+  saveWeights,
+  shippedWeightsUrl,
+} from "./lib/load.ts";
 export type {
   EvaluateOptions,
   Evaluation,
@@ -85,6 +87,7 @@ export {
   inspectSteps,
   nextCharDistribution,
   type SamplingOptions,
+  topCandidates,
 } from "./lib/generate.ts";
 export type { ModelConfig } from "./lib/model.ts";
 export {
@@ -93,6 +96,7 @@ export {
   type OptionSpec,
   SAMPLING_OPTIONS,
   TRAIN_OPTIONS,
+  type TrainSettings,
 } from "./lib/options.ts";
 export { BareGPTError, InputError, isBareGPTError, WeightsError } from "./lib/errors.ts";
 export { Tokenizer } from "./lib/tokenizer.ts";

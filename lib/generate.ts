@@ -29,6 +29,7 @@ import {
 import type { Model } from "./api.ts";
 
 export type { GenerateOptions, SamplingOptions } from "./sample.ts";
+export { topCandidates } from "./inspect.ts";
 export type {
   AttentionMap,
   Candidate,

@@ -18,7 +18,9 @@ import { decodeSteps, nextDistribution, type SamplingOptions } from "./sample.ts
 
 /** One candidate for the next character: its token id and probability. */
 export interface Candidate {
+  /** Its token id. */
   id: number;
+  /** Its probability. */
   prob: number;
 }
 
@@ -54,8 +56,6 @@ export interface InspectOptions extends SamplingOptions {
   layer?: number;
   /** Seed of the random draws (default 0); used only when temperature > 0. */
   seed?: number;
-  /** A cache to reuse (it is reset); default a new one. Reuse it where memory cannot grow. */
-  cache?: KVCache;
 }
 
 /** One generated step. */
@@ -102,7 +102,7 @@ function checkLayer(model: GPT, layer: number): void {
 export function* inspectSteps(
   model: GPT,
   prompt: ArrayLike<number>,
-  options: InspectOptions = {},
+  options: InspectOptions & { cache?: KVCache } = {},
 ): Generator<InspectStep> {
   const T = model.config.blockSize, H = model.config.nHeads;
   const count = options.tokens ?? 20;
@@ -150,9 +150,11 @@ export function* inspectSteps(
 
 /** The attention maps of one layer over a window of text, from one batched forward pass. */
 export interface AttentionMap {
-  /** The layer shown (0-based) and the model's layer count. */
+  /** The layer shown (0-based). */
   layer: number;
+  /** The model's layer count. */
   nLayers: number;
+  /** Heads per layer (one map each). */
   nHeads: number;
   /** Index in the whole text of the window's first character. */
   start: number;
@@ -223,6 +225,7 @@ export interface InspectResult {
   prompt: number[];
   /** The generated ids. */
   generated: number[];
+  /** Every generated step. */
   steps: InspectStep[];
   /** The chosen layer's attention over the last blockSize characters of prompt + generated. */
   attention: AttentionMap;
@@ -235,7 +238,7 @@ export interface InspectResult {
 export function inspectText(
   model: GPT,
   prompt: ArrayLike<number>,
-  options: InspectOptions = {},
+  options: InspectOptions & { cache?: KVCache } = {},
 ): InspectResult {
   const tok = model.tokenizer;
   const start = tok.has("\n") ? tok.encode("\n")[0] : 0;

@@ -141,8 +141,30 @@ export interface GPTOptions {
   grads?: boolean;
 }
 
+/**
+ * What the library shows of a model: its shape, vocabulary, training facts and size. The one
+ * implementation is {@link GPT}.
+ *
+ * @example
+ * ```ts
+ * import { createModel, type Model } from "@baregpt/baregpt";
+ * const model: Model = createModel("hello world", { dModel: 32, nHeads: 2, nLayers: 1 });
+ * console.log(model.config.vocabSize, model.parameterCount, model.tokenizer.vocab.join(""));
+ * ```
+ */
+export interface Model {
+  /** The model's shape. */
+  readonly config: Readonly<ModelConfig>;
+  /** Maps the model's characters to token ids and back. */
+  readonly tokenizer: Tokenizer;
+  /** Training facts from its weights file (steps, val_loss, corpus_sha256, command, ...). */
+  readonly facts: Readonly<Record<string, string>>;
+  /** Number of parameters. */
+  readonly parameterCount: number;
+}
+
 /** A GPT: its configuration, vocabulary, parameters and (once it trains) their gradients. */
-export class GPT {
+export class GPT implements Model {
   readonly config: Readonly<ModelConfig>;
   readonly tokenizer: Tokenizer;
   readonly facts: Readonly<Record<string, string>>;

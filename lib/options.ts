@@ -8,11 +8,15 @@
 
 import { InputError } from "./errors.ts";
 import type { ModelConfig } from "./model.ts";
+import type { TrainerOptions } from "./trainer.ts";
 
 /** The range of a numeric option and its default. */
 export interface OptionSpec {
+  /** The smallest value allowed. */
   min: number;
+  /** The largest value allowed. */
   max: number;
+  /** Whether only whole numbers are allowed. */
   integer: boolean;
   /** The default (undefined: decided elsewhere, e.g. threads from the cores). */
   default?: number;
@@ -32,7 +36,10 @@ const real = (min: number, max: number, value: number): OptionSpec => ({
 });
 
 /** BareGPT's default size: block 128, width 256, 2 layers of 4 heads (about 1.6M parameters). */
-export const MODEL_OPTIONS = {
+export const MODEL_OPTIONS: Record<
+  "vocabSize" | "blockSize" | "dModel" | "nLayers" | "nHeads" | "seed",
+  OptionSpec
+> = {
   vocabSize: int(1, 65536),
   blockSize: int(1, 8192, 128),
   dModel: int(1, 8192, 256),
@@ -43,7 +50,7 @@ export const MODEL_OPTIONS = {
 };
 
 /** The training settings: the defaults are the recipe of the shipped weights. */
-export const TRAIN_OPTIONS = {
+export const TRAIN_OPTIONS: Record<Exclude<keyof TrainSettings, "decay">, OptionSpec> = {
   batch: int(1, 4096, 16),
   steps: int(1, 1e9, 2600),
   lr: real(0, 10, 4e-3),
@@ -103,22 +110,8 @@ export function validateConfig(c: ModelConfig): void {
   }
 }
 
-/** The training settings of a run, every one given (see the library's `TrainerOptions`). */
-export interface TrainSettings {
-  batch: number;
-  steps: number;
-  lr: number;
-  minLr: number;
-  decay: "linear" | "cosine";
-  warmup: number;
-  weightDecay: number;
-  beta1: number;
-  beta2: number;
-  clip: number;
-  dropout: number;
-  seed: number;
-  threads: number;
-}
+/** The training settings of a run, every one given (the library's `TrainerOptions`). */
+export type TrainSettings = Required<TrainerOptions>;
 
 /**
  * The settings of a run: each option given is checked against its range, each missing one takes
@@ -143,7 +136,10 @@ export function trainSettings(o: Partial<Record<keyof TrainSettings, unknown>>):
 }
 
 /** The ranges of the sampling options (topK: up to the vocabulary). */
-export const SAMPLING_OPTIONS = {
+export const SAMPLING_OPTIONS: Record<
+  "temperature" | "topK" | "topP" | "tokens" | "seed",
+  OptionSpec
+> = {
   temperature: real(0, 100, 1),
   topK: int(0, 65536, 0),
   topP: real(0, 1, 1),

@@ -7,7 +7,7 @@
 
 import type { FloatArray } from "./kernels/dispatch.ts";
 import { type GPT, KVCache } from "./model.ts";
-import { Rng } from "./rng.ts";
+import type { Rng } from "./rng.ts";
 
 /** How the next character is drawn from the model's distribution. */
 export interface SamplingOptions {

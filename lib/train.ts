@@ -6,7 +6,7 @@
  * @module
  */
 
-import { AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
+import { type AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
 import type { Pass } from "./layers.ts";
 import { type Activations, backward, forward, type GPT } from "./model.ts";
 

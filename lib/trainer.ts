@@ -13,7 +13,7 @@ import { randomBatch, splitIndex } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { kernelMemory, kernelTier } from "./kernels/dispatch.ts";
-import { type Activations, batchPass, forward, type GPT } from "./model.ts";
+import { type Activations, batchPass, forward, type GPT, type Model } from "./model.ts";
 import { type TrainSettings, trainSettings } from "./options.ts";
 import { activationBytes, WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
@@ -162,13 +162,14 @@ function checkMemory(model: GPT, batch: number, threads: number): void {
  */
 export class Trainer {
   /** The model being trained (its parameters change in place). */
-  readonly model: GPT;
+  readonly #model: GPT;
   /** The settings of the run, every default filled in. */
   readonly settings: Readonly<TrainSettings>;
   /** The sha256 of the text (UTF-8), recorded in checkpoints. */
   readonly corpusSha256: string;
-  /** The training split (the text's first 90%) and the validation split (the rest). */
+  /** The training split: the text's first 90%. */
   readonly trainTokens: Uint16Array;
+  /** The validation split: the text's last 10%. */
   readonly valTokens: Uint16Array;
   readonly #optimizer: AdamW;
   readonly #schedule: Schedule;
@@ -191,7 +192,7 @@ export class Trainer {
     pool: WorkerPool | null,
   ) {
     const o = settings, T = model.config.blockSize;
-    this.model = model;
+    this.#model = model;
     this.settings = Object.freeze({ ...o, threads: pool?.threads ?? 1 });
     this.corpusSha256 = sha;
     const split = splitIndex(tokens.length);
@@ -239,6 +240,11 @@ export class Trainer {
     }
   }
 
+  /** The model being trained (its parameters change in place). */
+  get model(): Model {
+    return this.#model;
+  }
+
   /** Steps taken so far. */
   get stepsDone(): number {
     return this.#step;
@@ -257,7 +263,7 @@ export class Trainer {
   /** One optimizer step on a random batch, with what it did; throws when the loss is not finite. */
   async #trainStep(): Promise<StepInfo> {
     if (this.#closed) throw new InputError("this trainer is closed; create a new one");
-    const { model, settings: o } = this, B = o.batch, T = model.config.blockSize;
+    const model = this.#model, o = this.settings, B = o.batch, T = model.config.blockSize;
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
     // this step's dropout masks come from (seed, step): nothing to save for a resume
     const seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
@@ -313,9 +319,9 @@ export class Trainer {
    */
   async evaluate(data?: string | Uint16Array, options: EvaluateOptions = {}): Promise<Evaluation> {
     if (this.#closed) throw new InputError("this trainer is closed; use evaluate(model, text)");
-    let tokens = data === undefined ? this.valTokens : tokensOf(this.model, data);
+    let tokens = data === undefined ? this.valTokens : tokensOf(this.#model, data);
     if (options.split === "val") tokens = tokens.subarray(splitIndex(tokens.length));
-    const { model, settings } = this, pool = this.#pool, acts = this.#acts;
+    const model = this.#model, settings = this.settings, pool = this.#pool, acts = this.#acts;
     const runner = pool === null
       ? {
         B: acts.B,
@@ -339,7 +345,7 @@ export class Trainer {
    */
   checkpoint(facts: Record<string, string> = {}): Uint8Array {
     const { threads, ...recipe } = this.settings;
-    return encodeCheckpoint(this.model, this.#optimizer, this.#rng, this.#step, {
+    return encodeCheckpoint(this.#model, this.#optimizer, this.#rng, this.#step, {
       ...facts,
       corpus_sha256: this.corpusSha256,
       train_settings: JSON.stringify(recipe),
@@ -362,10 +368,10 @@ export class Trainer {
       const why = e.message.replace(/; re-download or re-train it$/, "");
       throw new WeightsError(`the checkpoint is unusable (${why}); delete it to start over`);
     }
-    ckpt.check(this.model, this.corpusSha256);
+    ckpt.check(this.#model, this.corpusSha256);
     const { threads: _, ...recipe } = this.settings;
     ckpt.checkSettings(recipe);
-    this.model.flat.set(ckpt.params);
+    this.#model.flat.set(ckpt.params);
     this.#optimizer.m.set(ckpt.m);
     this.#optimizer.v.set(ckpt.v);
     this.#optimizer.t = ckpt.adamT;

@@ -1,0 +1,236 @@
+/**
+ * The library's weights: loading a model from bytes or a URL (fetched, so it works in browsers
+ * and from `file:` URLs in Deno), saving one as safetensors bytes, and decoding a corpus.
+ *
+ * @module
+ */
+
+import { ensureKernels, type Model, modelMade, modelOf, reserveFor } from "./api.ts";
+import { allFinite } from "./checkpoint.ts";
+import { decodeText } from "./data.ts";
+import { BareGPTError, InputError, WeightsError } from "./errors.ts";
+import type { GPT, ModelConfig } from "./model.ts";
+import { loadModel, saveModel } from "./weights.ts";
+
+/**
+ * The URL of the weights shipped with BareGPT (trained on Tiny Shakespeare), next to this module:
+ * a `file:` URL in a checkout, an `https:` URL when the module is imported from the web.
+ *
+ * @example
+ * ```ts
+ * import { shippedWeightsUrl } from "@baregpt/baregpt";
+ * console.log(shippedWeightsUrl.href.endsWith("/weights/shakespeare.safetensors")); // true
+ * ```
+ */
+export const shippedWeightsUrl: URL = new URL(
+  "../weights/shakespeare.safetensors",
+  import.meta.url,
+);
+
+/**
+ * Options of {@linkcode loadWeights}.
+ *
+ * @example
+ * ```ts
+ * import { loadWeights, type LoadOptions, shippedWeightsUrl } from "@baregpt/baregpt";
+ * const options: LoadOptions = { signal: AbortSignal.timeout(10_000) }; // give up after 10 s
+ * const model = await loadWeights(shippedWeightsUrl, options);
+ * console.log(model.parameterCount);
+ * ```
+ */
+export interface LoadOptions {
+  /** Cancels a fetch in progress. Default: none. */
+  signal?: AbortSignal;
+  /** Refuse files larger than this many bytes (default 4 GiB, what the kernels address). */
+  maxBytes?: number;
+}
+
+/** The URL of a source: a URL, a URL string, or an absolute path (as a `file:` URL). */
+function urlOf(source: string | URL): URL {
+  if (source instanceof URL) return source;
+  if (/^[a-z][a-z0-9+.-]+:/i.test(source) && URL.canParse(source)) return new URL(source);
+  const path = source.replace(/\\/g, "/");
+  if (path.startsWith("/") || /^[a-z]:\//i.test(path)) {
+    const encoded = encodeURI(path.startsWith("/") ? path : `/${path}`).replace(
+      /[?#]/g,
+      encodeURIComponent,
+    );
+    return new URL(`file://${encoded}`);
+  }
+  const base = (globalThis as { location?: { href: string } }).location?.href;
+  if (base !== undefined) return new URL(source, base);
+  throw new InputError(
+    `weights path ${source} is relative; pass a URL such as new URL("${source}", import.meta.url), an absolute path, or the file's bytes`,
+  );
+}
+
+/** The bytes at a URL, via fetch; InputError when they cannot be had. */
+async function fetchBytes(source: string | URL, o: LoadOptions): Promise<Uint8Array> {
+  const url = urlOf(source);
+  const max = o.maxBytes ?? 2 ** 32;
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: o.signal });
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e; // aborted, or a permission error
+    const why = e.message.split("\n")[0];
+    if (url.protocol === "file:" && /not found|No such file/i.test(why)) {
+      throw new InputError(`weights file ${source} does not exist; check the path`);
+    }
+    if (url.protocol === "file:" && /directory/i.test(why)) {
+      throw new InputError(`weights file ${source} is a directory; give a .safetensors file`);
+    }
+    throw new InputError(`cannot fetch weights from ${source}: ${why}; check the address`);
+  }
+  if (!response.ok) {
+    await response.body?.cancel();
+    throw new InputError(
+      `cannot fetch weights from ${source}: HTTP ${response.status} ${response.statusText}; check the address`,
+    );
+  }
+  if (Number(response.headers.get("content-length") ?? 0) > max) {
+    await response.body?.cancel();
+    throw new InputError(
+      `weights file ${source} is larger than ${max / 2 ** 20} MiB; it is not a BareGPT model`,
+    );
+  }
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (bytes.length > max) {
+    throw new InputError(
+      `weights file ${source} is larger than ${max / 2 ** 20} MiB; it is not a BareGPT model`,
+    );
+  }
+  return bytes;
+}
+
+/** The config a weights file declares (to size a plain memory), or null when it cannot be read. */
+function peekConfig(bytes: Uint8Array): ModelConfig | null {
+  try {
+    const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + Math.min(n, 1e8))));
+    const c = JSON.parse(header.__metadata__.config);
+    const config = {
+      vocabSize: c.vocab_size,
+      blockSize: c.block_size,
+      dModel: c.d_model,
+      nLayers: c.n_layers,
+      nHeads: c.n_heads,
+    };
+    return Object.values(config).every((x) => Number.isInteger(x) && x > 0 && x <= 65536)
+      ? config
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Loads a model from a safetensors weights file written by BareGPT (its config and vocabulary
+ * are in the file's metadata).
+ *
+ * @param source the file's bytes; a URL (`file:`, `http:`, `https:`, fetched, so it works in
+ * browsers too); or an absolute path (read as a `file:` URL).
+ * @param options see {@linkcode LoadOptions}.
+ * @returns the model with its tokenizer and training facts.
+ * @throws {InputError} when the file cannot be read or fetched.
+ * @throws {WeightsError} when it is not a valid BareGPT weights file.
+ *
+ * @example The shipped weights (needs `--allow-read`)
+ * ```ts
+ * import { loadWeights, shippedWeightsUrl } from "@baregpt/baregpt";
+ * const model = await loadWeights(shippedWeightsUrl);
+ * console.log(model.config, model.facts.val_loss);
+ * ```
+ *
+ * @example From bytes
+ * ```ts
+ * import { createModel, loadWeights, saveWeights } from "@baregpt/baregpt";
+ * const bytes = saveWeights(createModel("abc", { dModel: 16, nHeads: 2, nLayers: 1 }));
+ * const copy = await loadWeights(bytes);
+ * console.log(copy.tokenizer.vocab); // ["a", "b", "c"]
+ * ```
+ */
+export async function loadWeights(
+  source: string | URL | Uint8Array,
+  options: LoadOptions = {},
+): Promise<Model> {
+  const named = !(source instanceof Uint8Array);
+  const bytes = named ? await fetchBytes(source, options) : source;
+  ensureKernels();
+  const config = peekConfig(bytes);
+  if (config !== null) reserveFor(config, false);
+  let model: GPT;
+  try {
+    model = loadModel(bytes);
+  } catch (e) {
+    if (named && e instanceof WeightsError) {
+      throw new WeightsError(`${String(source)}: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+  modelMade();
+  return model;
+}
+
+/**
+ * Encodes a model as safetensors bytes (GPT-2 tensor names; config, vocabulary and facts in the
+ * metadata), ready for {@linkcode loadWeights}, the CLI, or Python's `safetensors`. The same
+ * model and facts always give the same bytes.
+ *
+ * @param model the model to save.
+ * @param facts training facts to store as metadata (values become strings). Default: the facts
+ * the model was loaded with. The keys `config` and `vocab` are reserved.
+ * @returns the file's bytes; write them with `Deno.writeFile(path, bytes)` (or offer them as a
+ * download in a browser).
+ * @throws {InputError} when a fact uses a reserved key.
+ * @throws {BareGPTError} when the weights hold NaN or Inf (training diverged).
+ *
+ * @example
+ * ```ts
+ * import { createModel, saveWeights } from "@baregpt/baregpt";
+ * const model = createModel("abc", { dModel: 16, nHeads: 2, nLayers: 1 });
+ * const bytes = saveWeights(model, { steps: 0, note: "untrained" });
+ * console.log(bytes.length > 0); // true
+ * ```
+ */
+export function saveWeights(
+  model: Model,
+  facts: Readonly<Record<string, string | number | boolean>> = modelOf(model).facts,
+): Uint8Array {
+  const m = modelOf(model);
+  const strings: Record<string, string> = {};
+  for (const [key, value] of Object.entries(facts)) {
+    if (key === "config" || key === "vocab") {
+      throw new InputError(`the fact "${key}" is reserved for the model itself; rename it`);
+    }
+    strings[key] = String(value);
+  }
+  if (!allFinite(m.flat)) {
+    throw new BareGPTError(
+      "the weights hold NaN or Inf (training diverged); lower lr and train again",
+      {
+        options: ["lr"],
+      },
+    );
+  }
+  return saveModel(m, strings);
+}
+
+/**
+ * Decodes a text file's bytes as UTF-8, refusing what is not text (invalid UTF-8, NUL bytes, an
+ * empty file), as the CLI does for a corpus.
+ *
+ * @param bytes the file's bytes.
+ * @param name how errors name the file.
+ * @returns the text.
+ * @throws {InputError} when the bytes are not a UTF-8 text.
+ *
+ * @example
+ * ```ts
+ * import { decodeCorpus } from "@baregpt/baregpt";
+ * console.log(decodeCorpus(new TextEncoder().encode("to be"), "my.txt")); // "to be"
+ * ```
+ */
+export function decodeCorpus(bytes: Uint8Array, name: string): string {
+  return decodeText(bytes, name);
+}
