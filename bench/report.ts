@@ -16,21 +16,22 @@
 
 import { parseArgs } from "node:util";
 import { makeCorpus } from "../lib/data.ts";
-import { GPT, type GPTConfig } from "../lib/model.ts";
-import { generateTokens } from "../lib/sample.ts";
+import { GPT, type ModelConfig } from "../lib/model.ts";
+import { Rng } from "../lib/rng.ts";
+import { decodeSteps } from "../lib/sample.ts";
 import type { KernelTier } from "../lib/kernels/mod.ts";
 import {
   attentionBackward,
-  attentionBackwardScratchSize,
   attentionForward,
+  attentionScratchSize,
   defaultArena,
   matmul,
   matmulBackwardInput,
   matmulBackwardWeight,
   matmulNT,
   setupKernels,
-} from "../lib/tensor.ts";
-import { Trainer } from "../lib/train.ts";
+} from "../lib/kernels/dispatch.ts";
+import { Trainer } from "../lib/trainer.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -39,8 +40,15 @@ const { values } = parseArgs({
     tier: { type: "string" },
     quick: { type: "boolean" },
     corpus: { type: "string" },
+    help: { type: "boolean", short: "h" },
   },
 });
+if (values.help) {
+  console.log(
+    "usage: deno run -A bench/report.ts [--quick] [--tier js|simd|relaxed] [--json FILE] [--corpus FILE]",
+  );
+  Deno.exit(0);
+}
 const quick = values.quick === true;
 const STEPS = quick ? 3 : 20;
 const WARMUP = quick ? 1 : 3;
@@ -72,7 +80,7 @@ async function corpusText(): Promise<string> {
 const tier = setupKernels(values.tier as KernelTier | undefined);
 const text = await corpusText();
 const corpus = makeCorpus(text);
-const config: GPTConfig = {
+const config: ModelConfig = {
   vocabSize: corpus.tokenizer.size,
   blockSize: 128,
   dModel: 256,
@@ -82,13 +90,14 @@ const config: GPTConfig = {
 
 async function trainSteps(threads: number) {
   setupKernels(tier);
-  const model = new GPT(config).init(1);
-  const trainer = await Trainer.create(model, corpus.train, { threads, steps: 1000, batch: 16 });
+  const model = new GPT(config, { tokenizer: corpus.tokenizer }).init(1);
+  // the trainer trains on the text's first 90%, as `cli.ts train` does
+  const trainer = await Trainer.create(model, corpus.tokens, { threads, steps: 1000, batch: 16 });
   const times: number[] = [];
   try {
     for (let i = 0; i < WARMUP + STEPS; i++) {
       const t0 = performance.now();
-      await trainer.trainStep();
+      await trainer.step();
       if (i >= WARMUP) times.push(performance.now() - t0);
     }
   } finally {
@@ -164,7 +173,7 @@ function matmulForms() {
     out = f32(B * T * C),
     probs = f32(B * H * T * T),
     dqkv = f32(B * T * 3 * C);
-  const scratch = f32(attentionBackwardScratchSize(T, C, H));
+  const scratch = f32(attentionScratchSize(T, C, H));
   // causal: per (b, h), about T²/2 · hs multiply-adds for q·kᵀ and as many for probs·v
   const attnFlops = B * H * (T * (T + 1) / 2) * (C / H) * 2 * 2;
   ms = timeIt(() => attentionForward(out, probs, qkv, B, T, C, H));
@@ -188,14 +197,14 @@ function matmulForms() {
 
 function sampling() {
   setupKernels(tier);
-  const model = new GPT(config).init(2);
+  const model = new GPT(config, { tokenizer: corpus.tokenizer }).init(2);
   const prompt = corpus.tokenizer.encode("ROMEO:");
   const n = quick ? 200 : 1000;
   let best = Infinity;
   for (let rep = 0; rep < (quick ? 1 : 3); rep++) {
     const t0 = performance.now();
     let count = 0;
-    for (const _ of generateTokens(model, prompt, 0, { tokens: n, seed: rep })) count++;
+    for (const _ of decodeSteps(model, prompt, { tokens: n, rng: new Rng(rep) })) count++;
     best = Math.min(best, performance.now() - t0);
     if (count !== n) throw new Error("generation stopped early");
   }

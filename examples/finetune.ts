@@ -17,7 +17,8 @@ if (input === undefined) {
   Deno.exit(2);
 }
 
-const model = await loadWeights(base ?? shippedWeightsUrl);
+// the library reads URLs and bytes: a path on the command line (maybe relative) is read here
+const model = await loadWeights(base === undefined ? shippedWeightsUrl : await Deno.readFile(base));
 const raw = [...await Deno.readTextFile(input)];
 const text = raw.filter((ch) => model.tokenizer.has(ch)).join("");
 if (text.length < raw.length) {

@@ -17,18 +17,15 @@ if (input === undefined) {
   Deno.exit(2);
 }
 
-const chars = [...await Deno.readTextFile(input)];
-const cut = Math.floor(0.9 * chars.length);
-const train = chars.slice(0, cut).join("");
-const heldOut = chars.slice(cut).join("");
-
-const model = createModel(chars.join(""), { blockSize: 64, dModel: 64, nLayers: 2, nHeads: 4 });
+const text = await Deno.readTextFile(input);
+const model = createModel(text, { blockSize: 64, dModel: 64, nLayers: 2, nHeads: 4 });
 console.log(`${model.parameterCount} parameters, ${model.config.vocabSize} distinct characters`);
 
 const stop = new AbortController();
 const onInterrupt = () => stop.abort();
 Deno.addSignalListener("SIGINT", onInterrupt);
-using trainer = await createTrainer(model, train, { steps: Number(steps), batch: 16, lr: 3e-3 });
+// the trainer trains on the text's first 90% and holds out the rest
+using trainer = await createTrainer(model, text, { steps: Number(steps), batch: 16, lr: 3e-3 });
 await trainer.run({
   signal: stop.signal,
   onProgress: ({ step, loss }) => {
@@ -40,8 +37,8 @@ await trainer.run({
 Deno.removeSignalListener("SIGINT", onInterrupt);
 
 const facts: Record<string, string | number> = { steps: trainer.stepsDone, corpus: input };
-if (heldOut.length > model.config.blockSize) {
-  const { loss } = await trainer.evaluate(heldOut);
+if (trainer.valTokens.length > model.config.blockSize) {
+  const { loss } = await trainer.evaluate(); // the held-out 10%
   console.log(`held-out loss ${loss.toFixed(4)}`);
   facts.val_loss = loss.toFixed(4);
 }

@@ -94,7 +94,18 @@ async function fetchBytes(source: string | URL, o: LoadOptions): Promise<Uint8Ar
       `weights file ${source} is larger than ${max / 2 ** 20} MiB; it is not a BareGPT model`,
     );
   }
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await response.arrayBuffer());
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    if (url.protocol === "file:" && /directory/i.test(e.message)) {
+      throw new InputError(`weights file ${source} is a directory; give a .safetensors file`);
+    }
+    throw new InputError(
+      `cannot read weights from ${source}: ${e.message.split("\n")[0]}; check the address`,
+    );
+  }
   if (bytes.length > max) {
     throw new InputError(
       `weights file ${source} is larger than ${max / 2 ** 20} MiB; it is not a BareGPT model`,

@@ -2,14 +2,14 @@
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { AdamW, clipGradNorm, learningRate } from "../lib/adam.ts";
-import { type GPTConfig, parameterSpecs } from "../lib/model.ts";
+import { type ModelConfig, parameterSpecs } from "../lib/model.ts";
 import { forEachTier } from "./tiers.ts";
-import { defaultArena } from "../lib/tensor.ts";
+import { defaultArena } from "../lib/kernels/dispatch.ts";
 
 const close = (a: number, b: number, tol = 1e-12) => Math.abs(a - b) <= tol * (1 + Math.abs(b));
 
 Deno.test("schedule: linear warmup, then cosine or linear decay to min-lr at the last step", () => {
-  const s = { lr: 1e-2, minLr: 1e-4, warmup: 10, steps: 110 };
+  const s = { lr: 1e-2, minLr: 1e-4, warmup: 10, steps: 110, decay: "cosine" as const };
   assert(close(learningRate(s, 0), 1e-3)); // (step + 1) / warmup of the peak
   assert(close(learningRate(s, 9), 1e-2));
   assert(close(learningRate(s, 10), 1e-2)); // the decay starts at the peak
@@ -33,7 +33,7 @@ Deno.test("gradient clipping scales to the global norm only when above it", () =
   assertEquals([...h], [30, 40]);
 });
 
-const config: GPTConfig = { vocabSize: 3, blockSize: 2, dModel: 2, nLayers: 1, nHeads: 1 };
+const config: ModelConfig = { vocabSize: 3, blockSize: 2, dModel: 2, nLayers: 1, nHeads: 1 };
 
 forEachTier("AdamW: bias-corrected moments, decoupled weight decay on 2-D weights only", () => {
   const specs = parameterSpecs(config);

@@ -23,10 +23,15 @@ import {
   Tokenizer,
   WeightsError,
 } from "../mod.ts";
-import { coreModel } from "../lib/api.ts";
-import { generateTokens } from "../lib/sample.ts";
-import { defaultArena } from "../lib/tensor.ts";
-import { evaluate as coreEvaluate } from "../lib/train.ts";
+import { modelOf } from "../lib/api.ts";
+import { splitIndex } from "../lib/data.ts";
+import { evaluateTokens } from "../lib/evaluate.ts";
+import { defaultArena } from "../lib/kernels/dispatch.ts";
+import { batchPass, forward } from "../lib/model.ts";
+import { Rng } from "../lib/rng.ts";
+import { decodeSteps } from "../lib/sample.ts";
+import { decodeSafetensors } from "../lib/safetensors.ts";
+import { smallCorpus } from "./fixtures.ts";
 
 const TEXT = "the cat sat on the mat. the dog sat on the log. ".repeat(8);
 const SMALL = { blockSize: 16, dModel: 32, nLayers: 2, nHeads: 4 };
@@ -48,19 +53,29 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
   assertEquals(Object.keys(mod).sort(), [
     "BareGPTError",
     "InputError",
+    "MODEL_OPTIONS",
+    "SAMPLING_OPTIONS",
+    "TRAIN_OPTIONS",
     "Tokenizer",
     "WeightsError",
     "attention",
+    "attentionMap",
+    "bestKernels",
     "createModel",
     "createTrainer",
+    "decodeCorpus",
+    "describeRange",
     "evaluate",
     "generate",
+    "inspect",
+    "inspectSteps",
     "isBareGPTError",
     "loadWeights",
     "nextCharDistribution",
     "saveWeights",
     "selectKernels",
     "shippedWeightsUrl",
+    "topCandidates",
   ]);
 });
 
@@ -148,9 +163,7 @@ Deno.test("loadWeights: the shipped weights are beside the module", async () => 
 
 Deno.test("generate: same stream as the core generator the CLI uses, window slides included", async () => {
   const model = small(4);
-  const gpt = coreModel(model);
   const tok = model.tokenizer;
-  const newline = tok.has("\n") ? tok.encode("\n")[0] : 0;
   const cases = [
     { prompt: "the ", tokens: 60, temperature: 1, seed: 5 }, // 60 > blockSize: slides
     { prompt: "", tokens: 20, temperature: 0.7, topK: 5, seed: 9 },
@@ -158,7 +171,8 @@ Deno.test("generate: same stream as the core generator the CLI uses, window slid
     { prompt: "a", tokens: 30, temperature: 0, seed: 0 },
   ];
   for (const o of cases) {
-    const want = tok.decode([...generateTokens(gpt, tok.encode(o.prompt), newline, o)]);
+    const steps = decodeSteps(modelOf(model), tok.encode(o.prompt), { ...o, rng: new Rng(o.seed) });
+    const want = tok.decode(Array.from(steps, (s) => s.id));
     assertEquals(await collect(generate(model, o)), want);
   }
   assertEquals(await collect(generate(model, { tokens: 0 })), "");
@@ -247,10 +261,26 @@ Deno.test("attention: one causal map per layer and head, rows sum to 1", () => {
 Deno.test("evaluate: the core measure, estimates, and its errors", async () => {
   const model = small(9);
   const tokens = model.tokenizer.encode(TEXT);
-  const want = coreEvaluate(coreModel(model), tokens, { batch: 8 });
+  // the core measure in batches of 8 (the library's buffers hold 16): the same up to rounding
+  const gpt = modelOf(model); // the model is the core model itself
+  const acts = gpt.activations(8, { backward: false });
+  const runner = {
+    B: acts.B,
+    inputs: acts.inputs,
+    targets: acts.targets,
+    lossSum: (n: number) => forward(gpt, acts, batchPass(gpt.config, n)),
+  };
+  const want = await evaluateTokens(tokens, model.config.blockSize, runner);
   const got = await evaluate(model, TEXT);
-  assertEquals(got, { loss: want.loss, bpc: want.bpc, tokens: want.tokens, windows: want.windows });
+  assertEquals([got.tokens, got.windows], [want.tokens, want.windows]);
+  assertEquals(got.windows, Math.floor((TEXT.length - 1) / 16));
+  assert(Math.abs(got.loss - want.loss) < 1e-9, `${got.loss} vs ${want.loss}`);
+  assert(Math.abs(got.bpc - got.loss / Math.LN2) < 1e-12);
   assertEquals(await evaluate(model, tokens), got);
+  assertEquals(await evaluate(model, TEXT, { split: "all" }), got);
+  // the validation split: the text's last 10%
+  const val = await evaluate(model, TEXT, { split: "val" });
+  assertEquals(val, await evaluate(model, tokens.subarray(splitIndex(tokens.length))));
   const est = await evaluate(model, TEXT, { maxWindows: 3 });
   assertEquals(est.windows, 3);
   await assertRejects(evaluate(model, "the cat"), isInputError); // shorter than a window
@@ -269,6 +299,10 @@ Deno.test("createTrainer: step, run with progress, abort, determinism, loss fall
       warmup: 5,
       seed,
     });
+    assertEquals(trainer.stepsDone, 0);
+    assertEquals(trainer.totalSteps, 40);
+    assertEquals(trainer.threads, 1);
+    assertEquals([trainer.settings.batch, trainer.settings.seed], [4, seed]);
     const first = await trainer.step();
     assertEquals(trainer.stepsDone, 1);
     const seen: number[] = [];
@@ -279,6 +313,13 @@ Deno.test("createTrainer: step, run with progress, abort, determinism, loss fall
     assertEquals((await trainer.run()).steps, 0); // the schedule is done
     const e = await trainer.evaluate(TEXT);
     assert(Math.abs(e.loss - (await evaluate(model, TEXT)).loss) < 1e-9);
+    // by default, the validation split (the last 10% of the training text)
+    const v = await trainer.evaluate();
+    const want = await evaluate(model, TEXT, { split: "val" });
+    assertEquals([v.tokens, v.windows], [want.tokens, want.windows]);
+    assert(Math.abs(v.loss - want.loss) < 1e-9);
+    const vEst = await trainer.evaluate(TEXT, { split: "val", maxWindows: 1 });
+    assertEquals(vEst.windows, 1);
     return [first, r.loss, e.loss];
   };
   const a = await losses(1);
@@ -361,4 +402,82 @@ Deno.test("selectKernels: confirms the tier in use, refuses to switch under exis
   assertEquals(selectKernels(tier), tier);
   const other = tier === "js" ? "simd" : "js";
   assertThrows(() => selectKernels(other), isInputError);
+});
+
+Deno.test("createTrainer: a checkpoint restores the whole run", async () => {
+  const options = { steps: 6, batch: 4, lr: 1e-2, warmup: 2, seed: 2 };
+  const straight = small(16);
+  {
+    using trainer = await createTrainer(straight, TEXT, options);
+    await trainer.run();
+  }
+  const model = small(16);
+  let bytes: Uint8Array;
+  {
+    using trainer = await createTrainer(model, TEXT, options);
+    await trainer.run({ steps: 3 });
+    bytes = trainer.checkpoint({ note: "half" });
+  }
+  const resumed = small(0); // other weights: the checkpoint brings them back
+  using trainer = await createTrainer(resumed, TEXT, options);
+  assertEquals(trainer.restore(bytes).step, 3);
+  assertEquals(trainer.stepsDone, 3);
+  assertEquals((await trainer.run()).steps, 3);
+  assertEquals(saveWeights(resumed, {}), saveWeights(straight, {}));
+  // another text or other settings are refused
+  using other = await createTrainer(
+    small(16),
+    TEXT.toUpperCase().toLowerCase() + "the end.",
+    options,
+  );
+  assertThrows(() => other.restore(bytes));
+  using longer = await createTrainer(small(16), TEXT, { ...options, steps: 7 });
+  assertThrows(() => longer.restore(bytes));
+});
+
+Deno.test("loadWeights: a relative path is an InputError saying what to pass", async () => {
+  for (const path of ["m.safetensors", "./weights/m.safetensors", "../m.safetensors"]) {
+    await assertRejects(loadWeights(path), (e: unknown) => {
+      return e instanceof InputError && e.message.includes("relative") &&
+        e.message.includes("import.meta.url") && e.message.includes("absolute path");
+    });
+  }
+});
+
+Deno.test("createTrainer: the settings of a CLI training run write the same tensors", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = smallCorpus();
+    const data = `${dir}/corpus.txt`, out = `${dir}/cli.safetensors`;
+    await Deno.writeTextFile(data, text);
+    const cli = new URL("../cli.ts", import.meta.url).pathname;
+    const args = ["run", "-A", cli, "train", "--data", data, "--out", out, "--steps", "3"];
+    args.push("--eval-every", "0", "--threads", "2", "--d-model", "32", "--layers", "2");
+    args.push("--heads", "2", "--block", "16", "--batch", "8", "--seed", "3");
+    const r = await new Deno.Command(Deno.execPath(), {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+
+    const model = createModel(text, { dModel: 32, nLayers: 2, nHeads: 2, blockSize: 16, seed: 3 });
+    using trainer = await createTrainer(model, text, { steps: 3, batch: 8, threads: 2, seed: 3 });
+    assertEquals((await trainer.run()).steps, 3);
+    const mine = decodeSafetensors(saveWeights(model, {})).tensors;
+    const theirs = decodeSafetensors(await Deno.readFile(out)).tensors;
+    assertEquals([...mine.keys()], [...theirs.keys()]);
+    const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    for (const [name, t] of mine) {
+      const c = theirs.get(name)!;
+      assertEquals(c.shape, t.shape, name);
+      assert(
+        bytesOf(t.data).every((b, i) => b === bytesOf(c.data)[i]),
+        `${name} differs from the CLI's`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

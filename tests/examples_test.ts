@@ -8,7 +8,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 const SHIPPED = `${ROOT}weights/shakespeare.safetensors`;
 
 /** Runs an example with read access to the repository and `dir`, write access to `dir`. */
-async function runExample(name: string, args: string[], dir: string) {
+async function runExample(name: string, args: string[], dir: string, cwd?: string) {
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -21,6 +21,7 @@ async function runExample(name: string, args: string[], dir: string) {
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
+    cwd,
   }).output();
   const result = {
     code,
@@ -105,6 +106,22 @@ Deno.test("examples/finetune.ts fine-tunes the shipped weights on a new text", a
     assertEquals(tuned.config, shipped.config);
     assertEquals(tuned.facts.steps, "2");
     assertEquals(tuned.facts.base, "shakespeare");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("examples/finetune.ts fine-tunes a base model given by a relative path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/new.txt`, "the cook said so. ".repeat(12));
+    await Deno.copyFile(SHIPPED, `${dir}/base.safetensors`);
+    const args = ["new.txt", "tuned.safetensors", "1", "base.safetensors"];
+    const { stdout } = await runExample("finetune.ts", args, dir, dir);
+    assertMatch(stdout, /saved tuned\.safetensors/);
+    const tuned = await loadWeights(`${dir}/tuned.safetensors`);
+    assertEquals(tuned.facts.steps, "1");
+    assertEquals(tuned.facts.base, "base.safetensors");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -6,15 +6,16 @@ import {
   blockBackward,
   blockForward,
   type BlockParams,
-  dropoutMask,
+  dropoutForward,
   embeddingBackward,
   embeddingForward,
   headBackward,
   headForward,
   linearBackward,
   lossForward,
+  type Pass,
 } from "../lib/layers.ts";
-import { backward, forward, GPT, type GPTConfig } from "../lib/model.ts";
+import { backward, batchPass, forward, GPT, type ModelConfig } from "../lib/model.ts";
 import { Rng } from "../lib/rng.ts";
 import {
   attentionBackward,
@@ -25,7 +26,7 @@ import {
   layernormForward,
   matmul,
   matmulNT,
-} from "../lib/tensor.ts";
+} from "../lib/math.ts";
 
 const H_STEP = 1e-5;
 const ABS_TOL = 1e-6;
@@ -83,6 +84,8 @@ function dot(a: Float64Array, r: Float64Array): number {
 
 const B = 2, T = 5, C = 8, H = 2, V = 7;
 const BT = B * T;
+/** The pass over B whole sequences of T positions of these shapes. */
+const pass: Pass = { B, T, C, H, V, start: 0, rows: T, cached: false, dropout: null };
 
 Deno.test("gradient check: linear layer (matmul + bias), every input, weight and bias entry", () => {
   const rng = new Rng(1);
@@ -94,7 +97,7 @@ Deno.test("gradient check: linear layer (matmul + bias), every input, weight and
   const out = new Float64Array(BT * N);
   const loss = () => (matmul(out, inp, w, bias, BT, K, N), dot(out, r));
   const dInp = new Float64Array(BT * K), dW = new Float64Array(K * N), dB = new Float64Array(N);
-  linearBackward(dInp, dW, dB, r, inp, w, BT, K, N);
+  linearBackward(dInp, { weight: dW, bias: dB }, r, inp, { weight: w, bias }, BT, K, N);
   checkGradient("dInp", inp, dInp, loss);
   checkGradient("dW", w, dW, loss);
   checkGradient("dBias", bias, dB, loss);
@@ -147,9 +150,9 @@ Deno.test("gradient check: embedding, every wte and wpe entry", () => {
   const tokens = Uint16Array.from({ length: BT }, () => rng.int(V));
   const wte = randn(V * C, rng), wpe = randn(T * C, rng), r = randn(BT * C, rng);
   const out = new Float64Array(BT * C);
-  const loss = () => (embeddingForward(out, tokens, wte, wpe, B, T, C), dot(out, r));
+  const loss = () => (embeddingForward(out, tokens, wte, wpe, pass), dot(out, r));
   const dWte = new Float64Array(V * C), dWpe = new Float64Array(T * C);
-  embeddingBackward(dWte, dWpe, r, tokens, B, T, C);
+  embeddingBackward(dWte, dWpe, r, tokens, pass);
   checkGradient("dWte", wte, dWte, loss);
   checkGradient("dWpe", wpe, dWpe, loss);
 });
@@ -159,35 +162,31 @@ Deno.test("gradient check: head (ln_f, tied logits, cross-entropy), every entry"
   const x = randn(BT * C, rng), lnfW = randn(C, rng), lnfB = randn(C, rng), wte = randn(V * C, rng);
   const targets = Uint16Array.from({ length: BT }, () => rng.int(V));
   const acts = {
-    lnf: new Float64Array(BT * C),
-    lnfMean: new Float64Array(BT),
-    lnfRstd: new Float64Array(BT),
+    lnf: { out: new Float64Array(BT * C), mean: new Float64Array(BT), rstd: new Float64Array(BT) },
     logits: new Float64Array(BT * V),
     probs: new Float64Array(BT * V),
     losses: new Float64Array(BT),
   };
+  const lnf = { weight: lnfW, bias: lnfB };
   const loss = () => {
-    headForward(acts, x, lnfW, lnfB, wte, BT, C, V);
+    headForward(acts, x, lnf, wte, BT, pass);
     return lossForward(acts, targets, BT, V) / BT;
   };
   loss();
   const dX = new Float64Array(BT * C), dWte = new Float64Array(V * C);
   const dLnfW = new Float64Array(C), dLnfB = new Float64Array(C);
+  const scratch = { dLogits: new Float64Array(BT * V), dLn: new Float64Array(BT * C) };
   headBackward(
     dX,
     dWte,
-    dLnfW,
-    dLnfB,
-    new Float64Array(BT * V),
-    new Float64Array(BT * C),
+    { weight: dLnfW, bias: dLnfB },
+    scratch,
     acts,
     x,
     targets,
-    lnfW,
+    lnf,
     wte,
-    BT,
-    C,
-    V,
+    pass,
     1 / BT,
   );
   checkGradient("dX", x, dX, loss);
@@ -198,7 +197,7 @@ Deno.test("gradient check: head (ln_f, tied logits, cross-entropy), every entry"
 
 Deno.test("gradient check: transformer block, its input and every parameter entry", () => {
   const rng = new Rng(7);
-  const config: GPTConfig = { vocabSize: V, blockSize: T, dModel: C, nLayers: 1, nHeads: H };
+  const config: ModelConfig = { vocabSize: V, blockSize: T, dModel: C, nLayers: 1, nHeads: H };
   const model = new GPT(config, { dtype: "float64" }).init(rng);
   // random LayerNorm and bias values, so that no gradient is trivially zero
   for (const [name, t] of model.params.byName) {
@@ -210,19 +209,26 @@ Deno.test("gradient check: transformer block, its input and every parameter entr
   const x = randn(BT * C, rng), r = randn(BT * C, rng);
   const p = model.params.blocks[0];
   const loss =
-    () => (blockForward(acts.blocks[0], p, x, B, T, C, H),
+    () => (blockForward(acts.blocks[0], p, x, pass),
       dot(acts.blocks[0].residualOut as Float64Array, r));
   loss();
   model.zeroGrad();
   const dResidual = Float64Array.from(r);
-  blockBackward(model.grads.blocks[0], dResidual, acts.scratch, acts.blocks[0], p, x, B, T, C, H);
+  blockBackward(model.grads.blocks[0], dResidual, acts.scratch, acts.blocks[0], p, x, pass);
   checkGradient("dX", x, dResidual, loss);
   for (const key of Object.keys(p) as (keyof BlockParams)[]) {
-    checkGradient(key, p[key] as Float64Array, model.grads.blocks[0][key] as Float64Array, loss);
+    for (const part of ["weight", "bias"] as const) {
+      checkGradient(
+        `${key}.${part}`,
+        p[key][part] as Float64Array,
+        model.grads.blocks[0][key][part] as Float64Array,
+        loss,
+      );
+    }
   }
 });
 
-const tiny: GPTConfig = { vocabSize: 11, blockSize: 8, dModel: 16, nLayers: 2, nHeads: 2 };
+const tiny: ModelConfig = { vocabSize: 11, blockSize: 8, dModel: 16, nLayers: 2, nHeads: 2 };
 
 function tinyModelLoss(dropout = 0) {
   const rng = new Rng(8);
@@ -233,16 +239,17 @@ function tinyModelLoss(dropout = 0) {
     }
   }
   const Bm = 2, BTm = Bm * tiny.blockSize;
-  const acts = model.activations(Bm, dropout > 0);
+  const acts = model.activations(Bm, { dropout: dropout > 0 });
   const drop = dropout > 0 ? { p: dropout, seed: 3, firstRow: 0 } : null;
+  const s = batchPass(tiny, Bm, drop);
   for (let i = 0; i < BTm; i++) {
     acts.inputs[i] = rng.int(tiny.vocabSize);
     acts.targets[i] = rng.int(tiny.vocabSize);
   }
-  const loss = () => forward(tiny, model.params, acts, Bm, tiny.blockSize, true, drop) / BTm;
+  const loss = () => forward(model, acts, s) / BTm;
   loss();
   model.zeroGrad();
-  backward(tiny, model.params, model.grads, acts, Bm, tiny.blockSize, 1 / BTm);
+  backward(model, acts, s, 1 / BTm);
   return { model, loss };
 }
 
@@ -265,11 +272,26 @@ Deno.test("gradient check: whole model with dropout 0.2 (fixed masks), every par
 
 Deno.test("dropout masks: rate p, scale 1/(1-p), independent of how the batch is split", () => {
   const n = 4 * 1000;
-  const whole = new Float64Array(n), a = new Float64Array(n / 2), b = new Float64Array(n / 2);
-  dropoutMask(whole, { p: 0.25, seed: 9, firstRow: 0 }, 1, 4, 1000);
-  dropoutMask(a, { p: 0.25, seed: 9, firstRow: 0 }, 1, 2, 1000);
-  dropoutMask(b, { p: 0.25, seed: 9, firstRow: 2 }, 1, 2, 1000);
+  // rows of T = 100 positions of C = 10: a mask of 4 rows, and of the same rows as 2 + 2
+  const shape = (rows: number): Pass => ({ ...pass, B: rows, T: 100, C: 10 });
+  const mask = (rows: number, firstRow: number) => {
+    const x = new Float64Array(rows * 1000).fill(1), m = new Float64Array(rows * 1000);
+    dropoutForward(x, m, { p: 0.25, seed: 9, firstRow }, 1, shape(rows));
+    assertEquals([...x], [...m]); // x · mask, with x = 1
+    return m;
+  };
+  const whole = mask(4, 0), a = mask(2, 0), b = mask(2, 2);
   assertEquals([...whole], [...a, ...b]);
+  // another site gives another mask
+  const other = new Float64Array(n);
+  dropoutForward(
+    new Float64Array(n).fill(1),
+    other,
+    { p: 0.25, seed: 9, firstRow: 0 },
+    2,
+    shape(4),
+  );
+  assert(other.some((x, i) => x !== whole[i]));
   const zeros = whole.filter((x) => x === 0).length;
   assert(Math.abs(zeros / n - 0.25) < 0.03);
   assert(whole.every((x) => x === 0 || x === 1 / 0.75));

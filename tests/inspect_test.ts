@@ -1,25 +1,22 @@
-// Inspection: step-by-step generation against generateTokens, candidates, attention windows, the
-// SVG heatmaps (one rect per cell of the causal triangle, escaped labels), the text views, and
-// the `inspect` command run through its function with a fake I/O.
+// Inspection: step-by-step generation against decodeSteps, candidates, attention windows, the
+// SVG heatmaps (one rect per cell of the causal triangle, escaped labels) and the text views.
+// The `inspect` command itself (cli/inspect.ts) is covered by the CLI tests.
 
-import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert";
-import { InputError } from "../lib/errors.ts";
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import {
   attentionSvg,
-  attentionWindow,
   displayChar,
   escapeXml,
   formatCandidateTable,
-  inspectSteps,
-  inspectText,
   probabilityBar,
   renderAttentionSvg,
   renderAttentionTerminal,
-  topCandidates,
-} from "../lib/inspect.ts";
-import { inspectCommand, type InspectIO } from "../lib/inspect_cli.ts";
-import { GPT, type GPTConfig, KVCache } from "../lib/model.ts";
-import { generateTokens } from "../lib/sample.ts";
+} from "../lib/draw.ts";
+import { InputError } from "../lib/errors.ts";
+import { attentionWindow, inspectSteps, inspectText, topCandidates } from "../lib/inspect.ts";
+import { GPT, KVCache, type ModelConfig } from "../lib/model.ts";
+import { Rng } from "../lib/rng.ts";
+import { decodeSteps, type SamplingOptions } from "../lib/sample.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
 import { loadModel, saveModel } from "../lib/weights.ts";
 import { forEachTier } from "./tiers.ts";
@@ -28,7 +25,7 @@ import { forEachTier } from "./tiers.ts";
 const VOCAB = ["\n", " ", "!", '"', "&", "'", "<", ">", "A", "B", "a", "b", "c", "é", "ß", "→"];
 const tokenizer = new Tokenizer(VOCAB);
 const NEWLINE = 0;
-const config: GPTConfig = {
+const config: ModelConfig = {
   vocabSize: VOCAB.length,
   blockSize: 16,
   dModel: 16,
@@ -38,20 +35,29 @@ const config: GPTConfig = {
 
 /** A random model scaled up so that its distributions are peaked (greedy has clear winners). */
 function model(seed = 3): GPT {
-  const m = new GPT(config, { grads: false }).init(seed);
+  const m = new GPT(config, { grads: false, tokenizer }).init(seed);
   for (let i = 0; i < m.flat.length; i++) m.flat[i] *= 20;
   return m;
 }
 
 const PROMPT = tokenizer.encode('A <b> & "c"');
 
+/** The ids generation draws: decodeSteps with a seeded Rng (seed 0 by default, as inspect). */
+function generateIds(
+  m: GPT,
+  prompt: ArrayLike<number>,
+  o: SamplingOptions & { tokens: number; seed?: number },
+): number[] {
+  return [...decodeSteps(m, prompt, { ...o, rng: new Rng(o.seed ?? 0) })].map((s) => s.id);
+}
+
 forEachTier(
-  "greedy inspect chooses what generateTokens at temperature 0 does, across slides",
+  "greedy inspect chooses what decodeSteps at temperature 0 does, across slides",
   () => {
     const m = model();
     for (const tokens of [1, 5, 40]) { // 40 > blockSize: the window slides twice
-      const expected = [...generateTokens(m, PROMPT, NEWLINE, { tokens, temperature: 0 })];
-      const result = inspectText(m, PROMPT, { tokens, newlineId: NEWLINE });
+      const expected = generateIds(m, PROMPT, { tokens, temperature: 0 });
+      const result = inspectText(m, PROMPT, { tokens });
       assertEquals(result.generated, expected, `${tokens} tokens`);
       assertEquals(result.prompt, [...PROMPT]);
       // greedy: the chosen character is the top candidate
@@ -60,20 +66,20 @@ forEachTier(
   },
 );
 
-forEachTier("sampled inspect draws what generateTokens draws for the same seed", () => {
+forEachTier("sampled inspect draws what decodeSteps draws for the same seed", () => {
   const m = model(4);
   for (const options of [{ temperature: 1.3 }, { temperature: 0.7, topK: 4 }, { topP: 0.8 }]) {
     const o = { tokens: 37, seed: 9, temperature: 1, ...options };
-    const expected = [...generateTokens(m, PROMPT, NEWLINE, o)];
-    const got = [...inspectSteps(m, PROMPT, NEWLINE, o)].map((s) => s.id);
+    const expected = generateIds(m, PROMPT, o);
+    const got = [...inspectSteps(m, PROMPT, o)].map((s) => s.id);
     assertEquals(got, expected, JSON.stringify(options));
   }
 });
 
-Deno.test("an empty prompt starts from the newline, as generateTokens does", () => {
+Deno.test("an empty prompt starts from the newline, as decodeSteps does", () => {
   const m = model();
-  const expected = [...generateTokens(m, [], NEWLINE, { tokens: 10, temperature: 0 })];
-  const r = inspectText(m, [], { tokens: 10, newlineId: NEWLINE });
+  const expected = generateIds(m, [], { tokens: 10, temperature: 0 });
+  const r = inspectText(m, [], { tokens: 10 });
   assertEquals(r.generated, expected);
   assertEquals(r.prompt, [NEWLINE]);
 });
@@ -81,7 +87,7 @@ Deno.test("an empty prompt starts from the newline, as generateTokens does", () 
 Deno.test("candidates are sorted, at most top, sum to at most 1, and match the chosen step", () => {
   const m = model(5);
   for (const temperature of [0, 0.8]) {
-    const steps = [...inspectSteps(m, PROMPT, NEWLINE, { tokens: 30, top: 4, temperature })];
+    const steps = [...inspectSteps(m, PROMPT, { tokens: 30, top: 4, temperature })];
     for (const s of steps) {
       assert(s.candidates.length <= 4 && s.candidates.length > 0);
       let sum = 0;
@@ -114,7 +120,7 @@ Deno.test("candidates are sorted, at most top, sum to at most 1, and match the c
 
 forEachTier("a step's attention is the row of the query that predicted it", () => {
   const m = model(6);
-  const steps = [...inspectSteps(m, PROMPT, NEWLINE, { tokens: 3, layer: 0 })];
+  const steps = [...inspectSteps(m, PROMPT, { tokens: 3, layer: 0 })];
   const H = config.nHeads;
   // position of the first generated char is PROMPT.length; its query is PROMPT.length - 1
   const map = attentionWindow(m, PROMPT, { layer: 0 });
@@ -185,7 +191,7 @@ function rectsByHead(svg: string): [number, number][][] {
 Deno.test("the SVG has exactly one rect per cell of the causal triangle, per head", () => {
   const m = model(8);
   for (const tokens of [0, 3, 30]) {
-    const r = inspectText(m, PROMPT, { tokens, newlineId: NEWLINE });
+    const r = inspectText(m, PROMPT, { tokens });
     const n = Math.min(PROMPT.length + tokens, config.blockSize);
     const svg = renderAttentionSvg(r.attention, VOCAB);
     assertEquals(r.attention.tokens.length, n);
@@ -292,94 +298,14 @@ Deno.test("the terminal heatmap has a line per query and cell per key", () => {
   assert(colored.includes("\x1b[48;2;") && !colored.includes("head 0"));
 });
 
-// ---------------------------------------------------------------------------------------------
-// The command, through a fake I/O
-
-function fakeIO(weights: Uint8Array) {
-  const io = {
-    stdout: "",
-    stderr: [] as string[],
-    files: new Map<string, Uint8Array>(),
-    readInput: () => Promise.resolve(weights),
-    writeStdout(t: string) {
-      io.stdout += t;
-    },
-    writeFileAtomic(path: string, bytes: Uint8Array) {
-      io.files.set(path, bytes);
-      return Promise.resolve();
-    },
-    log(line: string) {
-      io.stderr.push(line);
-    },
-    loadWeightsFile: () => Promise.resolve(loadModel(weights)),
-    isTerminal: () => false,
-    noColor: true,
-  };
-  return io satisfies InspectIO;
-}
-
-Deno.test("inspect: greedy text, table and SVG; flags range-checked", async () => {
+Deno.test("a saved and loaded model inspects the same, with its own vocabulary", () => {
   const m = model(12);
-  const weights = saveModel(m, tokenizer);
-  const io = fakeIO(weights);
-  const prompt = 'A <b> & "c"';
-  await inspectCommand(
-    { prompt, tokens: "25", top: "3", layer: "0", out: "att.svg", kernels: "js" },
-    io,
-  );
-  const expected = tokenizer.decode([
-    ...generateTokens(loadModel(weights).model, PROMPT, NEWLINE, { tokens: 25, temperature: 0 }),
-  ]);
-  const lines = io.stdout.split("\n");
-  assertEquals(lines.length > 27, true);
-  assert(lines[0].startsWith("pos  chose   prob   top 3 candidates"));
-  assert(io.stdout.includes("\n\n" + prompt + expected + "\n"), io.stdout);
-  const svg = new TextDecoder().decode(io.files.get("att.svg")!);
-  const n = Math.min(PROMPT.length + 25, config.blockSize);
-  assertEquals((svg.match(/<rect\b/g) ?? []).length, config.nHeads * n * (n + 1) / 2);
-  assert(svg.includes("layer 0"));
-  assert(io.stderr.some((l) => l.startsWith("wrote att.svg")));
-
-  // without --out: the terminal heatmap follows the text
-  const io2 = fakeIO(weights);
-  await inspectCommand({ prompt, tokens: "4", kernels: "js" }, io2);
-  assert(io2.stdout.includes("head 1") && io2.files.size === 0);
-  assert(io2.stdout.includes(`attention of layer ${config.nLayers - 1}`));
-
-  const bad = async (v: Record<string, string>, message: string | RegExp) => {
-    await rejects(
-      inspectCommand({ prompt, kernels: "js", ...v }, fakeIO(weights)),
-      (e: unknown) => {
-        assert(e instanceof InputError, String(e));
-        if (typeof message === "string") assertEquals(e.message, message);
-        else assert(message.test(e.message), e.message);
-        return true;
-      },
-    );
-  };
-  await bad({ layer: "5" }, '--layer "5" is out of range; use an integer from 0 to 1');
-  await bad({ layer: "1.5" }, '--layer "1.5" is out of range; use an integer from 0 to 1');
-  await bad({ layer: "x" }, '--layer "x" is out of range; use an integer from 0 to 1');
-  await bad({ top: "0" }, `--top "0" is out of range; use an integer from 1 to ${VOCAB.length}`);
-  await bad({ tokens: "-1" }, '--tokens "-1" is out of range; use an integer from 0 to 10000');
-  await bad({ temperature: "0.8" }, /^--temperature 0.8 needs --seed/);
-  await bad({ temperature: "101", seed: "1" }, /^--temperature "101" is out of range/);
-  await bad({ kernels: "fast" }, /^--kernels "fast" is not a kernel tier/);
-  await bad({ prompt: "xyz" }, /outside the model's vocabulary: "x", "y", "z"/);
-  await rejects(inspectCommand({}, fakeIO(weights)), /inspect needs --prompt/);
-
-  // sampling with a seed is repeatable and equals generateTokens
-  const s1 = fakeIO(weights), s2 = fakeIO(weights);
-  const v = { prompt, tokens: "20", temperature: "0.9", seed: "5", kernels: "js", out: "x.svg" };
-  await inspectCommand(v, s1);
-  await inspectCommand(v, s2);
-  assertEquals(s1.stdout, s2.stdout);
-  const sampled = tokenizer.decode([
-    ...generateTokens(loadModel(weights).model, PROMPT, NEWLINE, {
-      tokens: 20,
-      temperature: 0.9,
-      seed: 5,
-    }),
-  ]);
-  assert(s1.stdout.includes("\n\n" + prompt + sampled + "\n"));
+  const loaded = loadModel(saveModel(m));
+  assertEquals(loaded.tokenizer.decode(PROMPT), 'A <b> & "c"');
+  const o = { tokens: 25, top: 3, layer: 0 };
+  const a = inspectText(m, PROMPT, o), b = inspectText(loaded, PROMPT, o);
+  assertEquals(b.generated, a.generated);
+  assertEquals(b.attention.probs, a.attention.probs);
+  const sampled = { tokens: 20, temperature: 0.9, seed: 5 };
+  assertEquals(inspectText(loaded, PROMPT, sampled).generated, generateIds(m, PROMPT, sampled));
 });

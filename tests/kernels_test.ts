@@ -2,7 +2,7 @@
  * Tests of the WebAssembly kernels (lib/kernels) at both wasm tiers, against plain float64
  * TypeScript references written here; backward kernels also against central finite differences
  * of the float64 forward references. Also: bit determinism, non-shared memories, the dispatch of
- * lib/tensor.ts's attentionRows, and that the committed binaries are exactly what
+ * lib/kernels/dispatch.ts's attentionForward (the KV-cache rows of lib/math.ts), and that the committed binaries are exactly what
  * scripts/build_kernels.ts builds.
  */
 
@@ -14,7 +14,8 @@ import {
 } from "../lib/kernels/mod.ts";
 import { RELAXED_WASM_BASE64, SIMD_WASM_BASE64 } from "../lib/kernels/wasm_bytes.ts";
 import { buildKernels, toBase64 } from "../scripts/build_kernels.ts";
-import { attentionRows, useKernels } from "../lib/tensor.ts";
+import { attentionForward, useKernels } from "../lib/kernels/dispatch.ts";
+import { attentionForward as refAttentionForward } from "../lib/math.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Assertions (local: the JSR registry is not reachable from this project's machines).
@@ -487,18 +488,18 @@ for (const tier of TIERS) {
     }
   });
 
-  Deno.test(`${tier}: attentionRows in lib/tensor.ts: reference (float64, float32) and dispatch`, () => {
+  Deno.test(`${tier}: attention rows: lib/math.ts (float64, float32) and the dispatch`, () => {
     const [T, C, H] = [16, 32, 4];
     const qkv = randoms(T * 3 * C, 91, 2);
     const ref = refAttention(qkv, 1, T, C, H);
     for (const [p0, n] of [[0, 16], [0, 1], [5, 1], [15, 1], [4, 9]]) {
-      const what = `attentionRows rows ${p0}+${n}`;
+      const what = `attention rows ${p0}+${n}`;
       const rows = ref.out.subarray(p0 * C, (p0 + n) * C);
       const inRows = (i: number) => Math.floor(i / T) % T >= p0 && Math.floor(i / T) % T < p0 + n;
       // the plain TypeScript reference, in float64 and in float32 (arrays outside the kernels)
       for (const Arr of [Float64Array, Float32Array]) {
         const out = new Arr(n * C), probs = new Arr(H * T * T).fill(7);
-        attentionRows(out, probs, Arr.from(qkv), T, p0, n, C, H);
+        refAttentionForward(out, probs, Arr.from(qkv), 1, T, C, H, p0, n);
         const tol = Arr === Float64Array ? 1e-12 : 2e-6;
         assertClose(out, rows, tol, `${what} (${Arr.name}): out`, 2);
         assertClose(probs, ref.probs.map((v, i) => inRows(i) ? v : 7), tol, `${what}: probs`);
@@ -510,20 +511,38 @@ for (const tier of TIERS) {
         const out = view(alloc(n * C), n * C), probs = view(alloc(H * T * T), H * T * T);
         const q = view(put(qkv), T * 3 * C);
         probs.fill(7);
-        attentionRows(out, probs, q, T, p0, n, C, H);
+        attentionForward(out, probs, q, 1, T, C, H, p0, n, true); // the KV cache's row kernel
         assertClose(out, rows, 2e-6, `${what} (${tier} dispatch): out`, 2);
         assertClose(probs, ref.probs.map((v, i) => inRows(i) ? v : 7), 2e-6, `${what}: probs`);
+        if (p0 === 0 && n === T) {
+          // whole sequences, not cached: the batched kernel
+          out.fill(0);
+          probs.fill(7);
+          attentionForward(out, probs, q, 1, T, C, H);
+          assertClose(out, rows, 2e-6, `${what} (${tier} batched dispatch): out`, 2);
+          assertClose(probs, ref.probs, 2e-6, `${what} (batched): probs`);
+        }
       } finally {
         useKernels("js");
       }
     }
     let threw = false;
     try {
-      attentionRows(new Float64Array(C), new Float64Array(H * T * T), qkv, T, T - 1, 2, C, H);
+      attentionForward(
+        new Float64Array(2 * C),
+        new Float64Array(H * T * T),
+        qkv,
+        1,
+        T,
+        C,
+        H,
+        T - 1,
+        2,
+      );
     } catch (e) {
       threw = e instanceof RangeError;
     }
-    assert(threw, "attentionRows rejects rows past T");
+    assert(threw, "attentionForward rejects rows past T");
   });
 
   // -------------------------------------------------------------------------------------------

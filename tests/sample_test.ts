@@ -1,11 +1,21 @@
 // Sampler properties and the KV cache against the full forward pass.
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
-import { forward, GPT, type GPTConfig, KVCache } from "../lib/model.ts";
+import { batchPass, forward, GPT, KVCache, type ModelConfig } from "../lib/model.ts";
+import { checkSampling } from "../lib/options.ts";
 import { Rng } from "../lib/rng.ts";
-import { drawIndex, generateTokens, nextDistribution } from "../lib/sample.ts";
-import { kernelTier } from "../lib/tensor.ts";
+import { decodeSteps, drawIndex, nextDistribution, type SamplingOptions } from "../lib/sample.ts";
+import { kernelTier } from "../lib/kernels/dispatch.ts";
 import { forEachTier } from "./tiers.ts";
+
+/** The ids decodeSteps draws: `tokens` of them after the prompt, from `seed`. */
+function generateIds(
+  model: GPT,
+  prompt: number[],
+  o: SamplingOptions & { tokens: number; seed: number },
+): number[] {
+  return [...decodeSteps(model, prompt, { ...o, rng: new Rng(o.seed) })].map((s) => s.id);
+}
 
 const logits = Float32Array.from([0.5, 2, -1, 1.5, 0.1, 3, -2, 0.7]);
 
@@ -52,7 +62,7 @@ Deno.test("sampling frequencies follow the distribution", () => {
   for (let i = 0; i < p.length; i++) assert(Math.abs(counts[i] / n - p[i]) < 0.01, `id ${i}`);
 });
 
-const config: GPTConfig = { vocabSize: 13, blockSize: 16, dModel: 32, nLayers: 2, nHeads: 4 };
+const config: ModelConfig = { vocabSize: 13, blockSize: 16, dModel: 32, nLayers: 2, nHeads: 4 };
 
 forEachTier(
   "KV-cache logits equal full-forward logits at every position, before and after a slide",
@@ -61,33 +71,35 @@ forEachTier(
     const T = config.blockSize, V = config.vocabSize;
     const rng = new Rng(6);
     const seq = Array.from({ length: T + T / 2 }, () => rng.int(V));
-    const acts = model.activations(1);
+    const acts = model.activations(1, { backward: false });
+    // the full forward over the whole block; causal, so rows < window.length ignore the padding
     const fullLogits = (window: number[]) => {
       acts.inputs.fill(0);
       acts.inputs.set(window);
-      forward(config, model.params, acts, 1, window.length, false);
+      forward(model, acts, batchPass(config, 1), false);
       return acts.head.logits;
     };
     const tol = kernelTier() === "js" ? 1e-5 : 1e-4;
-    const compare = (window: number[], cache: KVCache, label: string) => {
+    const compare = (window: number[], logits: Float32Array | Float64Array, label: string) => {
       const full = fullLogits(window);
-      // rows were fed one by one; the cache's last feed holds the last row
+      // rows were fed one by one; the last feed's logits are the last row's
+      assertEquals(logits.length, V);
       for (let v = 0; v < V; v++) {
-        const a = full[(window.length - 1) * V + v], b = cache.logits[v];
+        const a = full[(window.length - 1) * V + v], b = logits[v];
         assert(Math.abs(a - b) <= tol * (1 + Math.abs(a)), `${label}: logit ${v}: ${a} vs ${b}`);
       }
     };
     // window 1: positions 0..T-1, one token at a time
     const cache = new KVCache(model);
     for (let t = 0; t < T; t++) {
-      cache.feed([seq[t]]);
-      compare(seq.slice(0, t + 1), cache, `position ${t}`);
+      compare(seq.slice(0, t + 1), cache.feed([seq[t]]), `position ${t}`);
     }
     // slide: keep the last T/2 tokens, rebuild in one batched pass, then continue one at a time
     let window = seq.slice(T / 2, T);
     cache.reset();
-    const rows = cache.feed(window, true);
+    const rows = Float64Array.from(cache.feed(window, true));
     const full = fullLogits(window);
+    assertEquals(rows.length, window.length * V);
     for (let i = 0; i < rows.length; i++) {
       assert(
         Math.abs(rows[i] - full[i]) <= tol * (1 + Math.abs(full[i])),
@@ -96,19 +108,46 @@ forEachTier(
     }
     for (let t = T; t < seq.length; t++) {
       window = [...window, seq[t]];
-      cache.feed([seq[t]]);
-      compare(window, cache, `after the slide, position ${window.length - 1}`);
+      compare(window, cache.feed([seq[t]]), `after the slide, position ${window.length - 1}`);
     }
   },
 );
 
 forEachTier("same seed gives the same text; a different seed gives another", () => {
   const model = new GPT(config).init(7);
-  const run = (
-    seed: number,
-  ) => [...generateTokens(model, [1, 2, 3], 0, { tokens: 60, seed, topK: 5 })];
+  const run = (seed: number) => generateIds(model, [1, 2, 3], { tokens: 60, seed, topK: 5 });
   const a = run(11);
   assertEquals(run(11), a);
   assert(JSON.stringify(run(12)) !== JSON.stringify(a));
   assertEquals(a.length, 60);
+});
+
+forEachTier("generation past the block slides the window; temperature 0 is greedy", () => {
+  const model = new GPT(config).init(8);
+  const T = config.blockSize;
+  const steps = [...decodeSteps(model, [1, 2, 3], { tokens: 2 * T, rng: new Rng(4), topK: 3 })];
+  assertEquals(steps.length, 2 * T);
+  // every step's window start advances by blockSize/2 at a slide, and the cache never overflows
+  for (const s of steps) assert(s.cache.length <= T);
+  assert(steps.some((s) => s.windowStart > 0));
+  // temperature 0 is greedy: each id is the argmax of its logits
+  for (const s of decodeSteps(model, [4], { tokens: 20, rng: new Rng(1), temperature: 0 })) {
+    let best = 0;
+    for (let v = 1; v < s.logits.length; v++) if (s.logits[v] > s.logits[best]) best = v;
+    assertEquals(s.id, best);
+  }
+});
+
+Deno.test("checkSampling accepts the defaults and rejects out-of-range settings", () => {
+  checkSampling({}, 13);
+  checkSampling({ temperature: 0.8, topK: 13, topP: 0.9 }, 13);
+  for (const bad of [{ temperature: -1 }, { topK: -2 }, { topK: 14 }, { topP: 1.5 }]) {
+    let threw = false;
+    try {
+      checkSampling(bad, 13);
+    } catch {
+      threw = true;
+    }
+    assert(threw, JSON.stringify(bad));
+  }
 });

@@ -2,7 +2,7 @@
 
 import type { KernelTier } from "../lib/kernels/mod.ts";
 import { detectTier } from "../lib/kernels/mod.ts";
-import { setupKernels } from "../lib/tensor.ts";
+import { setupKernels } from "../lib/kernels/dispatch.ts";
 
 /** The kernel tiers this runtime can run, slowest first. */
 export function availableTiers(): KernelTier[] {
