@@ -9,7 +9,7 @@
 
 import { InputError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
-import { Arena } from "./kernels/arena.ts";
+import { Arena, isShared } from "./kernels/arena.ts";
 import { defaultArena, kernelMemory, kernelTier, setupKernels } from "./kernels/dispatch.ts";
 import { detectTier, type KernelTier } from "./kernels/mod.ts";
 import {
@@ -97,7 +97,8 @@ export interface KernelOptions {
  */
 export function selectKernels(tier?: KernelTier, options: KernelOptions = {}): KernelTier {
   const shared = options.shared ?? typeof SharedArrayBuffer !== "undefined";
-  const sharedNow = kernelMemory()?.buffer instanceof SharedArrayBuffer;
+  const memoryNow = kernelMemory();
+  const sharedNow = memoryNow !== null && isShared(memoryNow);
   const same = (tier === undefined || tier === kernelTier()) &&
     (kernelTier() === "js" || shared === sharedNow);
   if (kernelsChosen && same && !options.reset) return kernelTier();
@@ -132,7 +133,7 @@ export function bestKernels(options: { shared?: boolean } = {}): KernelTier {
  */
 export function reserveFor(config: ModelConfig, grads: boolean): void {
   const memory = kernelMemory();
-  if (memory === null || memory.buffer instanceof SharedArrayBuffer) return;
+  if (memory === null || isShared(memory)) return;
   let bytes = 0;
   const f32 = (n: number) => (bytes += Arena.size(4 * n), new Float32Array(0));
   const u16 = (n: number) => (bytes += Arena.size(2 * n), new Uint16Array(0));

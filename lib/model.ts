@@ -298,19 +298,21 @@ export class KVCache {
   readonly model: GPT;
   /** Tokens in the cache. */
   length = 0;
+  /** One sequence's activations: each block's qkv [T, 3C] holds the cached keys and values. */
   readonly acts: Activations;
-
-  constructor(model: GPT) {
-    this.model = model;
-    this.acts = model.activations(1, { backward: false });
-  }
-
   /**
    * Attention probabilities per layer, [H, T, T]: row t holds what position t attended to over
    * positions 0..t (zero beyond), as of the feed that computed row t.
    */
-  get attention(): FloatArray[] {
-    return this.acts.blocks.map((b) => b.attnProbs);
+  readonly attention: FloatArray[];
+  /** The pass of each feed: rows start .. start + rows - 1 of one sequence, over the cache. */
+  readonly #pass: Pass;
+
+  constructor(model: GPT) {
+    this.model = model;
+    this.acts = model.activations(1, { backward: false });
+    this.attention = this.acts.blocks.map((b) => b.attnProbs);
+    this.#pass = { ...batchPass(model.config, 1), cached: true };
   }
 
   /** Empties the cache. */
@@ -329,7 +331,7 @@ export class KVCache {
       throw new RangeError(`the cache holds ${c.blockSize} tokens; reset it first`);
     }
     for (let i = 0; i < n; i++) this.acts.inputs[i] = tokens[i];
-    const s: Pass = { ...batchPass(c, 1), start: this.length, rows: n, cached: true };
+    const s = Object.assign(this.#pass, { start: this.length, rows: n });
     const x = trunk(this.model, this.acts, s);
     this.length += n;
     const rows = allLogits ? n : 1;

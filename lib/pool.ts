@@ -8,6 +8,7 @@
  */
 
 import { BareGPTError } from "./errors.ts";
+import { isShared } from "./kernels/arena.ts";
 import { addInPlace, Arena, kernelMemory, kernelTier } from "./kernels/dispatch.ts";
 import type { Dropout } from "./layers.ts";
 import { Activations, batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
@@ -88,7 +89,7 @@ export class WorkerPool {
     if (tier === "js" || memory === null || arena === undefined || arena.memory !== memory) {
       throw new Error("a worker pool needs a float32 model in the WebAssembly kernels' memory");
     }
-    if (!(memory.buffer instanceof SharedArrayBuffer)) {
+    if (!isShared(memory)) {
       throw new Error("a worker pool needs a shared WebAssembly memory");
     }
     const rows = shares(B, Math.min(threads, B));

@@ -12,6 +12,7 @@ import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
 import { randomBatch, splitIndex } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
+import { isShared } from "./kernels/arena.ts";
 import { kernelMemory, kernelTier } from "./kernels/dispatch.ts";
 import { type Activations, batchPass, forward, type GPT, type Model } from "./model.ts";
 import { type TrainSettings, trainSettings } from "./options.ts";
@@ -228,7 +229,8 @@ export class Trainer {
     const threads = kernelTier() === "js" ? 1 : Math.min(o.threads, o.batch);
     checkMemory(model, o.batch, threads);
     model.withGrads();
-    const shared = kernelMemory()?.buffer instanceof SharedArrayBuffer;
+    const memory = kernelMemory();
+    const shared = memory !== null && isShared(memory);
     const pool = threads > 1 && shared
       ? await WorkerPool.start(model, o.batch, threads, o.dropout > 0)
       : null;
