@@ -21,7 +21,7 @@ import {
   type ModelConfig,
   parameterCount,
 } from "./model.ts";
-import { checkOption, defaultConfig, MODEL_OPTIONS } from "./options.ts";
+import { checkOption, defaultConfig, MODEL_OPTIONS, validateConfig } from "./options.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { type EvaluateOptions, tokensOf, Trainer, type TrainerOptions } from "./trainer.ts";
 import { splitIndex } from "./data.ts";
@@ -202,9 +202,19 @@ export function createModel(vocab: string | Tokenizer, options: ModelOptions = {
   for (const key of ["blockSize", "dModel", "nLayers", "nHeads"] as const) {
     if (options[key] !== undefined) config[key] = options[key];
   }
+  validateConfig(config);
   ensureKernels();
+  const bytes = 8 * parameterCount(config) + 64 * 2 ** 20; // weights and gradients
+  if (kernelTier() !== "js" && bytes > 2 ** 32) {
+    throw new InputError(
+      `this model (${parameterCount(config).toLocaleString("en-US")} parameters) needs about ${
+        (bytes / 2 ** 30).toFixed(1)
+      } GiB for its weights and gradients, more than the 4 GiB the WebAssembly kernels can address; use a smaller dModel, nLayers or blockSize`,
+      { options: ["dModel", "nLayers", "blockSize"] },
+    );
+  }
   reserveFor(config, true);
-  const model = new GPT(config, { tokenizer }).init(seed); // validates the config
+  const model = new GPT(config, { tokenizer }).init(seed);
   modelsMade++;
   return model;
 }

@@ -7,7 +7,7 @@
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 import { detectTier } from "../lib/kernels/mod.ts";
 import { Rng } from "../lib/rng.ts";
-import { Checkpoint } from "../lib/train.ts";
+import { Checkpoint } from "../lib/checkpoint.ts";
 import {
   assertNoStackTrace,
   assertSameBytes,
@@ -228,7 +228,7 @@ Deno.test("resume: a checkpoint of another model, corpus or recipe is a one-line
   const cases: [string[], RegExp, string?][] = [
     [
       base(["--resume", "--d-model", "32"]),
-      /checkpoint .*model\.safetensors\.ckpt is of another model \(d_model 16 there, 32 here\); delete it or train with its settings/,
+      /checkpoint .*model\.safetensors\.ckpt is of another model \(--d-model 16 there, 32 here\); delete it or train with its settings/,
     ],
     [
       base(["--resume"], `${dir}/other.txt`),

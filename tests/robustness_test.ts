@@ -6,7 +6,7 @@
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 import { writeFileAtomic } from "../cli.ts";
 import { BareGPTError } from "../lib/errors.ts";
-import { Checkpoint } from "../lib/train.ts";
+import { Checkpoint } from "../lib/checkpoint.ts";
 import {
   assertNoStackTrace,
   assertSameBytes,
@@ -181,12 +181,12 @@ Deno.test("bad input: corpus files, each a one-line error with exit 2 and --out 
     [
       "corpus shorter than block_size + 1",
       train(`${d}/short.txt`),
-      /has \d+ characters, fewer than block_size \+ 1 = 17/,
+      /has \d+ characters, fewer than --block \+ 1 = 17/,
     ],
     [
       "corpus shorter than block_size + 1 (no eval)",
       train(`${d}/short.txt`, ["--eval-every", "0"]),
-      /the training text has \d+ characters, fewer than block_size \+ 1 = 17/,
+      /the training split \(the first 90% of the text\) has \d+ characters, fewer than --block \+ 1 = 17/,
     ],
     [
       "corpus with 65,537 distinct characters",
@@ -346,7 +346,7 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
     ["--d-model 0", train("--d-model", "0"), range("d-model", "0")],
     ["--layers 0", train("--layers", "0"), range("layers", "0")],
     ["--heads 0", train("--heads", "0"), range("heads", "0")],
-    ["--heads 3 (d_model 16)", train("--heads", "3"), /d_model 16 is not divisible by 3 heads/],
+    ["--heads 3 (d_model 16)", train("--heads", "3"), /--d-model 16 is not divisible by --heads 3/],
     ["--threads 0", train("--threads", "0"), range("threads", "0")],
     ["--threads 1000", train("--threads", "1000"), range("threads", "1000")],
     ["--lr -1", train("--lr", "-1"), range("lr", "-1")],
@@ -379,7 +379,7 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
         "--kernels",
         "simd",
       ),
-      /needs about [\d.]+ GiB, more than the 4 GiB/,
+      /needs about [\d.]+ GiB for its weights and gradients, more than the 4 GiB/,
     ],
     ["train --bogus", train("--bogus"), /unknown flag --bogus for train/],
     ["train stray argument", train("extra"), /unexpected argument "extra" for train/],

@@ -3,11 +3,11 @@
 // in ../shared/data, then data/; without it they skip with a reason, except under CI=true.
 
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
-import { makeCorpus } from "../lib/data.ts";
+import { splitIndex } from "../lib/data.ts";
 import { parameterSpecs } from "../lib/model.ts";
 import { decodeSafetensors } from "../lib/safetensors.ts";
-import { setupKernels } from "../lib/tensor.ts";
-import { evaluate } from "../lib/train.ts";
+import { setupKernels } from "../lib/kernels/dispatch.ts";
+import { evaluate } from "../mod.ts";
 import { loadModel } from "../lib/weights.ts";
 
 const SHIPPED = new URL("../weights/shakespeare.safetensors", import.meta.url);
@@ -37,7 +37,8 @@ export async function findCorpus(): Promise<string | null> {
 Deno.test("shipped weights: default architecture, GPT-2 names and shapes, training facts", async () => {
   const bytes = await Deno.readFile(SHIPPED);
   const { tensors, metadata } = decodeSafetensors(bytes);
-  const { model, tokenizer, facts } = loadModel(bytes);
+  const model = loadModel(bytes);
+  const { tokenizer, facts } = model;
   const c = model.config;
   assertEquals(
     { blockSize: c.blockSize, dModel: c.dModel, nLayers: c.nLayers, nHeads: c.nHeads },
@@ -49,7 +50,7 @@ Deno.test("shipped weights: default architecture, GPT-2 names and shapes, traini
     "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
   );
   assertEquals([...tensors.keys()], parameterSpecs(c).map((s) => s.name));
-  assertEquals(model.size, 1_629_440);
+  assertEquals(model.parameterCount, 1_629_440);
   assertEquals(facts.corpus_sha256, CORPUS_SHA256);
   assert(Number(facts.steps) > 0);
   assert(Number(facts.val_loss) <= TARGET, `val_loss ${facts.val_loss} above ${TARGET}`);
@@ -66,10 +67,12 @@ Deno.test("shipped weights: validation loss on Tiny Shakespeare is 1.55 or lower
   if (path === null) return;
   setupKernels();
   try {
-    const { model, tokenizer, facts } = loadModel(await Deno.readFile(SHIPPED));
-    const corpus = makeCorpus(await Deno.readTextFile(path), tokenizer);
-    const r = evaluate(model, corpus.val);
-    assertEquals(r.windows, Math.floor((corpus.val.length - 1) / 128));
+    const model = loadModel(await Deno.readFile(SHIPPED));
+    const facts = model.facts;
+    const text = await Deno.readTextFile(path);
+    const n = model.tokenizer.encode(text).length;
+    const r = await evaluate(model, text, { split: "val" });
+    assertEquals(r.windows, Math.floor((n - splitIndex(n) - 1) / 128));
     console.log(
       `validation loss ${r.loss.toFixed(4)} (${r.bpc.toFixed(4)} bpc) over ${r.windows} windows`,
     );

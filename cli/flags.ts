@@ -1,0 +1,301 @@
+/**
+ * The CLI's flags: every command's flag specs and help text, parsing, and reading values with the
+ * project's one-line errors. Numeric ranges come from the library's option specs.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  describeRange,
+  InputError,
+  type KernelTier,
+  MODEL_OPTIONS,
+  type OptionSpec,
+  TRAIN_OPTIONS,
+} from "../mod.ts";
+
+/** Parsed flags: name to value (string flags) or true (boolean flags). */
+export type Values = Record<string, string | boolean | undefined>;
+
+const TRAIN_DEFAULTS = {
+  ...Object.fromEntries(Object.entries(TRAIN_OPTIONS).map(([k, s]) => [k, s.default])),
+  decay: "linear",
+} as Record<string, number | string>;
+const DEFAULT_CONFIG = {
+  blockSize: MODEL_OPTIONS.blockSize.default,
+  dModel: MODEL_OPTIONS.dModel.default,
+  nLayers: MODEL_OPTIONS.nLayers.default,
+  nHeads: MODEL_OPTIONS.nHeads.default,
+};
+
+type FlagType = "string" | "boolean";
+interface Flag {
+  type: FlagType;
+  help: string;
+  short?: string;
+}
+
+const COMMON: Record<string, Flag> = {
+  help: { type: "boolean", short: "h", help: "show this help" },
+  debug: { type: "boolean", help: "print stack traces of errors" },
+  kernels: {
+    type: "string",
+    help: "kernel tier: relaxed, simd or js (default: the fastest available)",
+  },
+};
+
+export const COMMANDS: Record<
+  string,
+  { summary: string; usage: string; flags: Record<string, Flag> }
+> = {
+  train: {
+    summary: "train a model on a text file and save its weights",
+    usage: "train --data FILE --out FILE [options]",
+    flags: {
+      data: { type: "string", help: "UTF-8 corpus to train on (90% train, last 10% validation)" },
+      out: { type: "string", help: "weights file to write (.safetensors); refused if it exists" },
+      steps: { type: "string", help: `optimizer steps (default ${TRAIN_DEFAULTS.steps})` },
+      batch: { type: "string", help: `sequences per step (default ${TRAIN_DEFAULTS.batch})` },
+      block: {
+        type: "string",
+        help: `context length block_size (default ${DEFAULT_CONFIG.blockSize})`,
+      },
+      "d-model": { type: "string", help: `model width (default ${DEFAULT_CONFIG.dModel})` },
+      layers: { type: "string", help: `transformer blocks (default ${DEFAULT_CONFIG.nLayers})` },
+      heads: {
+        type: "string",
+        help: `attention heads, dividing d-model (default ${DEFAULT_CONFIG.nHeads})`,
+      },
+      lr: { type: "string", help: `peak learning rate (default ${TRAIN_DEFAULTS.lr})` },
+      warmup: { type: "string", help: `linear warmup steps (default ${TRAIN_DEFAULTS.warmup})` },
+      "min-lr": {
+        type: "string",
+        help: `final learning rate of the decay (default ${TRAIN_DEFAULTS.minLr})`,
+      },
+      decay: {
+        type: "string",
+        help:
+          `learning-rate decay after warmup: cosine or linear (default ${TRAIN_DEFAULTS.decay})`,
+      },
+      "weight-decay": {
+        type: "string",
+        help: `AdamW weight decay on 2-D weights (default ${TRAIN_DEFAULTS.weightDecay})`,
+      },
+      beta1: {
+        type: "string",
+        help: `AdamW decay rate of the gradient average (default ${TRAIN_DEFAULTS.beta1})`,
+      },
+      beta2: {
+        type: "string",
+        help: `AdamW decay rate of the squared-gradient average (default ${TRAIN_DEFAULTS.beta2})`,
+      },
+      clip: {
+        type: "string",
+        help: `gradient-norm clip, 0 for none (default ${TRAIN_DEFAULTS.clip})`,
+      },
+      dropout: {
+        type: "string",
+        help:
+          `dropout on the embedding and each block's outputs, 0 for none (default ${TRAIN_DEFAULTS.dropout})`,
+      },
+      seed: {
+        type: "string",
+        help: `seed of initialization and batches (default ${TRAIN_DEFAULTS.seed})`,
+      },
+      "eval-every": {
+        type: "string",
+        help: "full validation loss every N steps, 0 for none (default 650)",
+      },
+      "eval-batches": {
+        type: "string",
+        help: "estimate the periodic validation loss on N windows (default 0: every window)",
+      },
+      "checkpoint-every": {
+        type: "string",
+        help: "write <out>.ckpt every N steps, 0 for none (default 0); Ctrl-C always writes one; " +
+          "removed once the run finishes",
+      },
+      resume: {
+        type: "boolean",
+        help: "continue from <out>.ckpt (same settings), or start fresh if there is none",
+      },
+      init: { type: "string", help: "start from these weights (fine-tuning) instead of random" },
+      force: { type: "boolean", help: "overwrite an existing --out" },
+      threads: { type: "string", help: "worker threads (default: all cores)" },
+    },
+  },
+  sample: {
+    summary: "stream text from a model",
+    usage: "sample [--weights FILE] [--prompt TEXT] [options]",
+    flags: {
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
+      prompt: { type: "string", help: "text to continue (default: start of a line)" },
+      tokens: { type: "string", help: "characters to generate (default 1000)" },
+      temperature: { type: "string", help: "0 is greedy; higher is more random (default 1)" },
+      "top-k": { type: "string", help: "sample among the k most likely characters (default: all)" },
+      "top-p": {
+        type: "string",
+        help: "sample among the most likely characters of mass p (default 1)",
+      },
+      seed: { type: "string", help: "random seed (default: drawn and printed to stderr)" },
+    },
+  },
+  eval: {
+    summary: "validation loss and bits per character of a model on a text",
+    usage: "eval --weights FILE --data FILE [--split val|all] [--json]",
+    flags: {
+      weights: { type: "string", help: "weights file" },
+      data: { type: "string", help: "UTF-8 text to evaluate on" },
+      split: { type: "string", help: "val: the last 10% (default); all: the whole file" },
+      json: { type: "boolean", help: "print JSON instead of a line" },
+    },
+  },
+  inspect: {
+    summary: "top candidates per generated step and attention heatmaps (SVG)",
+    usage:
+      "inspect --weights FILE --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]",
+    flags: {
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
+      prompt: { type: "string", help: "text to start from" },
+      tokens: { type: "string", help: "characters to generate (default 20)" },
+      top: { type: "string", help: "candidates shown per step (default 5)" },
+      layer: { type: "string", help: "layer whose attention is drawn (default: the last)" },
+      out: { type: "string", help: "write the attention heatmaps to this SVG file" },
+      temperature: {
+        type: "string",
+        help: "sample at this temperature instead of greedy (needs --seed)",
+      },
+      seed: { type: "string", help: "random seed when sampling" },
+    },
+  },
+  info: {
+    summary: "config, parameter count, vocabulary and training facts of a weights file",
+    usage: "info [--weights FILE]",
+    flags: {
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
+    },
+  },
+};
+
+/** The help of the CLI (no name) or of one command. */
+export function helpText(name?: string): string {
+  if (name === undefined) {
+    const lines = [
+      "BareGPT: a character-level GPT, trained and sampled on the CPU.",
+      "",
+      "usage: deno run [permissions] cli.ts <command> [options]",
+      "       (no command: stream text from the shipped weights, training them first if needed)",
+      "",
+      "commands:",
+      ...Object.entries(COMMANDS).map(([n, c]) => `  ${n.padEnd(8)} ${c.summary}`),
+      "",
+      "Run `cli.ts <command> --help` for a command's options.",
+    ];
+    return lines.join("\n");
+  }
+  const c = COMMANDS[name];
+  const flags = { ...c.flags, ...COMMON };
+  const rows = Object.entries(flags).map(([f, spec]) => {
+    const left = `--${f}${spec.type === "string" ? " " + f.toUpperCase().replace(/-/g, "_") : ""}`;
+    return `  ${left.padEnd(30)} ${spec.help}`;
+  });
+  return [`usage: cli.ts ${c.usage}`, "", c.summary + ".", "", "options:", ...rows].join("\n");
+}
+
+/** Parses a command's flags; unknown flags and stray arguments are InputErrors. */
+export function parseFlags(command: string, args: string[]): Values {
+  const flags = { ...COMMANDS[command].flags, ...COMMON };
+  const options: Record<string, { type: FlagType; short?: string }> = {};
+  for (const [name, f] of Object.entries(flags)) {
+    options[name] = f.short === undefined ? { type: f.type } : { type: f.type, short: f.short };
+  }
+  // `--tokens -3` is a value, not a flag: join a string flag to a value that starts with "-"
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i].startsWith("--") ? args[i].slice(2) : "";
+    if (options[name]?.type === "string" && i + 1 < args.length && /^-[\d.]/.test(args[i + 1])) {
+      joined.push(`${args[i]}=${args[++i]}`);
+    } else joined.push(args[i]);
+  }
+  try {
+    const { values, positionals } = parseArgs({
+      args: joined,
+      options,
+      strict: true,
+      allowPositionals: true,
+    });
+    if (positionals.length > 0) {
+      throw new InputError(
+        `unexpected argument ${
+          JSON.stringify(positionals[0])
+        } for ${command}; see \`${command} --help\``,
+      );
+    }
+    return values as Values;
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    const msg = (e as Error).message;
+    const unknown = msg.match(/Unknown option '([^']+)'/);
+    if (unknown) {
+      throw new InputError(`unknown flag ${unknown[1]} for ${command}; see \`${command} --help\``);
+    }
+    const missing = msg.match(/Option '([^']+?)(?: <value>)?' argument missing/);
+    if (missing) {
+      throw new InputError(
+        `flag ${missing[1].split(",").pop()!.trim()} needs a value; see \`${command} --help\``,
+      );
+    }
+    throw new InputError(`${msg.split("\n")[0]}; see \`${command} --help\``);
+  }
+}
+
+/** A string flag: undefined when absent; an empty value is an InputError. */
+export function stringFlag(v: Values, name: string): string | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "string" || raw === "") throw new InputError(`--${name} needs a value`);
+  return raw;
+}
+
+/** A string flag the command cannot do without. */
+export function requireFlag(v: Values, name: string, command: string): string {
+  const s = stringFlag(v, name);
+  if (s === undefined) {
+    throw new InputError(`${command} needs --${name}; see \`${command} --help\``);
+  }
+  return s;
+}
+
+/** A range of a flag the library has no option for. */
+export function range(min: number, max: number, integer = true): OptionSpec {
+  return { min, max, integer };
+}
+
+/** A numeric flag: undefined when absent, else a number within the spec's range. */
+export function numberFlag(v: Values, name: string, spec: OptionSpec): number | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+  if (
+    !Number.isFinite(n) || (spec.integer && !Number.isInteger(n)) || n < spec.min ||
+    n > spec.max
+  ) {
+    throw new InputError(
+      `--${name} ${JSON.stringify(raw)} is out of range; use ${describeRange(spec)}`,
+    );
+  }
+  return n;
+}
+
+/** The --kernels flag: a kernel tier, or undefined for the fastest available. */
+export function kernelsFlag(v: Values): KernelTier | undefined {
+  const k = stringFlag(v, "kernels");
+  if (k === undefined) return undefined;
+  if (k !== "relaxed" && k !== "simd" && k !== "js") {
+    throw new InputError(
+      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd or js`,
+    );
+  }
+  return k;
+}

@@ -1,0 +1,77 @@
+/**
+ * `inspect`: generates step by step (greedy, or sampled with --temperature and --seed), prints
+ * the top candidates of every step as an aligned table, then the text, and draws the attention
+ * of one layer as an SVG file (--out) or as a heatmap in the terminal.
+ *
+ * @module
+ */
+
+import { InputError, inspect, SAMPLING_OPTIONS, selectKernels } from "../mod.ts";
+import { formatCandidateTable, renderAttentionSvg, renderAttentionTerminal } from "../lib/draw.ts";
+import { kernelsFlag, numberFlag, range, stringFlag, type Values } from "./flags.ts";
+import { loadWeightsFile, writeFileAtomic } from "./files.ts";
+import { log, writeStdout } from "./output.ts";
+
+/** Default characters generated, candidates shown. */
+const INSPECT_DEFAULTS = { tokens: 20, top: 5 } as const;
+
+/** Most characters `inspect` generates (its output is a row per character). */
+const MAX_INSPECT_TOKENS = 10000;
+
+/**
+ * `inspect --weights W --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]
+ * [--temperature T --seed S] [--kernels TIER]`.
+ */
+export async function inspectCommand(v: Values): Promise<void> {
+  const prompt = stringFlag(v, "prompt");
+  if (prompt === undefined) {
+    throw new InputError("inspect needs --prompt TEXT; see `inspect --help`");
+  }
+  const tokens = numberFlag(v, "tokens", range(0, MAX_INSPECT_TOKENS)) ??
+    INSPECT_DEFAULTS.tokens;
+  const temperature = numberFlag(v, "temperature", SAMPLING_OPTIONS.temperature) ?? 0;
+  const seed = numberFlag(v, "seed", SAMPLING_OPTIONS.seed);
+  if (temperature > 0 && seed === undefined) {
+    throw new InputError(
+      `--temperature ${temperature} needs --seed S (an integer) so that the run can be repeated; add --seed 1, or drop --temperature for greedy decoding`,
+    );
+  }
+  const out = stringFlag(v, "out");
+  const tier = selectKernels(kernelsFlag(v));
+
+  const model = await loadWeightsFile(stringFlag(v, "weights"));
+  const c = model.config, vocab = model.tokenizer.vocab;
+  const top = numberFlag(v, "top", range(1, c.vocabSize)) ??
+    Math.min(INSPECT_DEFAULTS.top, c.vocabSize);
+  const layer = numberFlag(v, "layer", range(0, c.nLayers - 1)) ?? c.nLayers - 1;
+  const result = inspect(model, prompt, { tokens, top, layer, temperature, seed: seed ?? 0 });
+  const map = result.attention;
+  const n = map.tokens.length;
+  log(
+    `inspect: ${tokens} step${tokens === 1 ? "" : "s"}, ${
+      temperature > 0 ? `temperature ${temperature}, seed ${seed}` : "greedy"
+    }, ${top} candidate${top === 1 ? "" : "s"}; attention of layer ${layer} (layers 0..${
+      c.nLayers - 1
+    }), ${c.nHeads} heads, characters ${map.start}..${map.start + n - 1}; kernels ${tier}`,
+  );
+
+  // the SVG first: a file that cannot be written fails the command before anything is printed
+  if (out !== undefined) {
+    const svg = renderAttentionSvg(map, vocab);
+    await writeFileAtomic(out, new TextEncoder().encode(svg));
+    log(
+      `wrote ${out}: ${c.nHeads} attention heatmap${
+        c.nHeads === 1 ? "" : "s"
+      } of ${n} x ${n} characters (layer ${layer}), ${n * (n + 1) / 2} cells each`,
+    );
+  }
+  const tty = Deno.stdout.isTerminal();
+  const color = tty && !Deno.noColor;
+  if (result.steps.length > 0) {
+    writeStdout(formatCandidateTable(result.steps, vocab, { top, bars: tty }) + "\n");
+  }
+  writeStdout(model.tokenizer.decode([...result.prompt, ...result.generated]) + "\n");
+  if (out === undefined) {
+    writeStdout("\n" + renderAttentionTerminal(map, vocab, { color }));
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * `train`: trains a model on a text file and saves its weights atomically, with checkpoints,
+ * --resume, and a checkpoint on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+
+import {
+  BareGPTError,
+  createModel,
+  createTrainer,
+  decodeCorpus,
+  InputError,
+  type KernelTier,
+  type Model,
+  MODEL_OPTIONS,
+  saveWeights,
+  selectKernels,
+  TRAIN_OPTIONS,
+  type Trainer,
+  WeightsError,
+} from "../mod.ts";
+import { kernelsFlag, numberFlag, range, requireFlag, stringFlag, type Values } from "./flags.ts";
+import {
+  checkOutput,
+  exists,
+  loadWeightsFile,
+  needPermission,
+  readInput,
+  writeFileAtomic,
+} from "./files.ts";
+import { log, Progress } from "./output.ts";
+
+/** `train --data FILE --out FILE [options]`. */
+export async function train(v: Values): Promise<void> {
+  const dataPath = requireFlag(v, "data", "train");
+  const out = requireFlag(v, "out", "train");
+  const o = TRAIN_OPTIONS;
+  const steps = numberFlag(v, "steps", o.steps) ?? o.steps.default!;
+  const batch = numberFlag(v, "batch", o.batch) ?? o.batch.default!;
+  const lr = numberFlag(v, "lr", o.lr) ?? o.lr.default!;
+  const warmup = numberFlag(v, "warmup", o.warmup) ?? o.warmup.default!;
+  const minLr = numberFlag(v, "min-lr", o.minLr) ?? o.minLr.default!;
+  const weightDecay = numberFlag(v, "weight-decay", o.weightDecay) ?? o.weightDecay.default!;
+  const beta1 = numberFlag(v, "beta1", o.beta1) ?? o.beta1.default!;
+  const beta2 = numberFlag(v, "beta2", o.beta2) ?? o.beta2.default!;
+  const clip = numberFlag(v, "clip", o.clip) ?? o.clip.default!;
+  const seed = numberFlag(v, "seed", o.seed) ?? o.seed.default!;
+  const evalEvery = numberFlag(v, "eval-every", range(0, 1e9)) ?? 650;
+  const evalBatches = numberFlag(v, "eval-batches", range(0, 1e9)) ?? 0;
+  const checkpointEvery = numberFlag(v, "checkpoint-every", range(0, 1e9)) ?? 0;
+  const dropout = numberFlag(v, "dropout", o.dropout) ?? o.dropout.default!;
+  const decayFlag = stringFlag(v, "decay") ?? "linear";
+  if (decayFlag !== "cosine" && decayFlag !== "linear") {
+    throw new InputError(
+      `--decay ${JSON.stringify(decayFlag)} is not a schedule; use cosine or linear`,
+    );
+  }
+  const decay: "cosine" | "linear" = decayFlag;
+
+  const threads = numberFlag(v, "threads", o.threads) ?? defaultThreads();
+  const initPath = stringFlag(v, "init");
+  const m = MODEL_OPTIONS;
+  const shape = {
+    blockSize: numberFlag(v, "block", m.blockSize),
+    dModel: numberFlag(v, "d-model", m.dModel),
+    nLayers: numberFlag(v, "layers", m.nLayers),
+    nHeads: numberFlag(v, "heads", m.nHeads),
+  };
+  if (initPath !== undefined && Object.values(shape).some((x) => x !== undefined)) {
+    throw new InputError(
+      "--init takes the model's shape from the weights; drop --block, --d-model, --layers and --heads",
+    );
+  }
+  const tierFlag = kernelsFlag(v);
+  const force = v.force === true;
+  const resume = v.resume === true;
+  const ckptPath = `${out}.ckpt`;
+
+  // Before any work: the output folder must be writable, and no file may be lost by this run.
+  await checkOutput(out);
+  const outExists = await exists(out);
+  const ckptExists = await exists(ckptPath);
+  if (outExists) {
+    if ((await Deno.stat(out)).isDirectory) {
+      throw new InputError(`--out ${out} is a folder; give the path of a file`);
+    }
+    const real = await Deno.realPath(out);
+    for (const [flag, path] of [["--data", dataPath], ["--init", initPath]]) {
+      if (path !== undefined && (await Deno.realPath(path).catch(() => "")) === real) {
+        throw new InputError(`--out ${out} is the file of ${flag}; choose another --out`);
+      }
+    }
+  }
+  if (outExists && !force && !(resume && ckptExists)) {
+    throw new InputError(
+      resume
+        ? `${out} already exists and there is no checkpoint ${ckptPath} to resume (the run finished); pass --force to train it again`
+        : `${out} already exists; pass --force to overwrite it or choose another --out`,
+    );
+  }
+  if (ckptExists && !resume && !force) {
+    throw new InputError(
+      `${ckptPath} holds an interrupted run; pass --resume to continue it, or --force to start over`,
+    );
+  }
+
+  const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath);
+  const tier = selectKernels(tierFlag);
+  const model: Model = initPath !== undefined
+    ? await loadWeightsFile(initPath)
+    : createModel(text, { ...shape, seed });
+  const c = model.config;
+  const useThreads = tier === "js" ? 1 : Math.min(threads, batch);
+  if (useThreads > 1) await checkWorkerPermission(useThreads);
+  const trainer = await createTrainer(model, text, {
+    batch,
+    steps,
+    lr,
+    minLr,
+    decay,
+    warmup,
+    weightDecay,
+    beta1,
+    beta2,
+    clip,
+    dropout,
+    seed,
+    threads,
+  });
+  // A first SIGINT/SIGTERM asks the loop to save a checkpoint and stop; a second stops at once
+  // (every file is written atomically, so nothing is left half-written).
+  let signal: "SIGINT" | "SIGTERM" | undefined;
+  const listeners: [Deno.Signal, () => void][] = [];
+  try {
+    if (trainer.valTokens.length < c.blockSize + 1 && evalEvery > 0) {
+      throw new InputError(
+        `the validation split of ${dataPath} has ${trainer.valTokens.length} characters, fewer than block_size + 1 = ${
+          c.blockSize + 1
+        }; use a longer corpus, a smaller --block, or --eval-every 0`,
+      );
+    }
+    for (const name of ["SIGINT", "SIGTERM"] as const) {
+      const listener = () => {
+        if (signal !== undefined) {
+          log(`${name} again: stopping now; the last checkpoint is kept`);
+          Deno.exit(name === "SIGINT" ? 130 : 143);
+        }
+        signal = name;
+      };
+      try {
+        Deno.addSignalListener(name, listener);
+        listeners.push([name, listener]);
+      } catch { /* SIGTERM cannot be listened to on Windows */ }
+    }
+    let resumed = false;
+    if (resume) {
+      if (ckptExists) {
+        await resumeFrom(trainer, ckptPath, tier);
+        resumed = true;
+      } else log(`no checkpoint at ${ckptPath}; starting fresh`);
+    }
+
+    const command = [
+      "train",
+      `--data ${dataPath}`,
+      ...(initPath ? [`--init ${initPath}`] : [
+        `--block ${c.blockSize}`,
+        `--d-model ${c.dModel}`,
+        `--layers ${c.nLayers}`,
+        `--heads ${c.nHeads}`,
+      ]),
+      `--steps ${steps}`,
+      `--batch ${batch}`,
+      `--lr ${lr}`,
+      `--min-lr ${minLr}`,
+      `--decay ${decay}`,
+      `--warmup ${warmup}`,
+      `--weight-decay ${weightDecay}`,
+      `--beta1 ${beta1}`,
+      `--beta2 ${beta2}`,
+      `--clip ${clip}`,
+      `--dropout ${dropout}`,
+      `--seed ${seed}`,
+      `--threads ${trainer.threads}`,
+    ].join(" ");
+    log(
+      `model: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}; ${
+        model.parameterCount.toLocaleString("en-US")
+      } parameters`,
+    );
+    log(
+      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay), weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
+        trainer.threads > 1 ? "s" : ""
+      }, kernels ${tier}`,
+    );
+    const nTrain = trainer.trainTokens.length, nVal = trainer.valTokens.length;
+    log(
+      `corpus: ${dataPath}, ${(nTrain + nVal).toLocaleString("en-US")} characters (${
+        nTrain.toLocaleString("en-US")
+      } train, ${nVal.toLocaleString("en-US")} validation)`,
+    );
+
+    let wroteCheckpoint = false;
+    const saveCheckpoint = async () => {
+      await writeFileAtomic(ckptPath, trainer.checkpoint({ command }));
+      wroteCheckpoint = true;
+    };
+    const progress = new Progress(steps, trainer.stepsDone, batch * c.blockSize);
+    try {
+      while (trainer.stepsDone < steps) {
+        const loss = await trainer.step();
+        const step = trainer.stepsDone;
+        progress.update(step, loss);
+        if (step >= steps) break; // the last step: finish rather than checkpoint
+        if (signal !== undefined) {
+          await saveCheckpoint();
+          progress.note(
+            `${signal}: stopped after step ${step} of ${steps}; saved ${ckptPath}; to continue, run the same command with --resume`,
+          );
+          Deno.exitCode = signal === "SIGINT" ? 130 : 143;
+          return;
+        }
+        if (checkpointEvery > 0 && step % checkpointEvery === 0) await saveCheckpoint();
+        if (evalEvery > 0 && step % evalEvery === 0) {
+          const e = await trainer.evaluate(
+            undefined,
+            evalBatches > 0 ? { maxWindows: evalBatches } : {},
+          );
+          progress.note(
+            `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
+              evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
+            }`,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0)); // let a signal be seen
+      }
+    } finally {
+      progress.done();
+    }
+    const facts: Record<string, string> = {
+      steps: String(trainer.stepsDone),
+      corpus_sha256: trainer.corpusSha256,
+      command,
+    };
+    if (evalEvery > 0) {
+      const e = await trainer.evaluate();
+      facts.val_loss = e.loss.toFixed(4);
+      log(
+        `final validation loss ${e.loss.toFixed(4)} (${
+          e.bpc.toFixed(4)
+        } bits per character, ${e.windows} windows)`,
+      );
+    }
+    let bytes: Uint8Array;
+    try {
+      bytes = saveWeights(model, facts);
+    } catch (e) {
+      if (!(e instanceof BareGPTError) || !/NaN or Inf/.test(e.message)) throw e;
+      throw new BareGPTError(
+        `the weights hold NaN or Inf after step ${trainer.stepsDone} (training diverged); lower --lr; ${out} was not written`,
+      );
+    }
+    await writeFileAtomic(out, bytes);
+    log(`saved ${out}`);
+    // The checkpoint of this run is spent once its weights are saved.
+    if (wroteCheckpoint || resumed) await Deno.remove(ckptPath).catch(() => {});
+  } finally {
+    for (const [name, listener] of listeners) Deno.removeSignalListener(name, listener);
+    trainer.close();
+  }
+}
+
+/** Restores a checkpoint into the trainer; its errors name the checkpoint's path. */
+async function resumeFrom(trainer: Trainer, ckptPath: string, tier: KernelTier): Promise<void> {
+  const bytes = await readInput(ckptPath, "checkpoint");
+  let r;
+  try {
+    r = trainer.restore(bytes);
+  } catch (e) {
+    if (!(e instanceof BareGPTError) || !/^the checkpoint\b/.test(e.message)) throw e;
+    const message = e.message.replace(/^the checkpoint/, `checkpoint ${ckptPath}`);
+    const options = { options: [...e.options], cause: e };
+    throw e instanceof WeightsError
+      ? new WeightsError(message, options)
+      : e instanceof InputError
+      ? new InputError(message, options)
+      : new BareGPTError(message, options);
+  }
+  const { threads, kernels } = r;
+  if (
+    (threads !== undefined && threads !== String(trainer.threads)) ||
+    (kernels !== undefined && kernels !== tier)
+  ) {
+    log(
+      `note: the checkpoint was made on ${threads} thread(s) with ${kernels} kernels and this run uses ${trainer.threads} with ${tier}; the result will differ in the last bits from an uninterrupted run`,
+    );
+  }
+  log(`resumed from ${ckptPath} at step ${r.step}`);
+}
+
+/**
+ * Workers load the library's modules (lib/, beside mod.ts) as the main program did: that needs
+ * read permission for lib/ (net permission for its host when run from a URL). Refuse clearly
+ * when it is missing.
+ */
+async function checkWorkerPermission(threads: number): Promise<void> {
+  const lib = new URL("../lib/", import.meta.url);
+  const alternative = "or pass --threads 1";
+  if (lib.protocol === "file:") {
+    const path = decodeURIComponent(lib.pathname).replace(/\/$/, "");
+    await needPermission("read", path, `training on ${threads} threads starts workers from it`)
+      .catch((e) => {
+        throw e instanceof InputError ? new InputError(`${e.message}, ${alternative}`) : e;
+      });
+  } else if (lib.protocol === "http:" || lib.protocol === "https:") {
+    const desc: Deno.PermissionDescriptor = { name: "net", host: lib.host };
+    let { state } = await Deno.permissions.query(desc);
+    if (state === "prompt") state = (await Deno.permissions.request(desc)).state;
+    if (state !== "granted") {
+      throw new InputError(
+        `no net permission for ${lib.host} (training on ${threads} threads starts workers from it); run again with --allow-net=${lib.host}, ${alternative}`,
+      );
+    }
+  }
+}
+
+function defaultThreads(): number {
+  return Math.max(1, Math.min(navigator.hardwareConcurrency ?? 1, 64));
+}
