@@ -5,9 +5,14 @@
  * (Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy), which shared WebAssembly memory
  * needs in browsers. Only GET and HEAD, only files inside the repository, no dotfiles.
  *
+ * `--no-isolation` (or `isolated: false` in {@linkcode startServer}) leaves those two headers out,
+ * so the page is not cross-origin isolated: it has no SharedArrayBuffer, and the library gives the
+ * kernels a plain WebAssembly memory instead (what a page on an ordinary host gets).
+ *
  * ```sh
  * deno task serve            # http://localhost:8000/web/
  * deno run --allow-net=127.0.0.1 --allow-read=. scripts/serve.ts --port 8080
+ * deno run --allow-net=127.0.0.1 --allow-read=. scripts/serve.ts --no-isolation
  * ```
  *
  * @module
@@ -34,22 +39,41 @@ export const CONTENT_TYPES: Record<string, string> = {
   ".md": "text/markdown; charset=utf-8",
 };
 
-/** Headers sent with every response. */
-const COMMON_HEADERS: Record<string, string> = {
+/** The headers that make the page cross-origin isolated (sent unless isolation is off). */
+const ISOLATION_HEADERS: Record<string, string> = {
   "cross-origin-opener-policy": "same-origin",
   "cross-origin-embedder-policy": "require-corp",
+};
+
+/** Headers sent with every response. */
+const COMMON_HEADERS: Record<string, string> = {
   "cross-origin-resource-policy": "same-origin",
   "x-content-type-options": "nosniff",
   "cache-control": "no-cache",
 };
 
+/** Options of {@linkcode handle}. */
+export interface HandleOptions {
+  /** Send the cross-origin isolation headers (COOP and COEP). Default true. */
+  isolated?: boolean;
+}
+
+function baseHeaders(options: HandleOptions): Record<string, string> {
+  return (options.isolated ?? true) ? { ...ISOLATION_HEADERS, ...COMMON_HEADERS } : COMMON_HEADERS;
+}
+
 /** The repository root: the folder above this script. */
 export const REPO_ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 
-function textResponse(status: number, text: string, extra: Record<string, string> = {}): Response {
+function plainResponse(
+  base: Record<string, string>,
+  status: number,
+  text: string,
+  extra: Record<string, string> = {},
+): Response {
   return new Response(text + "\n", {
     status,
-    headers: { ...COMMON_HEADERS, "content-type": "text/plain; charset=utf-8", ...extra },
+    headers: { ...base, "content-type": "text/plain; charset=utf-8", ...extra },
   });
 }
 
@@ -80,13 +104,20 @@ export function resolvePath(root: string, urlPath: string): string | null {
 }
 
 /** Handles one request for files under `root` (exported for tests). */
-export async function handle(request: Request, root: string = REPO_ROOT): Promise<Response> {
+export async function handle(
+  request: Request,
+  root: string = REPO_ROOT,
+  options: HandleOptions = {},
+): Promise<Response> {
+  const base = baseHeaders(options);
+  const textResponse = (status: number, text: string, extra?: Record<string, string>) =>
+    plainResponse(base, status, text, extra);
   if (request.method !== "GET" && request.method !== "HEAD") {
     return textResponse(405, "method not allowed: only GET and HEAD", { allow: "GET, HEAD" });
   }
   const url = new URL(request.url);
   if (url.pathname === "/") {
-    return new Response(null, { status: 302, headers: { ...COMMON_HEADERS, location: "/web/" } });
+    return new Response(null, { status: 302, headers: { ...base, location: "/web/" } });
   }
   let path = resolvePath(root, url.pathname);
   if (path === null) return textResponse(404, "not found");
@@ -103,7 +134,7 @@ export async function handle(request: Request, root: string = REPO_ROOT): Promis
       if (!url.pathname.endsWith("/")) {
         return new Response(null, {
           status: 301,
-          headers: { ...COMMON_HEADERS, location: url.pathname + "/" + url.search },
+          headers: { ...base, location: url.pathname + "/" + url.search },
         });
       }
       path = real + "/index.html";
@@ -120,7 +151,7 @@ export async function handle(request: Request, root: string = REPO_ROOT): Promis
   }
   if (!info.isFile) return textResponse(404, "not found");
   const headers = {
-    ...COMMON_HEADERS,
+    ...base,
     "content-type": CONTENT_TYPES[extension(path)] ?? "application/octet-stream",
     "content-length": String(info.size),
   };
@@ -130,7 +161,7 @@ export async function handle(request: Request, root: string = REPO_ROOT): Promis
 }
 
 /** Options of {@link startServer}. */
-export interface ServeOptions {
+export interface ServeOptions extends HandleOptions {
   /** Port (0: any free one). Default 8000. */
   port?: number;
   /** Interface. Default 127.0.0.1 (loopback only). */
@@ -148,18 +179,22 @@ export function startServer(options: ServeOptions = {}): Deno.HttpServer<Deno.Ne
     port: options.port ?? 8000,
     hostname: options.hostname ?? "127.0.0.1",
     onListen: options.onListen ?? (() => {}),
-  }, (request) => handle(request, root));
+  }, (request) => handle(request, root, { isolated: options.isolated }));
 }
 
 if (import.meta.main) {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { port: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      port: { type: "string" },
+      "no-isolation": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
   });
   if (values.help) {
     console.log(
-      "usage: scripts/serve.ts [--port N]\n\nServes the repository on http://localhost:N (default 8000); the page is at /web/.",
+      "usage: scripts/serve.ts [--port N] [--no-isolation]\n\nServes the repository on http://localhost:N (default 8000); the page is at /web/.\n--no-isolation: without the COOP/COEP headers, so the page is not cross-origin isolated.",
     );
     Deno.exit(0);
   }
@@ -169,11 +204,15 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   try {
+    const isolated = !values["no-isolation"];
     startServer({
       port,
+      isolated,
       onListen: (addr) =>
         console.error(
-          `serving ${REPO_ROOT} at http://localhost:${addr.port}/ (the page: http://localhost:${addr.port}/web/)`,
+          `serving ${REPO_ROOT} at http://localhost:${addr.port}/ (the page: http://localhost:${addr.port}/web/)${
+            isolated ? "" : ", not cross-origin isolated"
+          }`,
         ),
     });
   } catch (e) {

@@ -3,7 +3,10 @@
 // serve the repository, load the page with a small trained model at a forced kernel tier,
 // generate greedy text, and check that it equals the CLI's greedy text for the same prompt and
 // tier, and that every head's heatmap has one cell per visible position pair. A screenshot per
-// tier is saved in test-artifacts/.
+// tier is saved in test-artifacts/. The page is loaded twice: cross-origin isolated (as
+// `deno task serve` serves it: shared WebAssembly memory, every tier the browser supports), and
+// served without the COOP/COEP headers, so not isolated (no SharedArrayBuffer: the library sizes a
+// plain memory for the model), at js and the best tier it offers there.
 //
 // Chromium: $CHROMIUM_PATH, else /usr/bin/chromium (Debian's `chromium` package). Without it the
 // test is skipped with a printed reason, except with CI=true, where it fails.
@@ -83,13 +86,10 @@ function corpus(): string {
   return lines.join("\n");
 }
 
-Deno.test({
-  name: "browser page: greedy text equals the CLI's at each kernel tier; heatmaps drawn",
-  ignore: !present && !CI,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
+/** Bundles the page and trains the small model, once for both tests; returns the weights. */
+let prepared: Promise<string> | undefined;
+function prepare(): Promise<string> {
+  return prepared ??= (async () => {
     const dir = `${ARTIFACTS}browser/`;
     await Deno.mkdir(dir, { recursive: true });
     const weights = `${dir}model.safetensors`;
@@ -130,72 +130,128 @@ Deno.test({
         ...MODEL,
       ], "training"),
     ]);
+    return weights;
+  })();
+}
 
-    const server = startServer({ port: 0 });
-    let report: Report;
-    try {
-      const job: Job = {
-        chromium: CHROMIUM,
-        args: CHROMIUM_ARGS,
-        page: `http://127.0.0.1:${server.addr.port}/web/`,
-        query: {
-          weights: "../test-artifacts/browser/model.safetensors",
-          prompt: PROMPT,
-          tokens: String(TOKENS),
-          temperature: "0",
-        },
-        tiers: "best",
-        hover: [...PROMPT].length + TOKENS - 5,
-        screenshots: ARTIFACTS.replace(/\/$/, ""),
-      };
-      // playwright reads /proc paths that Deno grants only with -A, so the driver is a process
-      const out = await run(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
-      report = JSON.parse(out.trim().split("\n").at(-1)!) as Report;
-    } finally {
-      await server.shutdown();
-    }
-    console.log(
-      `browser test: Chromium runs kernel tiers ${report.results.map((r) => r.tier).join(", ")}`,
+/** The CLI's greedy text at a kernel tier (once per tier). */
+const cliTexts = new Map<string, Promise<string>>();
+function cliText(weights: string, tier: string): Promise<string> {
+  let text = cliTexts.get(tier);
+  if (text === undefined) {
+    text = run([
+      "run",
+      "--quiet",
+      `--allow-read=${ROOT}`,
+      CLI,
+      "sample",
+      "--weights",
+      weights,
+      "--prompt",
+      PROMPT,
+      "--tokens",
+      String(TOKENS),
+      "--temperature",
+      "0",
+      "--seed",
+      "0",
+      "--kernels",
+      tier,
+    ], `cli sample --kernels ${tier}`).then((out) => out.replace(/\n$/, ""));
+    cliTexts.set(tier, text);
+  }
+  return text;
+}
+
+/**
+ * Serves the repository (cross-origin isolated or not), drives the page at `tiers`, and checks
+ * that each tier's greedy text equals the CLI's and that the heatmaps are drawn.
+ */
+async function checkPage(isolated: boolean, tiers: Job["tiers"], name: string): Promise<Report> {
+  const weights = await prepare();
+  const server = startServer({ port: 0, isolated });
+  let report: Report;
+  try {
+    const job: Job = {
+      chromium: CHROMIUM,
+      args: CHROMIUM_ARGS,
+      page: `http://127.0.0.1:${server.addr.port}/web/`,
+      query: {
+        weights: "../test-artifacts/browser/model.safetensors",
+        prompt: PROMPT,
+        tokens: String(TOKENS),
+        temperature: "0",
+      },
+      tiers,
+      hover: [...PROMPT].length + TOKENS - 5,
+      screenshots: ARTIFACTS.replace(/\/$/, ""),
+      name,
+    };
+    // playwright reads /proc paths that Deno grants only with -A, so the driver is a process
+    const out = await run(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
+    report = JSON.parse(out.trim().split("\n").at(-1)!) as Report;
+  } finally {
+    await server.shutdown();
+  }
+  console.log(
+    `browser test (${isolated ? "" : "not "}cross-origin isolated): Chromium runs kernel tiers ${
+      report.results.map((r) => r.tier).join(", ")
+    } (best ${report.best})`,
+  );
+  assertEquals(report.isolated, isolated);
+  assert(report.results.length > 0 && report.results[0].tier === "js");
+
+  for (const r of report.results) {
+    const tier = r.tier;
+    const expected = await cliText(weights, tier);
+    assertEquals([...expected].length, [...PROMPT].length + TOKENS);
+
+    assertEquals(r.ready.state, "ready", r.ready.status);
+    assertEquals(r.ready.tier, tier);
+    assertEquals(r.ready.isolated, isolated);
+    assert(
+      r.ready.status?.includes(isolated ? " · cross-origin isolated" : "not cross-origin isolated"),
+      r.ready.status,
     );
-    assert(report.results.length > 0 && report.results[0].tier === "js");
+    assertEquals(r.state, "done", r.status);
+    assertEquals(r.errors, []);
+    assertEquals(r.text, expected, `page and CLI differ at tier ${tier}`);
+    const n = Math.min([...expected].length, BLOCK);
+    assertEquals(r.window, n);
+    assertEquals(r.heads, Array(HEADS).fill(n * (n + 1) / 2));
+    assertEquals(r.rects, HEADS * n * (n + 1) / 2);
+    assert((r.candidates ?? 0) > 0, "no candidates shown");
+    assertEquals(r.marked, HEADS);
+    assert((await Deno.stat(r.screenshot)).size > 10000, `screenshot ${r.screenshot}`);
+  }
+  return report;
+}
 
-    for (const r of report.results) {
-      const tier = r.tier;
-      const cli = await run([
-        "run",
-        "--quiet",
-        `--allow-read=${ROOT}`,
-        CLI,
-        "sample",
-        "--weights",
-        weights,
-        "--prompt",
-        PROMPT,
-        "--tokens",
-        String(TOKENS),
-        "--temperature",
-        "0",
-        "--seed",
-        "0",
-        "--kernels",
-        tier,
-      ], `cli sample --kernels ${tier}`);
-      const expected = cli.replace(/\n$/, "");
-      assertEquals([...expected].length, [...PROMPT].length + TOKENS);
+Deno.test({
+  name: "browser page: greedy text equals the CLI's at each kernel tier; heatmaps drawn",
+  ignore: !present && !CI,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
+    const report = await checkPage(true, "best", "browser");
+    assert(report.sharedArrayBuffer, "a cross-origin isolated page has SharedArrayBuffer");
+  },
+});
 
-      assertEquals(r.ready.state, "ready", r.ready.status);
-      assertEquals(r.ready.tier, tier);
-      assertEquals(r.state, "done", r.status);
-      assertEquals(r.errors, []);
-      assertEquals(r.text, expected, `page and CLI differ at tier ${tier}`);
-      const n = Math.min([...expected].length, BLOCK);
-      assertEquals(r.window, n);
-      assertEquals(r.heads, Array(HEADS).fill(n * (n + 1) / 2));
-      assertEquals(r.rects, HEADS * n * (n + 1) / 2);
-      assert((r.candidates ?? 0) > 0, "no candidates shown");
-      assertEquals(r.marked, HEADS);
-      assert((await Deno.stat(r.screenshot)).size > 10000, `screenshot ${r.screenshot}`);
-    }
+Deno.test({
+  name: "browser page, not cross-origin isolated (plain memory): greedy text equals the CLI's",
+  ignore: !present && !CI,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
+    // without COOP/COEP there is no SharedArrayBuffer: the kernels get a plain memory that the
+    // library sizes for the model (selectKernels(tier, { shared: false }))
+    const report = await checkPage(false, "js+best", "browser-plain");
+    assert(!report.sharedArrayBuffer, "a page that is not isolated has no SharedArrayBuffer");
+    assert(report.best !== "js", `no WebAssembly tier without isolation (best: ${report.best})`);
+    assertEquals(report.results.map((r) => r.tier), ["js", report.best]);
   },
 });
 
@@ -232,6 +288,19 @@ Deno.test("serve: content types, isolation headers, GET only, nothing outside th
   const post = await get("/web/", "POST");
   assertEquals([post.status, post.headers.get("allow")], [405, "GET, HEAD"]);
   await post.body?.cancel();
+  // without isolation: the same files, without COOP and COEP
+  const plain = await handle(new Request("http://127.0.0.1:8000/web/"), ROOT, { isolated: false });
+  assertEquals(plain.status, 200);
+  assertEquals(plain.headers.get("cross-origin-opener-policy"), null);
+  assertEquals(plain.headers.get("cross-origin-embedder-policy"), null);
+  assertEquals(plain.headers.get("content-type"), "text/html; charset=utf-8");
+  await plain.body?.cancel();
+  const plainMissing = await handle(new Request("http://127.0.0.1:8000/nope.txt"), ROOT, {
+    isolated: false,
+  });
+  assertEquals(plainMissing.status, 404);
+  assertEquals(plainMissing.headers.get("cross-origin-embedder-policy"), null);
+  await plainMissing.body?.cancel();
   const head = await get("/web/index.html", "HEAD");
   assertEquals(head.status, 200);
   assert(Number(head.headers.get("content-length")) > 1000);

@@ -21,8 +21,11 @@ export interface Job {
   page: string;
   /** Query parameters common to every run (weights, prompt, tokens, temperature). */
   query: Record<string, string>;
-  /** Kernel tiers to run; "best" runs the tiers the browser supports. */
-  tiers: string[] | "best";
+  /**
+   * Kernel tiers to run: "best" runs every tier the browser supports (js up to the best one),
+   * "js+best" only js and the best one.
+   */
+  tiers: string[] | "best" | "js+best";
   /** Character position to hover after generating. */
   hover: number;
   /** Folder for the screenshots (<name>-<tier>.png). */
@@ -38,7 +41,7 @@ export interface Job {
 export interface TierResult {
   tier: string;
   errors: string[];
-  ready: { state?: string; tier?: string; status?: string };
+  ready: { state?: string; tier?: string; status?: string; isolated?: boolean };
   state?: string;
   status?: string;
   text?: string;
@@ -52,7 +55,11 @@ export interface TierResult {
 
 /** The driver's answer. */
 export interface Report {
+  /** The best tier the page offers (with shared memory only when it is cross-origin isolated). */
   best: string;
+  /** The page's `crossOriginIsolated`, and whether it has SharedArrayBuffer. */
+  isolated: boolean;
+  sharedArrayBuffer: boolean;
   results: TierResult[];
 }
 
@@ -71,11 +78,20 @@ async function drive(job: Job): Promise<Report> {
     });
     const probe = await context.newPage();
     await probe.goto(`${job.page}?weights=none`);
-    // the page reports the best tier this browser runs without shared memory
+    // the page reports the best tier this browser runs (with shared memory when the page is
+    // cross-origin isolated, as scripts/serve.ts makes it unless told not to)
     await probe.waitForFunction("document.body.dataset.best !== undefined");
-    const best: string = await probe.evaluate("document.body.dataset.best");
+    const { best, isolated, sharedArrayBuffer } = await probe.evaluate(`({
+      best: document.body.dataset.best,
+      isolated: crossOriginIsolated,
+      sharedArrayBuffer: typeof SharedArrayBuffer !== "undefined",
+    })`) as Omit<Report, "results">;
     await probe.close();
-    const tiers = job.tiers === "best" ? RANKS.slice(0, RANKS.indexOf(best) + 1) : job.tiers;
+    const tiers = job.tiers === "best"
+      ? RANKS.slice(0, RANKS.indexOf(best) + 1)
+      : job.tiers === "js+best"
+      ? [...new Set(["js", best])]
+      : job.tiers;
     const results: TierResult[] = [];
     for (const tier of tiers) {
       const page = await context.newPage();
@@ -90,6 +106,7 @@ async function drive(job: Job): Promise<Report> {
         state: document.body.dataset.state,
         tier: document.body.dataset.tier,
         status: document.getElementById("status").textContent,
+        isolated: crossOriginIsolated,
       })`) as TierResult["ready"];
       const screenshot = `${job.screenshots}/${job.name ?? "browser"}-${tier}.png`;
       if (ready.state !== "ready") {
@@ -124,7 +141,7 @@ async function drive(job: Job): Promise<Report> {
       results.push({ tier, errors, ready, ...shown, marked, screenshot });
       await page.close();
     }
-    return { best, results };
+    return { best, isolated, sharedArrayBuffer, results };
   } finally {
     await browser.close();
   }
