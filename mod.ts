@@ -4,14 +4,21 @@
  * and in browsers (it uses only web-standard APIs; the fast WebAssembly kernels are set up on
  * first use).
  *
- * - Load and save: {@linkcode loadWeights} (a path, a URL or bytes), {@linkcode saveWeights},
- *   {@linkcode shippedWeightsUrl} (the weights trained on Tiny Shakespeare).
- * - Build and train: {@linkcode createModel}, {@linkcode createTrainer} (step it, or run it with
- *   a progress callback and an `AbortSignal`), {@linkcode evaluate}.
+ * - Load and save: {@linkcode loadWeights} (bytes, a URL or an absolute path),
+ *   {@linkcode saveWeights}, {@linkcode shippedWeightsUrl} (the weights trained on Tiny
+ *   Shakespeare), {@linkcode decodeCorpus} (a text file's bytes, checked as the CLI does).
+ * - Build and train: {@linkcode createModel}, {@linkcode createTrainer} (step it, run it with a
+ *   progress callback and an `AbortSignal`, checkpoint and restore it), {@linkcode evaluate}.
+ *   The trainer trains on a text's first 90% and validates on the rest, as the CLI's `train`.
  * - Generate and look inside: {@linkcode generate} (an async iterable of characters),
- *   {@linkcode nextCharDistribution}, {@linkcode attention}.
+ *   {@linkcode nextCharDistribution}, {@linkcode attention}, {@linkcode attentionMap},
+ *   {@linkcode inspect} and {@linkcode inspectSteps} (candidates and attention step by step).
+ *   Pictures of them (SVG heatmaps, terminal views, tables) are the `./draw` export.
+ * - Kernels: {@linkcode selectKernels} (a tier, shared or plain memory), {@linkcode bestKernels}.
+ * - Options: {@linkcode MODEL_OPTIONS}, {@linkcode TRAIN_OPTIONS}, {@linkcode SAMPLING_OPTIONS}
+ *   (every range and default, from which the CLI's flags take theirs).
  * - Errors: {@linkcode InputError} (bad input), {@linkcode WeightsError} (a bad weights file),
- *   both {@linkcode BareGPTError}s.
+ *   both {@linkcode BareGPTError}s; `error.options` names the options a message is about.
  *
  * @example Stream text from the shipped weights (needs `--allow-read`)
  * ```ts
