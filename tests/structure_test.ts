@@ -230,6 +230,24 @@ async function oneStep(
   }
 }
 
+Deno.test("the README's reading path lists its files with their true line counts, 1,300 in all at most", () => {
+  const readme = Deno.readTextFileSync(`${ROOT}/README.md`);
+  const section = readme.slice(readme.indexOf("## Read the code"), readme.indexOf("## Layout"));
+  const rows = [...section.matchAll(/^\| \[`(lib\/[\w.]+)`\]\([^)]+\) +\| +(\d+) \|/gm)];
+  assert(rows.length >= 6, "the reading path table lists the files");
+  let total = 0;
+  for (const [, file, stated] of rows) {
+    const lines = Deno.readTextFileSync(`${ROOT}/${file}`).split("\n").length - 1;
+    assertEquals(Number(stated), lines, `${file}: the README says ${stated} lines`);
+    total += lines;
+  }
+  assert(total <= 1300, `the reading path is ${total} lines`);
+  assert(
+    section.includes(`${total.toLocaleString("en-US")} lines in all`),
+    `total ${total} stated`,
+  );
+});
+
 Deno.test("one training step on the js tier and on the fastest tier agree within 1e-4", async () => {
   const best = availableTiers().at(-1)!;
   const text = smallCorpus();
