@@ -13,7 +13,9 @@ import { loadWeights, nextCharDistribution, shippedWeightsUrl } from "../mod.ts"
 
 const [prompt = "To be, or not to b", weights] = Deno.args;
 
-const model = await loadWeights(weights ?? shippedWeightsUrl);
+const model = await loadWeights(
+  weights === undefined ? shippedWeightsUrl : await Deno.readFile(weights),
+);
 console.log(`after ${JSON.stringify(prompt)}:`);
 for (const { char, prob } of nextCharDistribution(model, prompt, { top: 10 })) {
   const percent = (100 * prob).toFixed(1).padStart(5);

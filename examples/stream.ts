@@ -12,7 +12,9 @@ import { generate, loadWeights, shippedWeightsUrl } from "../mod.ts";
 
 const [prompt = "ROMEO:", characters = "500", weights] = Deno.args;
 
-const model = await loadWeights(weights ?? shippedWeightsUrl);
+const model = await loadWeights(
+  weights === undefined ? shippedWeightsUrl : await Deno.readFile(weights),
+);
 const out = new TextEncoder();
 await Deno.stdout.write(out.encode(prompt));
 for await (

@@ -6,9 +6,9 @@
  * @module
  */
 
-import { attentionScratchSize, type FloatArray } from "./kernels/dispatch.ts";
+import { Arena, attentionScratchSize, type FloatArray } from "./kernels/dispatch.ts";
 import type { BlockActs, BlockScratch, Dropout, HeadActs, NormActs, Pass } from "./layers.ts";
-import type { ModelConfig } from "./model.ts";
+import { type ModelConfig, parameterCount } from "./model.ts";
 
 /** The activations, gradients and scratch of a forward and backward of up to B sequences. */
 export class Activations {
@@ -49,7 +49,6 @@ export class Activations {
       residualOut: f32(M * C),
       masks: dropout ? { attn: f32(M * C), mlp: f32(M * C), site: 2 * l } : null,
     }));
-    this.head = { lnf: norm(), logits: f32(M * V), probs: f32(M * V), losses: f32(M) };
     this.scratch = {
       dLn: grad(M * C),
       dQkv: grad(M * 3 * C),
@@ -63,6 +62,15 @@ export class Activations {
     this.dLogits = grad(M * V);
     this.inputs = u16(M);
     this.targets = u16(M);
+    this.head = {
+      lnf: norm(),
+      logits: f32(M * V),
+      probs: f32(M * V),
+      losses: f32(M),
+      targets: this.targets,
+      dLogits: this.dLogits,
+      dLn: this.scratch.dLn,
+    };
   }
 }
 
@@ -80,4 +88,41 @@ export function batchPass(c: ModelConfig, B: number, dropout: Dropout | null = n
     cached: false,
     dropout,
   };
+}
+
+/**
+ * Bytes the Activations of B sequences take in a kernel arena (with dropout masks, and with the
+ * backward's buffers unless `backward` is false).
+ */
+export function activationBytes(
+  c: ModelConfig,
+  B: number,
+  dropout = false,
+  backward = true,
+): number {
+  let bytes = 0;
+  const f32 = (n: number) => (bytes += Arena.size(n * 4), new Float32Array(0));
+  const u16 = (n: number) => (bytes += Arena.size(n * 2), new Uint16Array(0));
+  new Activations(c, B, f32, u16, dropout, backward);
+  return bytes;
+}
+
+/** What a model's buffers take in the kernels' memory, for {@link kernelBytes}. */
+export interface MemoryUse {
+  /** Gradients (a model that trains). Default false. */
+  grads?: boolean;
+  /** AdamW's two moments, and the activations of batches of this many sequences. Default 0. */
+  batch?: number;
+  /** Threads sharing the batch: each extra one has its own gradients. Default 1. */
+  threads?: number;
+  /** KV caches (generation, inspection). Default 0. */
+  caches?: number;
+}
+
+/** Bytes of the kernels' memory a model of `c` needs for the given use. */
+export function kernelBytes(c: ModelConfig, use: MemoryUse): number {
+  const n = parameterCount(c), batch = use.batch ?? 0, threads = use.threads ?? 1;
+  const floats = n * (1 + (use.grads || batch > 0 ? 1 : 0) + (batch > 0 ? 2 + threads - 1 : 0));
+  const acts = batch > 0 ? activationBytes(c, batch) : 0;
+  return Arena.size(4 * floats) + acts + (use.caches ?? 0) * activationBytes(c, 1, false, false);
 }

@@ -7,6 +7,7 @@
  */
 
 import { adamwUpdate, type FloatArray, scaleInPlace, sumSquares } from "./kernels/dispatch.ts";
+import type { AdamWStep } from "./tensor.ts";
 import { type ModelConfig, parameterSpecs } from "./model.ts";
 
 /** The learning-rate schedule. */
@@ -58,6 +59,8 @@ export class AdamW {
   t = 0;
   /** [offset, length, decays] of each parameter tensor. */
   readonly #segments: [number, number, boolean][] = [];
+  /** The settings of one update (reused: the step allocates nothing). */
+  readonly #update: AdamWStep;
 
   constructor(config: ModelConfig, alloc: (n: number) => FloatArray, options: AdamWOptions) {
     this.options = { eps: 1e-8, ...options };
@@ -69,24 +72,21 @@ export class AdamW {
     }
     this.m = alloc(offset);
     this.v = alloc(offset);
+    this.#update = { ...this.options, lr: 0, bc1: 1, bc2: 1 };
   }
 
   /** One update of params from grad at learning rate lr. */
   step(params: FloatArray, grad: FloatArray, lr: number): void {
-    const { beta1, beta2, eps, weightDecay } = this.options;
+    const { beta1, beta2, weightDecay } = this.options, u = this.#update;
     this.t++;
-    const bc1 = 1 - beta1 ** this.t, bc2 = 1 - beta2 ** this.t;
+    u.lr = lr;
+    u.bc1 = 1 - beta1 ** this.t;
+    u.bc2 = 1 - beta2 ** this.t;
     for (const [at, n, decays] of this.#segments) {
-      const [p, g, m, v] = [params, grad, this.m, this.v].map((a) => a.subarray(at, at + n));
-      adamwUpdate(p, g, m, v, n, {
-        lr,
-        beta1,
-        beta2,
-        eps,
-        weightDecay: decays ? weightDecay : 0,
-        bc1,
-        bc2,
-      });
+      u.weightDecay = decays ? weightDecay : 0;
+      const end = at + n;
+      const [p, g] = [params.subarray(at, end), grad.subarray(at, end)];
+      adamwUpdate(p, g, this.m.subarray(at, end), this.v.subarray(at, end), n, u);
     }
   }
 }

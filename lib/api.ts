@@ -9,11 +9,12 @@
 
 import { InputError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
-import { Arena, isShared } from "./kernels/arena.ts";
+import { kernelBytes } from "./activations.ts";
+import { isShared } from "./kernels/arena.ts";
 import { defaultArena, kernelMemory, kernelTier, setupKernels } from "./kernels/dispatch.ts";
 import { detectTier, type KernelTier } from "./kernels/mod.ts";
 import {
-  Activations,
+  type Activations,
   batchPass,
   forward,
   GPT,
@@ -75,6 +76,11 @@ export interface KernelOptions {
   shared?: boolean;
   /** Choose again although models exist (they keep working, on the plain TypeScript kernels). */
   reset?: boolean;
+  /**
+   * Bytes of a plain memory, made now (default: sized for the first model made or loaded and
+   * its KV caches). Give more to evaluate, train or hold a second model in a plain memory.
+   */
+  memoryBytes?: number;
 }
 
 /**
@@ -87,7 +93,7 @@ export interface KernelOptions {
  * @throws {InputError} when the tier is not supported here, or models exist and the tier
  * differs from theirs (unless `reset`).
  *
- * @example Force the plain TypeScript kernels (for example after editing lib/math.ts)
+ * @example Force the plain TypeScript kernels (for example after editing lib/tensor.ts)
  * ```ts
  * import { createModel, selectKernels } from "@baregpt/baregpt";
  * console.log(selectKernels("js")); // "js"; call it before making or loading any model
@@ -100,7 +106,7 @@ export function selectKernels(tier?: KernelTier, options: KernelOptions = {}): K
   const memoryNow = kernelMemory();
   const sharedNow = memoryNow !== null && isShared(memoryNow);
   const same = (tier === undefined || tier === kernelTier()) &&
-    (kernelTier() === "js" || shared === sharedNow);
+    (kernelTier() === "js" || shared === sharedNow) && options.memoryBytes === undefined;
   if (kernelsChosen && same && !options.reset) return kernelTier();
   const wanted = tier ?? detectTier({ requireShared: shared });
   if (modelsMade > 0 && !options.reset) {
@@ -108,7 +114,13 @@ export function selectKernels(tier?: KernelTier, options: KernelOptions = {}): K
       `the ${kernelTier()} kernels are in use by existing models; call selectKernels("${wanted}") before making or loading any model`,
     );
   }
-  const chosen = setupKernels(wanted, shared);
+  const bytes = options.memoryBytes ?? 1 << 20;
+  if (!(Number.isSafeInteger(bytes) && bytes > 0 && bytes <= 2 ** 32)) {
+    throw new InputError(`memoryBytes ${bytes} is out of range; use an integer from 1 to 2^32`, {
+      options: ["memoryBytes"],
+    });
+  }
+  const chosen = setupKernels(wanted, shared, bytes);
   kernelsChosen = true;
   modelsMade = 0;
   return chosen;
@@ -128,18 +140,25 @@ export function bestKernels(options: { shared?: boolean } = {}): KernelTier {
 }
 
 /**
- * Makes room for a model of `config` and its inference buffers before it is allocated: a
- * plain (not shared) kernel memory cannot grow under live arrays.
+ * Makes room for a model of `config` and its KV caches before it is allocated: a plain (not
+ * shared) kernel memory cannot grow under live arrays, so it is sized for its first model.
  */
 export function reserveFor(config: ModelConfig, grads: boolean): void {
   const memory = kernelMemory();
   if (memory === null || isShared(memory)) return;
-  let bytes = 0;
-  const f32 = (n: number) => (bytes += Arena.size(4 * n), new Float32Array(0));
-  const u16 = (n: number) => (bytes += Arena.size(2 * n), new Uint16Array(0));
-  for (let i = 0; i < CACHES_PER_MODEL; i++) new Activations(config, 1, f32, u16, false, false);
-  bytes += Arena.size(4 * parameterCount(config)) * (grads ? 2 : 1) + 65536;
-  defaultArena().ensure(bytes);
+  const bytes = kernelBytes(config, { grads, caches: CACHES_PER_MODEL }) + 65536;
+  const arena = defaultArena();
+  if (arena.end + bytes <= memory.buffer.byteLength) return;
+  if (arena.end > 65536 || bytes > 2 ** 32) {
+    throw new InputError(
+      `the kernels' plain memory (${
+        memory.buffer.byteLength >> 20
+      } MiB) has no room for this model (about ${
+        Math.ceil(bytes / 2 ** 20)
+      } MiB); choose the kernels again with selectKernels(tier, { shared: false, memoryBytes, reset: true }), or use a cross-origin isolated page`,
+    );
+  }
+  arena.ensure(bytes);
 }
 
 /** Counts a model made or loaded (a later selectKernels then refuses to switch under it). */
@@ -204,7 +223,7 @@ export function createModel(vocab: string | Tokenizer, options: ModelOptions = {
   }
   validateConfig(config);
   ensureKernels();
-  const bytes = 8 * parameterCount(config) + 64 * 2 ** 20; // weights and gradients
+  const bytes = kernelBytes(config, { grads: true }) + 64 * 2 ** 20;
   if (kernelTier() !== "js" && bytes > 2 ** 32) {
     throw new InputError(
       `this model (${parameterCount(config).toLocaleString("en-US")} parameters) needs about ${

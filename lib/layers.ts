@@ -2,7 +2,7 @@
  * The layers of the GPT, each forward beside its backward: token and position embedding,
  * LayerNorm, linear, dropout, the transformer block (pre-LN attention and MLP with residual
  * connections) and the head (final LayerNorm, output projection tied to the embedding,
- * cross-entropy). The numeric work is the operations of `math.ts` (through the kernels'
+ * cross-entropy). The numeric work is the operations of `tensor.ts` (through the kernels'
  * dispatch). Parameter gradients accumulate (+=); the residual stream's gradient flows backward
  * through one buffer, `dResidual`, updated in place.
  *
@@ -245,16 +245,8 @@ export function blockBackward(
   linearBackward(d.dLn, g.fc, d.dFc, a.ln2.out, p.fc, M, C, 4 * C);
   normBackward(dResidual, g.ln2, d.dLn, a.ln2, a.residualAttn, p.ln2, M, C);
   // attention: residualAttn = x + drop(attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj)
-  linearBackward(
-    d.dAttnOut,
-    g.attnProj,
-    throughMask(a.masks?.attn),
-    a.attnOut,
-    p.attnProj,
-    M,
-    C,
-    C,
-  );
+  const dAttn = throughMask(a.masks?.attn);
+  linearBackward(d.dAttnOut, g.attnProj, dAttn, a.attnOut, p.attnProj, M, C, C);
   attentionBackward(d.dQkv, d.attnScratch, d.dAttnOut, a.qkv, a.attnProbs, B, T, C, H);
   linearBackward(d.dLn, g.qkv, d.dQkv, a.ln1.out, p.qkv, M, C, 3 * C);
   normBackward(dResidual, g.ln1, d.dLn, a.ln1, x, p.ln1, M, C);
@@ -263,23 +255,32 @@ export function blockBackward(
 // ---------------------------------------------------------------------------------------------
 // Head: logits = ln_f(x) · wteᵀ (tied with the token embedding), then the cross-entropy
 
-/** What the head's forward keeps for its backward. */
+/** The head's parameters: the token embedding (tied) and ln_f. */
+export interface HeadParams {
+  wte: F; // [V, C]
+  lnf: Norm; // [C], [C]
+}
+
+/** What the head's forward keeps for its backward, its targets and its backward's scratch. */
 export interface HeadActs {
   lnf: NormActs; // [M, C]
-  logits: FloatArray; // [M, V]
-  probs: FloatArray; // [M, V]
-  losses: FloatArray; // [M]
+  logits: F; // [M, V]
+  probs: F; // [M, V]
+  losses: F; // [M]
+  targets: Uint16Array; // [M]
+  dLogits: F; // [M, V]
+  dLn: F; // [M, C]
 }
 
 /** logits[M, V] = ln_f(x) · wteᵀ for M rows of x[M, C]. */
-export function headForward(a: HeadActs, x: F, lnf: Norm, wte: F, M: number, s: Pass) {
-  normForward(a.lnf, x, lnf, M, s.C);
-  matmulNT(a.logits, a.lnf.out, wte, M, s.C, s.V);
+export function headForward(a: HeadActs, x: F, p: HeadParams, M: number, s: Pass): void {
+  normForward(a.lnf, x, p.lnf, M, s.C);
+  matmulNT(a.logits, a.lnf.out, p.wte, M, s.C, s.V);
 }
 
 /** The cross-entropy of the logits of M rows: fills probs and losses; returns their sum. */
-export function lossForward(a: HeadActs, targets: Uint16Array, M: number, V: number): number {
-  softmaxCrossEntropy(a.losses, a.probs, a.logits, targets, M, V);
+export function lossForward(a: HeadActs, M: number, V: number): number {
+  softmaxCrossEntropy(a.losses, a.probs, a.logits, a.targets, M, V);
   let sum = 0;
   for (let i = 0; i < M; i++) sum += a.losses[i];
   return sum;
@@ -287,25 +288,21 @@ export function lossForward(a: HeadActs, targets: Uint16Array, M: number, V: num
 
 /**
  * Backward of the loss (scaled by lossScale, 1 / M for a mean) and of the head. Overwrites
- * dResidual[M, C] with the gradient of x; dWte and g (ln_f) accumulate.
+ * dResidual[M, C] with the gradient of x; g's wte and ln_f accumulate.
  */
 export function headBackward(
   dResidual: F,
-  dWte: F,
-  g: Norm,
-  d: { dLogits: F; dLn: F },
+  g: HeadParams,
   a: HeadActs,
   x: F,
-  targets: Uint16Array,
-  lnf: Norm,
-  wte: F,
+  p: HeadParams,
   s: Pass,
   lossScale: number,
 ) {
   const { C, V } = s, M = s.B * s.T;
-  softmaxCrossEntropyBackward(d.dLogits, a.probs, targets, M, V, lossScale);
-  matmul(d.dLn, d.dLogits, wte, null, M, V, C); // dlnf = dlogits · wte
-  matmulBackwardWeight(dWte, d.dLogits, a.lnf.out, M, V, C); // dwte += dlogitsᵀ · lnf
+  softmaxCrossEntropyBackward(a.dLogits, a.probs, a.targets, M, V, lossScale);
+  matmul(a.dLn, a.dLogits, p.wte, null, M, V, C); // dlnf = dlogits · wte
+  matmulBackwardWeight(g.wte, a.dLogits, a.lnf.out, M, V, C); // dwte += dlogitsᵀ · lnf
   dResidual.fill(0, 0, M * C);
-  normBackward(dResidual, g, d.dLn, a.lnf, x, lnf, M, C);
+  normBackward(dResidual, g.lnf, a.dLn, a.lnf, x, p.lnf, M, C);
 }

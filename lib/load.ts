@@ -10,6 +10,7 @@ import { allFinite } from "./checkpoint.ts";
 import { decodeText } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import type { GPT, ModelConfig } from "./model.ts";
+import { validateConfig } from "./options.ts";
 import { loadModel, saveModel } from "./weights.ts";
 
 /**
@@ -60,7 +61,7 @@ function urlOf(source: string | URL): URL {
   const base = (globalThis as { location?: { href: string } }).location?.href;
   if (base !== undefined) return new URL(source, base);
   throw new InputError(
-    `weights path ${source} is relative; pass a URL such as new URL("${source}", import.meta.url), an absolute path, or the file's bytes`,
+    `weights path ${source} is relative; pass the file's bytes (await Deno.readFile("${source}")), an absolute path, or a URL`,
   );
 }
 
@@ -127,9 +128,8 @@ function peekConfig(bytes: Uint8Array): ModelConfig | null {
       nLayers: c.n_layers,
       nHeads: c.n_heads,
     };
-    return Object.values(config).every((x) => Number.isInteger(x) && x > 0 && x <= 65536)
-      ? config
-      : null;
+    validateConfig(config); // a bad config is for loadModel to report
+    return config;
   } catch {
     return null;
   }

@@ -246,8 +246,8 @@ function trunk(model: Pick<GPT, "params">, acts: Activations, s: Pass): FloatArr
  */
 export function forward(model: Pick<GPT, "params">, acts: Activations, s: Pass, withLoss = true) {
   const M = s.B * s.rows;
-  layers.headForward(acts.head, trunk(model, acts, s), model.params.lnf, model.params.wte, M, s);
-  return withLoss ? layers.lossForward(acts.head, acts.targets, M, s.V) : 0;
+  layers.headForward(acts.head, trunk(model, acts, s), model.params, M, s);
+  return withLoss ? layers.lossForward(acts.head, M, s.V) : 0;
 }
 
 /** Backward after {@link forward}: the gradients accumulate lossScale · d(sum of losses). */
@@ -258,35 +258,14 @@ export function backward(
   lossScale: number,
 ) {
   const p = model.params, g = model.grads, L = p.blocks.length;
-  const d = { dLogits: acts.dLogits, dLn: acts.scratch.dLn };
-  const last = acts.blocks[L - 1].residualOut;
-  layers.headBackward(
-    acts.dResidual,
-    g.wte,
-    g.lnf,
-    d,
-    acts.head,
-    last,
-    acts.targets,
-    p.lnf,
-    p.wte,
-    s,
-    lossScale,
-  );
+  const d = acts.dResidual, last = acts.blocks[L - 1].residualOut;
+  layers.headBackward(d, g, acts.head, last, p, s, lossScale);
   for (let l = L - 1; l >= 0; l--) {
     const x = l === 0 ? acts.encoded : acts.blocks[l - 1].residualOut;
-    layers.blockBackward(
-      g.blocks[l],
-      acts.dResidual,
-      acts.scratch,
-      acts.blocks[l],
-      p.blocks[l],
-      x,
-      s,
-    );
+    layers.blockBackward(g.blocks[l], d, acts.scratch, acts.blocks[l], p.blocks[l], x, s);
   }
-  if (s.dropout) layers.dropoutBackward(acts.dResidual, acts.encMask, s);
-  layers.embeddingBackward(g.wte, g.wpe, acts.dResidual, acts.inputs, s);
+  if (s.dropout) layers.dropoutBackward(d, acts.encMask, s);
+  layers.embeddingBackward(g.wte, g.wpe, d, acts.inputs, s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,12 +310,14 @@ export class KVCache {
       throw new RangeError(`the cache holds ${c.blockSize} tokens; reset it first`);
     }
     for (let i = 0; i < n; i++) this.acts.inputs[i] = tokens[i];
-    const s = Object.assign(this.#pass, { start: this.length, rows: n });
+    const s = this.#pass;
+    s.start = this.length;
+    s.rows = n;
     const x = trunk(this.model, this.acts, s);
     this.length += n;
     const rows = allLogits ? n : 1;
     const last = x.subarray((n - rows) * C, n * C);
-    layers.headForward(this.acts.head, last, this.model.params.lnf, this.model.params.wte, rows, s);
+    layers.headForward(this.acts.head, last, this.model.params, rows, s);
     return this.acts.head.logits.subarray(0, rows * c.vocabSize);
   }
 }

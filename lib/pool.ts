@@ -9,9 +9,10 @@
 
 import { BareGPTError } from "./errors.ts";
 import { isShared } from "./kernels/arena.ts";
-import { addInPlace, Arena, kernelMemory, kernelTier } from "./kernels/dispatch.ts";
+import { addInPlace, kernelMemory, kernelTier } from "./kernels/dispatch.ts";
 import type { Dropout } from "./layers.ts";
-import { Activations, batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
+import { activationBytes, type Activations } from "./activations.ts";
+import { batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
 import { gradients } from "./train.ts";
 
 /** What the main thread tells a worker. */
@@ -35,15 +36,6 @@ export type WorkerReply =
   | { kind: "ready"; inputsOffset: number; targetsOffset: number }
   | { kind: "done"; lossSum: number }
   | { kind: "error"; message: string };
-
-/** Bytes an Activations of `rows` sequences takes in an arena. */
-export function activationBytes(config: ModelConfig, rows: number, dropout = false): number {
-  let bytes = 0;
-  const f32 = (n: number) => (bytes += Arena.size(n * 4), new Float32Array(0));
-  const u16 = (n: number) => (bytes += Arena.size(n * 2), new Uint16Array(0));
-  new Activations(config, rows, f32, u16, dropout, true);
-  return bytes;
-}
 
 /** The rows of a batch of B sequences handled by each of n threads (first shares larger). */
 export function shares(B: number, n: number): number[] {

@@ -14,9 +14,11 @@ import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { isShared } from "./kernels/arena.ts";
 import { kernelMemory, kernelTier } from "./kernels/dispatch.ts";
+import type { Pass } from "./layers.ts";
 import { type Activations, batchPass, forward, type GPT, type Model } from "./model.ts";
 import { type TrainSettings, trainSettings } from "./options.ts";
-import { activationBytes, WorkerPool } from "./pool.ts";
+import { kernelBytes } from "./activations.ts";
+import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
 import { gradients, type StepInfo, update } from "./train.ts";
 
@@ -104,7 +106,7 @@ export interface RunResult {
 export interface EvaluateOptions {
   /** Evaluate only this many evenly spaced windows (an estimate). Default: every window. */
   maxWindows?: number;
-  /** "all" (the default of `evaluate`): the whole text; "val": its last 10%. */
+  /** "all" (the default): the whole text given; "val": its last 10% (a trainer without a text evaluates its own validation split). */
   split?: "all" | "val";
 }
 
@@ -132,13 +134,11 @@ async function sha256Hex(tokens: Uint16Array, model: GPT): Promise<string> {
 /** The WebAssembly kernels address at most 4 GiB: refuse a run that cannot fit, up front. */
 function checkMemory(model: GPT, batch: number, threads: number): void {
   if (kernelTier() === "js") return;
-  const c = model.config, n = model.parameterCount;
-  // weights, gradients, two moments, a gradient buffer per extra thread, activations
-  const bytes = 4 * n * (4 + threads - 1) + activationBytes(c, batch) + 64 * 2 ** 20;
+  const c = model.config, bytes = kernelBytes(c, { batch, threads }) + 64 * 2 ** 20;
   if (bytes > 2 ** 32) {
     throw new InputError(
       `this model (${
-        n.toLocaleString("en-US")
+        model.parameterCount.toLocaleString("en-US")
       } parameters, batch ${batch} x ${c.blockSize}) needs about ${
         (bytes / 2 ** 30).toFixed(1)
       } GiB, more than the 4 GiB the WebAssembly kernels can address; use a smaller dModel, nLayers, blockSize or batch`,
@@ -182,6 +182,8 @@ export class Trainer {
   /** The batch, [B, T] (on one thread, the activations' own inputs and targets). */
   readonly #inputs: Uint16Array;
   readonly #targets: Uint16Array;
+  /** The pass of a training step (its dropout's seed changes every step). */
+  readonly #pass: Pass;
   #step = 0;
   #closed = false;
 
@@ -207,6 +209,8 @@ export class Trainer {
     this.#acts = pool?.acts ?? model.activations(o.batch, { dropout: o.dropout > 0 });
     this.#inputs = pool ? new Uint16Array(o.batch * T) : this.#acts.inputs;
     this.#targets = pool ? new Uint16Array(o.batch * T) : this.#acts.targets;
+    const dropout = o.dropout > 0 ? { p: o.dropout, seed: 0, firstRow: 0 } : null;
+    this.#pass = batchPass(model.config, o.batch, dropout);
   }
 
   /** A trainer of `model` on `data`; see the library's `createTrainer`. */
@@ -268,11 +272,11 @@ export class Trainer {
     const model = this.#model, o = this.settings, B = o.batch, T = model.config.blockSize;
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
     // this step's dropout masks come from (seed, step): nothing to save for a resume
-    const seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
-    const drop = o.dropout > 0 ? { p: o.dropout, seed, firstRow: 0 } : null;
+    const drop = this.#pass.dropout;
+    if (drop !== null) drop.seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
     const lossSum = this.#pool
       ? await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T), drop)
-      : gradients(model, this.#acts, batchPass(model.config, B, drop), 1 / (B * T));
+      : gradients(model, this.#acts, this.#pass, 1 / (B * T));
     const loss = lossSum / (B * T);
     if (!Number.isFinite(loss)) {
       throw new BareGPTError(
@@ -322,7 +326,9 @@ export class Trainer {
   async evaluate(data?: string | Uint16Array, options: EvaluateOptions = {}): Promise<Evaluation> {
     if (this.#closed) throw new InputError("this trainer is closed; use evaluate(model, text)");
     let tokens = data === undefined ? this.valTokens : tokensOf(this.#model, data);
-    if (options.split === "val") tokens = tokens.subarray(splitIndex(tokens.length));
+    if (data !== undefined && options.split === "val") {
+      tokens = tokens.subarray(splitIndex(tokens.length));
+    }
     const model = this.#model, settings = this.settings, pool = this.#pool, acts = this.#acts;
     const runner = pool === null
       ? {

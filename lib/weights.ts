@@ -130,7 +130,21 @@ export function readParams(
   flat: Float32Array | Float64Array,
   prefix = "",
 ): void {
+  checkTensors(tensors, config, prefix);
   let offset = 0;
+  for (const { name } of parameterSpecs(config)) {
+    const data = tensors.get(prefix + name)!.data;
+    flat.set(data, offset);
+    offset += data.length;
+  }
+}
+
+/** Throws WeightsError unless `tensors` holds every parameter of config with its exact shape. */
+function checkTensors(
+  tensors: Map<string, { shape: number[] }>,
+  config: ModelConfig,
+  prefix: string,
+): void {
   for (const { name, shape } of parameterSpecs(config)) {
     const t = tensors.get(prefix + name);
     if (t === undefined) {
@@ -145,8 +159,6 @@ export function readParams(
         } has shape [${t.shape}] but the config needs [${shape}]; re-download or re-train it`,
       );
     }
-    flat.set(t.data, offset);
-    offset += t.data.length;
   }
 }
 
@@ -180,6 +192,7 @@ export function modelFromTensors(
   for (const [k, v] of Object.entries(metadata)) {
     if (k !== "config" && k !== "vocab") facts[k] = v;
   }
+  checkTensors(tensors, config, ""); // before allocating what the config implies
   const model = new GPT(config, { grads: false, tokenizer, facts, ...options });
   readParams(tensors, config, model.flat);
   return model;

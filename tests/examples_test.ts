@@ -74,6 +74,19 @@ Deno.test("examples/next_char.ts prints the ten most likely next characters", as
   }
 });
 
+Deno.test("examples/stream.ts and next_char.ts take a weights path relative to the working folder", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.copyFile(`${ROOT}weights/shakespeare.safetensors`, `${dir}/mine.safetensors`);
+    const streamed = await runExample("stream.ts", ["JULIET:", "20", "mine.safetensors"], dir, dir);
+    assert(streamed.stdout.startsWith("JULIET:"), streamed.stdout);
+    const next = await runExample("next_char.ts", ["To be", "mine.safetensors"], dir, dir);
+    assertEquals(next.stdout.split("\n")[0], 'after "To be":');
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("examples/train_own_text.ts trains on a text file and saves the model", async () => {
   const dir = await Deno.makeTempDir();
   try {

@@ -26,7 +26,7 @@ import {
   layernormForward,
   matmul,
   matmulNT,
-} from "../lib/math.ts";
+} from "../lib/tensor.ts";
 
 const H_STEP = 1e-5;
 const ABS_TOL = 1e-6;
@@ -166,29 +166,19 @@ Deno.test("gradient check: head (ln_f, tied logits, cross-entropy), every entry"
     logits: new Float64Array(BT * V),
     probs: new Float64Array(BT * V),
     losses: new Float64Array(BT),
+    targets,
+    dLogits: new Float64Array(BT * V),
+    dLn: new Float64Array(BT * C),
   };
-  const lnf = { weight: lnfW, bias: lnfB };
+  const p = { wte, lnf: { weight: lnfW, bias: lnfB } };
   const loss = () => {
-    headForward(acts, x, lnf, wte, BT, pass);
-    return lossForward(acts, targets, BT, V) / BT;
+    headForward(acts, x, p, BT, pass);
+    return lossForward(acts, BT, V) / BT;
   };
   loss();
   const dX = new Float64Array(BT * C), dWte = new Float64Array(V * C);
   const dLnfW = new Float64Array(C), dLnfB = new Float64Array(C);
-  const scratch = { dLogits: new Float64Array(BT * V), dLn: new Float64Array(BT * C) };
-  headBackward(
-    dX,
-    dWte,
-    { weight: dLnfW, bias: dLnfB },
-    scratch,
-    acts,
-    x,
-    targets,
-    lnf,
-    wte,
-    pass,
-    1 / BT,
-  );
+  headBackward(dX, { wte: dWte, lnf: { weight: dLnfW, bias: dLnfB } }, acts, x, p, pass, 1 / BT);
   checkGradient("dX", x, dX, loss);
   checkGradient("dWte", wte, dWte, loss);
   checkGradient("dLnfWeight", lnfW, dLnfW, loss);

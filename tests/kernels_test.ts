@@ -2,7 +2,7 @@
  * Tests of the WebAssembly kernels (lib/kernels) at both wasm tiers, against plain float64
  * TypeScript references written here; backward kernels also against central finite differences
  * of the float64 forward references. Also: bit determinism, non-shared memories, the dispatch of
- * lib/kernels/dispatch.ts's attentionForward (the KV-cache rows of lib/math.ts), and that the committed binaries are exactly what
+ * lib/kernels/dispatch.ts's attentionForward (the KV-cache rows of lib/tensor.ts), and that the committed binaries are exactly what
  * scripts/build_kernels.ts builds.
  */
 
@@ -15,7 +15,7 @@ import {
 import { RELAXED_WASM_BASE64, SIMD_WASM_BASE64 } from "../lib/kernels/wasm_bytes.ts";
 import { buildKernels, toBase64 } from "../scripts/build_kernels.ts";
 import { attentionForward, useKernels } from "../lib/kernels/dispatch.ts";
-import { attentionForward as refAttentionForward } from "../lib/math.ts";
+import { attentionForward as refAttentionForward } from "../lib/tensor.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Assertions (local: the JSR registry is not reachable from this project's machines).
@@ -488,7 +488,7 @@ for (const tier of TIERS) {
     }
   });
 
-  Deno.test(`${tier}: attention rows: lib/math.ts (float64, float32) and the dispatch`, () => {
+  Deno.test(`${tier}: attention rows: lib/tensor.ts (float64, float32) and the dispatch`, () => {
     const [T, C, H] = [16, 32, 4];
     const qkv = randoms(T * 3 * C, 91, 2);
     const ref = refAttention(qkv, 1, T, C, H);

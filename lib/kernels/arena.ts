@@ -77,8 +77,8 @@ export class Arena {
     if (end > memory.buffer.byteLength) {
       if (!isShared(memory) && start > 65536) {
         throw new BareGPTError(
-          `the kernels' memory (${memory.buffer.byteLength >> 20} MiB, not shared) is full; ` +
-            "choose the kernels again with a larger memory, or use a cross-origin isolated page",
+          `the kernels' plain memory (${memory.buffer.byteLength >> 20} MiB) is full; ` +
+            "choose the kernels again with a larger memoryBytes, or use a cross-origin isolated page",
         );
       }
       memory.grow(Math.ceil((end - memory.buffer.byteLength) / 65536));

@@ -1,5 +1,5 @@
 /**
- * Dispatch: which kernels run. Each operation of `lib/math.ts` is exported here under the same
+ * Dispatch: which kernels run. Each operation of `lib/tensor.ts` is exported here under the same
  * name and signature; a call goes to the WebAssembly kernel of the current tier when every
  * float32 array it is given lives in the kernels' memory (an {@linkcode Arena} allocation), and
  * to the plain TypeScript reference otherwise (float64 arrays, the "js" tier). The model code
@@ -9,13 +9,13 @@
  */
 
 import { InputError } from "../errors.ts";
-import * as ref from "../math.ts";
-import type { AdamWStep, FloatArray } from "../math.ts";
+import * as ref from "../tensor.ts";
+import type { AdamWStep, FloatArray } from "../tensor.ts";
 import { Arena, memoryOf, registerMemory } from "./arena.ts";
 import type { KernelExports, KernelTier } from "./mod.ts";
 import { createKernels, createSharedMemory, detectTier } from "./mod.ts";
 
-export type { FloatArray } from "../math.ts";
+export type { FloatArray } from "../tensor.ts";
 export { Arena } from "./arena.ts";
 
 let wasm: KernelExports | null = null;
@@ -91,7 +91,7 @@ function ptr(a: FloatArray | Uint16Array | null): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The operations (see lib/math.ts for what each computes)
+// The operations (see lib/tensor.ts for what each computes)
 
 export function matmul(
   out: FloatArray,
@@ -191,8 +191,17 @@ export function attentionBackward(
   const fast = onWasm(dQkv, scratch, dOut, qkv, probs) &&
     scratch.length >= attentionScratchSize(T, C, H);
   if (!fast) return ref.attentionBackward(dQkv, scratch, dOut, qkv, probs, B, T, C, H);
-  const [dq, s, d, q, p] = [dQkv, scratch, dOut, qkv, probs].map(ptr);
-  wasm!.attention_backward(dq, s, d, q, p, B, T, C, H);
+  wasm!.attention_backward(
+    ptr(dQkv),
+    ptr(scratch),
+    ptr(dOut),
+    ptr(qkv),
+    ptr(probs),
+    B,
+    T,
+    C,
+    H,
+  );
 }
 
 export function layernormForward(
@@ -208,8 +217,16 @@ export function layernormForward(
   if (!onWasm(out, mean, rstd, inp, weight, bias)) {
     return ref.layernormForward(out, mean, rstd, inp, weight, bias, N, C);
   }
-  const [o, m, r, i, w, b] = [out, mean, rstd, inp, weight, bias].map(ptr);
-  wasm!.layernorm_forward(o, m, r, i, w, b, N, C);
+  wasm!.layernorm_forward(
+    ptr(out),
+    ptr(mean),
+    ptr(rstd),
+    ptr(inp),
+    ptr(weight),
+    ptr(bias),
+    N,
+    C,
+  );
 }
 
 export function layernormBackward(
@@ -224,12 +241,21 @@ export function layernormBackward(
   N: number,
   C: number,
 ): void {
-  const arrays = [dInp, dWeight, dBias, dOut, inp, weight, mean, rstd];
-  if (!onWasm(...arrays)) {
+  if (!onWasm(dInp, dWeight, dBias, dOut, inp, weight, mean, rstd)) {
     return ref.layernormBackward(dInp, dWeight, dBias, dOut, inp, weight, mean, rstd, N, C);
   }
-  const [di, dw, db, d, i, w, m, r] = arrays.map(ptr);
-  wasm!.layernorm_backward(di, dw, db, d, i, w, m, r, N, C);
+  wasm!.layernorm_backward(
+    ptr(dInp),
+    ptr(dWeight),
+    ptr(dBias),
+    ptr(dOut),
+    ptr(inp),
+    ptr(weight),
+    ptr(mean),
+    ptr(rstd),
+    N,
+    C,
+  );
 }
 
 export function geluForward(out: FloatArray, inp: FloatArray, n: number): void {
@@ -301,6 +327,18 @@ export function adamwUpdate(
   s: AdamWStep,
 ): void {
   if (!onWasm(param, grad, m, v)) return ref.adamwUpdate(param, grad, m, v, n, s);
-  const [p, g, mp, vp] = [param, grad, m, v].map(ptr);
-  wasm!.adamw(p, g, mp, vp, n, s.lr, s.beta1, s.beta2, s.eps, s.weightDecay, s.bc1, s.bc2);
+  wasm!.adamw(
+    ptr(param),
+    ptr(grad),
+    ptr(m),
+    ptr(v),
+    n,
+    s.lr,
+    s.beta1,
+    s.beta2,
+    s.eps,
+    s.weightDecay,
+    s.bc1,
+    s.bc2,
+  );
 }
