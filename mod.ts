@@ -98,7 +98,9 @@ export {
 } from "./lib/generate.ts";
 export type { ModelConfig } from "./lib/model.ts";
 export {
+  DECAYS,
   describeRange,
+  INSPECT_OPTIONS,
   MODEL_OPTIONS,
   type OptionSpec,
   SAMPLING_OPTIONS,

@@ -6,17 +6,11 @@
  * @module
  */
 
-import { InputError, inspect, SAMPLING_OPTIONS, selectKernels } from "../mod.ts";
+import { InputError, inspect, INSPECT_OPTIONS, SAMPLING_OPTIONS, selectKernels } from "../mod.ts";
 import { formatCandidateTable, renderAttentionSvg, renderAttentionTerminal } from "../lib/draw.ts";
 import { kernelsFlag, numberFlag, range, stringFlag, type Values } from "./flags.ts";
 import { loadWeightsFile, writeFileAtomic } from "./files.ts";
 import { log, writeStdout } from "./output.ts";
-
-/** Default characters generated, candidates shown. */
-const INSPECT_DEFAULTS = { tokens: 20, top: 5 } as const;
-
-/** Most characters `inspect` generates (its output is a row per character). */
-const MAX_INSPECT_TOKENS = 10000;
 
 /**
  * `inspect --weights W --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]
@@ -27,8 +21,8 @@ export async function inspectCommand(v: Values): Promise<void> {
   if (prompt === undefined) {
     throw new InputError("inspect needs --prompt TEXT; see `inspect --help`");
   }
-  const tokens = numberFlag(v, "tokens", range(0, MAX_INSPECT_TOKENS)) ??
-    INSPECT_DEFAULTS.tokens;
+  const o = INSPECT_OPTIONS;
+  const tokens = numberFlag(v, "tokens", o.tokens) ?? o.tokens.default!;
   const temperature = numberFlag(v, "temperature", SAMPLING_OPTIONS.temperature) ?? 0;
   const seed = numberFlag(v, "seed", SAMPLING_OPTIONS.seed);
   if (temperature > 0 && seed === undefined) {
@@ -41,8 +35,8 @@ export async function inspectCommand(v: Values): Promise<void> {
 
   const model = await loadWeightsFile(stringFlag(v, "weights"));
   const c = model.config, vocab = model.tokenizer.vocab;
-  const top = numberFlag(v, "top", range(1, c.vocabSize)) ??
-    Math.min(INSPECT_DEFAULTS.top, c.vocabSize);
+  const top = numberFlag(v, "top", { ...o.top, max: c.vocabSize }) ??
+    Math.min(o.top.default!, c.vocabSize);
   const layer = numberFlag(v, "layer", range(0, c.nLayers - 1)) ?? c.nLayers - 1;
   const result = inspect(model, prompt, { tokens, top, layer, temperature, seed: seed ?? 0 });
   const map = result.attention;

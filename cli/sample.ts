@@ -4,7 +4,7 @@
  * @module
  */
 
-import { generate, InputError, SAMPLING_OPTIONS, selectKernels } from "../mod.ts";
+import { generate, SAMPLING_OPTIONS, selectKernels } from "../mod.ts";
 import { kernelsFlag, numberFlag, stringFlag, type Values } from "./flags.ts";
 import { loadWeightsFile } from "./files.ts";
 import { log, writeStdout } from "./output.ts";
@@ -12,13 +12,10 @@ import { log, writeStdout } from "./output.ts";
 /** `sample [--weights FILE] [--prompt TEXT] [options]`. */
 export async function sample(v: Values): Promise<void> {
   const s = SAMPLING_OPTIONS;
-  const tokens = numberFlag(v, "tokens", s.tokens) ?? 1000;
-  const temperature = numberFlag(v, "temperature", s.temperature) ?? 1;
-  const topK = numberFlag(v, "top-k", s.topK) ?? 0;
-  const topP = numberFlag(v, "top-p", s.topP) ?? 1;
-  if (topP === 0) {
-    throw new InputError(`--top-p 0 is out of range; use a number above 0 and at most 1`);
-  }
+  const tokens = numberFlag(v, "tokens", s.tokens) ?? s.tokens.default!;
+  const temperature = numberFlag(v, "temperature", s.temperature) ?? s.temperature.default!;
+  const topK = numberFlag(v, "top-k", s.topK) ?? s.topK.default!;
+  const topP = numberFlag(v, "top-p", s.topP) ?? s.topP.default!; // 0 is refused by generate
   let seed = numberFlag(v, "seed", s.seed);
   const prompt = stringFlag(v, "prompt") ?? "";
   selectKernels(kernelsFlag(v));

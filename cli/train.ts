@@ -9,6 +9,7 @@ import {
   BareGPTError,
   createModel,
   createTrainer,
+  DECAYS,
   decodeCorpus,
   InputError,
   type KernelTier,
@@ -50,13 +51,12 @@ export async function train(v: Values): Promise<void> {
   const evalBatches = numberFlag(v, "eval-batches", range(0, 1e9)) ?? 0;
   const checkpointEvery = numberFlag(v, "checkpoint-every", range(0, 1e9)) ?? 0;
   const dropout = numberFlag(v, "dropout", o.dropout) ?? o.dropout.default!;
-  const decayFlag = stringFlag(v, "decay") ?? "linear";
-  if (decayFlag !== "cosine" && decayFlag !== "linear") {
+  const decay = (stringFlag(v, "decay") ?? DECAYS[0]) as "linear" | "cosine";
+  if (!DECAYS.includes(decay)) {
     throw new InputError(
-      `--decay ${JSON.stringify(decayFlag)} is not a schedule; use cosine or linear`,
+      `--decay ${JSON.stringify(decay)} is not a schedule; use ${DECAYS.join(" or ")}`,
     );
   }
-  const decay: "cosine" | "linear" = decayFlag;
 
   const threads = numberFlag(v, "threads", o.threads) ?? defaultThreads();
   const initPath = stringFlag(v, "init");

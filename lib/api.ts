@@ -254,7 +254,8 @@ export type {
 /**
  * Makes a trainer for a model on a text: it trains on the text's first 90% and validates on the
  * rest, exactly as `train --data` does, drawing its batches from `seed + 1` (a model made with
- * the same `seed` then trains exactly as the CLI's `train --seed`). A loaded model can be trained
+ * the same `seed` then trains exactly as the CLI's `train --seed` on as many threads). A loaded
+ * model can be trained
  * too (fine-tuning): the text's characters must be in its vocabulary.
  *
  * @param model the model to train (in place).

@@ -24,6 +24,7 @@ import {
   decodeSteps,
   type GenerateOptions,
   nextDistribution,
+  promptOrStart,
   type SamplingOptions,
 } from "./sample.ts";
 import type { Model } from "./api.ts";
@@ -187,7 +188,7 @@ export function nextCharDistribution(
   const top = checkOption("top", options.top ?? V, { min: 1, max: V, integer: true });
   const ids = promptIds(m, prompt);
   const tok = m.tokenizer;
-  const window = ids.length > 0 ? ids : [tok.has("\n") ? tok.encode("\n")[0] : 0];
+  const window = promptOrStart(m, ids);
   const cache = takeCache(m);
   let probs: Float64Array;
   try {

@@ -9,9 +9,9 @@
 
 import { InputError } from "./errors.ts";
 import { type GPT, KVCache } from "./model.ts";
-import { checkSampling } from "./options.ts";
+import { checkOption, checkSampling, INSPECT_OPTIONS, SAMPLING_OPTIONS } from "./options.ts";
 import { Rng } from "./rng.ts";
-import { decodeSteps, nextDistribution, type SamplingOptions } from "./sample.ts";
+import { decodeSteps, nextDistribution, promptOrStart, type SamplingOptions } from "./sample.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Candidates
@@ -83,12 +83,7 @@ export interface InspectStep {
 }
 
 function checkLayer(model: GPT, layer: number): void {
-  const L = model.config.nLayers;
-  if (!Number.isInteger(layer) || layer < 0 || layer >= L) {
-    throw new InputError(
-      `layer ${layer} is out of range; use an integer from 0 to ${L - 1}`,
-    );
-  }
+  checkOption("layer", layer, { min: 0, max: model.config.nLayers - 1, integer: true });
 }
 
 /**
@@ -105,8 +100,10 @@ export function* inspectSteps(
   options: InspectOptions & { cache?: KVCache } = {},
 ): Generator<InspectStep> {
   const T = model.config.blockSize, H = model.config.nHeads;
-  const count = options.tokens ?? 20;
-  const top = options.top ?? 5;
+  const V = model.config.vocabSize, o = INSPECT_OPTIONS;
+  const count = checkOption("tokens", options.tokens ?? o.tokens.default!, o.tokens);
+  const top = checkOption("top", options.top ?? Math.min(o.top.default!, V), { ...o.top, max: V });
+  if (options.seed !== undefined) checkOption("seed", options.seed, SAMPLING_OPTIONS.seed);
   const layer = options.layer ?? model.config.nLayers - 1;
   const sampling: SamplingOptions = {
     temperature: options.temperature ?? 0,
@@ -240,9 +237,7 @@ export function inspectText(
   prompt: ArrayLike<number>,
   options: InspectOptions & { cache?: KVCache } = {},
 ): InspectResult {
-  const tok = model.tokenizer;
-  const start = tok.has("\n") ? tok.encode("\n")[0] : 0;
-  const promptIds = Array.from(prompt.length > 0 ? prompt : [start]);
+  const promptIds = promptOrStart(model, prompt);
   const cache = options.cache ?? new KVCache(model);
   const steps = [...inspectSteps(model, promptIds, { ...options, cache })];
   const generated = steps.map((s) => s.id);

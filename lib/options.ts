@@ -66,7 +66,7 @@ export const TRAIN_OPTIONS: Record<Exclude<keyof TrainSettings, "decay">, Option
 };
 
 /** The learning-rate decays after warmup. */
-export const DECAYS = ["linear", "cosine"] as const;
+export const DECAYS: readonly ("linear" | "cosine")[] = ["linear", "cosine"];
 
 /** How an option's range reads in an error: "an integer from 1 to 4096". */
 export function describeRange(s: OptionSpec): string {
@@ -126,8 +126,8 @@ export function trainSettings(o: Partial<Record<keyof TrainSettings, unknown>>):
   if (!(out.lr > 0)) {
     throw new InputError("lr is 0; use a positive learning rate", { options: ["lr"] });
   }
-  const decay = o.decay ?? "linear";
-  if (decay !== "linear" && decay !== "cosine") {
+  const decay = o.decay ?? DECAYS[0];
+  if (!DECAYS.includes(decay as "linear")) {
     throw new InputError(`decay ${JSON.stringify(decay)} is not a schedule; use linear or cosine`, {
       options: ["decay"],
     });
@@ -145,6 +145,12 @@ export const SAMPLING_OPTIONS: Record<
   topP: real(0, 1, 1),
   tokens: int(0, 1e9, 1000),
   seed: int(0, 2 ** 32 - 1),
+};
+
+/** The ranges of step-by-step inspection (top: up to the vocabulary). */
+export const INSPECT_OPTIONS: Record<"tokens" | "top", OptionSpec> = {
+  tokens: int(0, 10000, 20),
+  top: int(1, 65536, 5),
 };
 
 /** Throws InputError when sampling options are out of range. */

@@ -81,6 +81,12 @@ export interface GenerateOptions extends SamplingOptions {
   signal?: AbortSignal;
 }
 
+/** The prompt's ids, or for an empty prompt a newline (token 0 without one): a text's start. */
+export function promptOrStart(model: GPT, prompt: ArrayLike<number>): number[] {
+  const tok = model.tokenizer;
+  return Array.from(prompt.length > 0 ? prompt : [tok.has("\n") ? tok.encode("\n")[0] : 0]);
+}
+
 /** One step of {@link decodeSteps}: the token chosen and what it was chosen from. */
 export interface DecodeStep {
   /** The token chosen. */
@@ -106,8 +112,7 @@ export function* decodeSteps(
   prompt: ArrayLike<number>,
   o: SamplingOptions & { tokens: number; rng: Rng; cache?: KVCache },
 ): Generator<DecodeStep> {
-  const T = model.config.blockSize, tok = model.tokenizer;
-  const text = Array.from(prompt.length > 0 ? prompt : [tok.has("\n") ? tok.encode("\n")[0] : 0]);
+  const T = model.config.blockSize, text = promptOrStart(model, prompt);
   let windowStart = Math.max(0, text.length - T);
   let window = text.slice(windowStart);
   const cache = o.cache ?? new KVCache(model);
