@@ -31,7 +31,8 @@ export async function start(): Promise<void> {
         } is missing; run \`deno task data\` first`,
       );
     }
-    await train({ data: DEFAULT_CORPUS.pathname, out: SHIPPED_WEIGHTS.pathname });
+    const path = (url: URL) => decodeURIComponent(url.pathname);
+    await train({ data: path(DEFAULT_CORPUS), out: path(SHIPPED_WEIGHTS) });
   }
   await sample({});
 }

@@ -18,6 +18,8 @@
 import { InputError } from "./errors.ts";
 import type { AttentionMap, InspectStep } from "./inspect.ts";
 
+export type { AttentionMap, Candidate, InspectStep } from "./inspect.ts";
+
 // ---------------------------------------------------------------------------------------------
 // Characters and colours
 
@@ -112,9 +114,13 @@ export interface SvgOptions {
 export interface HeatmapLayout {
   /** Cells per side (the window length). */
   n: number;
+  /** Pixels per cell. */
   cell: number;
+  /** Heatmaps per row of the grid. */
   columns: number;
+  /** Size of the whole picture, in pixels. */
   width: number;
+  /** Height of the whole picture, in pixels. */
   height: number;
   /** Top-left corner of head h's cell grid, in SVG pixels. */
   origin(h: number): { x: number; y: number };
@@ -289,8 +295,9 @@ export function renderAttentionSvg(
 
 /** What {@link attentionSvg} needs to know besides the weights. */
 export interface AttentionSvgOptions extends SvgOptions {
-  /** The layer the weights come from and the model's layer count (for the title). */
+  /** The layer the weights come from (for the title). */
   layer?: number;
+  /** The model's layer count (for the title). */
   nLayers?: number;
   /** Index in the whole text of the first character (default 0). */
   start?: number;
@@ -305,8 +312,9 @@ export interface AttentionSvgOptions extends SvgOptions {
  *
  * @example One SVG per layer with the public API
  * ```ts ignore
- * import { attention, attentionSvg, loadWeights } from "@baregpt/baregpt";
- * const model = await loadWeights();
+ * import { attention, loadWeights, shippedWeightsUrl } from "@baregpt/baregpt";
+ * import { attentionSvg } from "@baregpt/baregpt/draw";
+ * const model = await loadWeights(shippedWeightsUrl);
  * const a = attention(model, "ROMEO:\nBut soft, what light");
  * for (const [layer, heads] of a.weights.entries()) {
  *   const svg = attentionSvg(a.chars, heads, { layer, nLayers: a.weights.length });

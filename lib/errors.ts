@@ -28,7 +28,7 @@ export interface BareGPTErrorOptions extends ErrorOptions {
  * @example
  * ```ts
  * import { BareGPTError } from "./errors.ts";
- * const e = new BareGPTError("loss became NaN at step 12; lower --lr and retry");
+ * const e = new BareGPTError("the loss became NaN at step 12; lower lr", { options: ["lr"] });
  * console.log(e.name, e.exitCode); // "BareGPTError" 1
  * ```
  */
@@ -61,7 +61,7 @@ export class BareGPTError extends Error {
  * @example
  * ```ts
  * import { InputError } from "./errors.ts";
- * const e = new InputError("--temperature must be > 0, got -1");
+ * const e = new InputError("temperature -1 is out of range; use a number from 0 to 100");
  * console.log(e instanceof InputError, e.exitCode); // true 2
  * ```
  */
@@ -116,7 +116,7 @@ export class WeightsError extends InputError {
  * ```ts
  * import { InputError, isBareGPTError } from "./errors.ts";
  * try {
- *   throw new InputError("--steps must be a positive integer, got 0");
+ *   throw new InputError("steps 0 is out of range; use an integer from 1 to 1000000000");
  * } catch (e) {
  *   if (isBareGPTError(e)) console.error(`error: ${e.message}`);
  *   else throw e;
