@@ -174,7 +174,8 @@ const CACHES_PER_MODEL = 3;
 
 /**
  * Options of {@linkcode createModel}: the model's shape and its initialization seed. The
- * defaults are BareGPT's size (about 1.6M parameters for a 65-character vocabulary).
+ * defaults are BareGPT's size (`MODEL_OPTIONS`: blockSize 128, dModel 256, nLayers 2, nHeads 4,
+ * about 1.6M parameters for a 65-character vocabulary).
  *
  * @example A small model that trains in seconds
  * ```ts
@@ -183,15 +184,7 @@ const CACHES_PER_MODEL = 3;
  * console.log(createModel("abcdefgh", small).parameterCount);
  * ```
  */
-export interface ModelOptions {
-  /** Context window in characters. Default 128. */
-  blockSize?: number;
-  /** Width of the residual stream. Default 256. */
-  dModel?: number;
-  /** Transformer blocks. Default 2. */
-  nLayers?: number;
-  /** Attention heads per block; must divide `dModel`. Default 4. */
-  nHeads?: number;
+export interface ModelOptions extends Partial<Omit<ModelConfig, "vocabSize">> {
   /** Seed of the random initialization (GPT-2's scheme), the same as the trainer's. Default 0. */
   seed?: number;
 }

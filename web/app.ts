@@ -15,7 +15,14 @@
  * @module
  */
 
-import { bestKernels, inspectSteps, type KernelTier, loadWeights, selectKernels } from "../mod.ts";
+import {
+  bestKernels,
+  type InspectStep,
+  inspectSteps,
+  type KernelTier,
+  loadWeights,
+  selectKernels,
+} from "../mod.ts";
 import { listen } from "./events.ts";
 import { type Loaded, page, params, setState, setStatus, TOP, ui, WEIGHTS_URL } from "./state.ts";
 import { refreshView, resetViews, showPosition } from "./views.ts";
@@ -27,29 +34,20 @@ let modelStatus = "";
 // ---------------------------------------------------------------------------------------------
 // Kernels and model
 
-const RANK: Record<KernelTier, number> = { js: 0, simd: 1, relaxed: 2 };
-
 /**
  * Loads the model on a kernel tier, choosing the kernels again (the models of an earlier tier are
  * dropped). Without cross-origin isolation there is no SharedArrayBuffer: the library then gives
  * the kernels a plain memory and sizes it for the model (this page runs on one thread).
  */
-async function loadOnTier(bytes: Uint8Array, tier: KernelTier): Promise<Loaded> {
+async function loadOnTier(bytes: Uint8Array, tier: KernelTier | undefined): Promise<Loaded> {
   const chosen = selectKernels(tier, { shared: crossOriginIsolated, reset: true });
   const model = await loadWeights(bytes);
   return { model, tier: chosen };
 }
 
-function resolveTier(choice: string): KernelTier {
-  const best = bestKernels({ shared: crossOriginIsolated });
-  if (choice === "auto") return best;
-  const tier = choice as KernelTier;
-  if (RANK[tier] > RANK[best]) {
-    throw new Error(
-      `kernel tier ${tier} is not supported by this browser (best: ${best}); choose another`,
-    );
-  }
-  return tier;
+/** The tier chosen in the menu ("auto": the fastest here; the library refuses unsupported ones). */
+function chosenTier(choice: string): KernelTier | undefined {
+  return choice === "auto" ? undefined : choice as KernelTier;
 }
 
 async function fetchWeights(): Promise<Uint8Array> {
@@ -69,7 +67,7 @@ async function fetchWeights(): Promise<Uint8Array> {
 
 /** Loads the model on the chosen tier and fills the layer choice and the status line. */
 async function setup(): Promise<void> {
-  const tier = resolveTier(ui.tier.value);
+  const tier = chosenTier(ui.tier.value);
   page.loaded = null;
   const loaded = page.loaded = await loadOnTier(weightsBytes!, tier);
   const c = loaded.model.config;
@@ -150,20 +148,19 @@ async function generate(): Promise<void> {
   if (page.running || page.loaded === null) return;
   const { model } = page.loaded;
   const tokenizer = model.tokenizer;
-  const V = model.config.vocabSize;
-  const count = Math.floor(Number(ui.tokens.value));
+  const count = Number(ui.tokens.value);
   const temperature = Number(ui.temperature.value);
-  const topK = Math.floor(Number(ui.topk.value) || 0);
+  const topK = Number(ui.topk.value) || 0;
   const seed = Math.floor(Number(ui.seed.value) || 0);
-  if (!(count >= 1 && count <= 5000)) return setStatus("Length must be from 1 to 5000.", true);
-  if (!(temperature >= 0 && temperature <= 100)) {
-    return setStatus("Temperature must be from 0 to 100.", true);
-  }
-  if (!(topK >= 0 && topK <= V)) return setStatus(`Top-k must be from 0 to ${V}.`, true);
   const promptText = ui.prompt.value === "" ? "\n" : ui.prompt.value;
-  let prompt: number[];
+  const layer = Number(ui.layer.value);
+  // the library checks the prompt and every option when the first step is taken
+  const options = { tokens: count, top: TOP, layer, temperature, topK, seed };
+  let prompt: number[], generator: Generator<InspectStep>, first: IteratorResult<InspectStep>;
   try {
     prompt = Array.from(tokenizer.encode(promptText, "the prompt"));
+    generator = inspectSteps(model, promptText, options);
+    first = generator.next();
   } catch (e) {
     return setStatus((e as Error).message, true);
   }
@@ -183,16 +180,8 @@ async function generate(): Promise<void> {
   setState("running");
   const started = performance.now();
   try {
-    const layer = Number(ui.layer.value);
-    const generator = inspectSteps(model, promptText, {
-      tokens: count,
-      top: TOP,
-      layer,
-      temperature,
-      topK,
-      seed,
-    });
-    for (const step of generator) {
+    for (let r = first; !r.done; r = generator.next()) {
+      const step = r.value;
       page.steps.push(step);
       page.text.push(step.id);
       const span = charSpan(step.id, step.position, "g");
@@ -213,6 +202,7 @@ async function generate(): Promise<void> {
   } catch (e) {
     setStatus(`error: ${(e as Error).message}`, true);
   } finally {
+    generator.return(undefined); // hands the model's cache back when stopped early
     page.running = false;
     ui.generate.disabled = ui.tier.disabled = false;
     ui.stop.disabled = true;
