@@ -52,6 +52,8 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
   const mod = await import("../mod.ts");
   assertEquals(Object.keys(mod).sort(), [
     "BareGPTError",
+    "DECAYS",
+    "INSPECT_OPTIONS",
     "InputError",
     "MODEL_OPTIONS",
     "SAMPLING_OPTIONS",
