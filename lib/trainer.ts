@@ -125,8 +125,10 @@ export function tokensOf(model: GPT, data: string | Uint16Array, name = "the tex
   return data;
 }
 
-async function sha256Hex(tokens: Uint16Array, model: GPT): Promise<string> {
-  const bytes = new TextEncoder().encode(model.tokenizer.decode(tokens));
+/** The sha256 of a text's UTF-8 bytes (for ids, of the text they decode to). */
+async function sha256Hex(data: string | Uint16Array, model: GPT): Promise<string> {
+  const text = typeof data === "string" ? data : model.tokenizer.decode(data);
+  const bytes = new TextEncoder().encode(text);
   const digest = await crypto.subtle.digest("SHA-256", bytes);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -239,7 +241,7 @@ export class Trainer {
       ? await WorkerPool.start(model, o.batch, threads, o.dropout > 0)
       : null;
     try {
-      return new Trainer(model, tokens, o, await sha256Hex(tokens, model), pool);
+      return new Trainer(model, tokens, o, await sha256Hex(data, model), pool);
     } catch (e) {
       pool?.close();
       throw e;
