@@ -7,6 +7,7 @@
 
 import { parseArgs } from "node:util";
 import {
+  DECAYS,
   describeRange,
   InputError,
   type KernelTier,
@@ -20,7 +21,7 @@ export type Values = Record<string, string | boolean | undefined>;
 
 const TRAIN_DEFAULTS = {
   ...Object.fromEntries(Object.entries(TRAIN_OPTIONS).map(([k, s]) => [k, s.default])),
-  decay: "linear",
+  decay: DECAYS[0],
 } as Record<string, number | string>;
 const DEFAULT_CONFIG = {
   blockSize: MODEL_OPTIONS.blockSize.default,
