@@ -108,4 +108,13 @@ export {
   type TrainSettings,
 } from "./lib/options.ts";
 export { BareGPTError, InputError, isBareGPTError, WeightsError } from "./lib/errors.ts";
+export {
+  attentionColor,
+  attentionSvg,
+  displayChar,
+  formatCandidateTable,
+  renderAttentionSvg,
+  renderAttentionTerminal,
+  scalePosition,
+} from "./lib/draw.ts";
 export { Tokenizer } from "./lib/tokenizer.ts";

@@ -6,8 +6,16 @@
  * @module
  */
 
-import { InputError, inspect, INSPECT_OPTIONS, SAMPLING_OPTIONS, selectKernels } from "../mod.ts";
-import { formatCandidateTable, renderAttentionSvg, renderAttentionTerminal } from "../lib/draw.ts";
+import {
+  formatCandidateTable,
+  InputError,
+  inspect,
+  INSPECT_OPTIONS,
+  renderAttentionSvg,
+  renderAttentionTerminal,
+  SAMPLING_OPTIONS,
+  selectKernels,
+} from "../mod.ts";
 import { kernelsFlag, numberFlag, range, stringFlag, type Values } from "./flags.ts";
 import { loadWeightsFile, writeFileAtomic } from "./files.ts";
 import { log, writeStdout } from "./output.ts";

@@ -61,7 +61,7 @@ function urlOf(source: string | URL): URL {
   const base = (globalThis as { location?: { href: string } }).location?.href;
   if (base !== undefined) return new URL(source, base);
   throw new InputError(
-    `weights path ${source} is relative; pass the file's bytes (await Deno.readFile("${source}")), an absolute path, or a URL`,
+    `weights path ${source} is relative, and the library reads only bytes and URLs; pass the file's bytes, its absolute path, or a URL`,
   );
 }
 

@@ -61,20 +61,27 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "Tokenizer",
     "WeightsError",
     "attention",
+    "attentionColor",
     "attentionMap",
+    "attentionSvg",
     "bestKernels",
     "createModel",
     "createTrainer",
     "decodeCorpus",
     "describeRange",
+    "displayChar",
     "evaluate",
+    "formatCandidateTable",
     "generate",
     "inspect",
     "inspectSteps",
     "isBareGPTError",
     "loadWeights",
     "nextCharDistribution",
+    "renderAttentionSvg",
+    "renderAttentionTerminal",
     "saveWeights",
+    "scalePosition",
     "selectKernels",
     "shippedWeightsUrl",
     "topCandidates",
@@ -441,7 +448,7 @@ Deno.test("loadWeights: a relative path is an InputError saying what to pass", a
   for (const path of ["m.safetensors", "./weights/m.safetensors", "../m.safetensors"]) {
     await assertRejects(loadWeights(path), (e: unknown) => {
       return e instanceof InputError && e.message.includes("relative") &&
-        e.message.includes("Deno.readFile") && e.message.includes("absolute path");
+        e.message.includes("bytes") && e.message.includes("absolute path");
     });
   }
 });

@@ -3,8 +3,8 @@
  * The browser page: loads the shipped weights, streams generated text as it is produced, and shows
  * for the selected character (under the cursor, pinned, or the last produced) the candidates the
  * model weighed and where the query that predicted it looked, plus the attention heatmaps of one
- * layer over the whole window. The model runs here with the library's public API (`mod.ts`, and
- * the pictures of `lib/draw.ts`), as the CLI does, on the WebAssembly kernels this browser
+ * layer over the whole window. The model runs here with the library's public API (`mod.ts`,
+ * pictures included), as the CLI does, on the WebAssembly kernels this browser
  * supports (or a tier forced with ?tier=).
  *
  * This module loads the model and generates, and starts the page; `state.ts` holds the elements

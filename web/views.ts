@@ -2,14 +2,22 @@
 /**
  * The page's views of the selected character: the candidates table (what the model weighed for
  * it), the text shaded by where the query that predicted it looked, the attention strip of that
- * query on a canvas, the heatmaps of one layer over the whole window (an SVG from `lib/draw.ts`),
+ * query on a canvas, the heatmaps of one layer over the whole window (an SVG drawn by the library),
  * and the tooltips of the heatmaps and the strip.
  *
  * @module
  */
 
-import { type AttentionMap, attentionMap, type Candidate, nextCharDistribution } from "../mod.ts";
-import { attentionColor, displayChar, renderAttentionSvg, scalePosition } from "../lib/draw.ts";
+import {
+  attentionColor,
+  type AttentionMap,
+  attentionMap,
+  type Candidate,
+  displayChar,
+  nextCharDistribution,
+  renderAttentionSvg,
+  scalePosition,
+} from "../mod.ts";
 import { page, TOP, ui } from "./state.ts";
 
 /** The attention of the window, computed when a text is complete. */
