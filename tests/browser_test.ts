@@ -8,6 +8,12 @@
 // served without the COOP/COEP headers, so not isolated (no SharedArrayBuffer: the library sizes a
 // plain memory for the model), at js and the best tier it offers there.
 //
+// A third test checks the page's URL options and errors with the shipped model (block 128):
+// ?weights= from the repository root, ?autostart=1 (and the older ?autorun=1) streaming without a
+// click, an unknown prompt character shown in the error line while the status line keeps the
+// model, a missing model named from the root, and heatmap labels legible (>= 8 px) at a
+// 128-character window.
+//
 // Chromium: $CHROMIUM_PATH, else /usr/bin/chromium (Debian's `chromium` package). Without it the
 // test is skipped with a printed reason, except with CI=true, where it fails.
 
@@ -177,7 +183,8 @@ async function checkPage(isolated: boolean, tiers: Job["tiers"], name: string): 
       args: CHROMIUM_ARGS,
       page: `http://127.0.0.1:${server.addr.port}/web/`,
       query: {
-        weights: "../test-artifacts/browser/model.safetensors",
+        // ?weights= is a path from the repository root (the site root under scripts/serve.ts)
+        weights: "test-artifacts/browser/model.safetensors",
         prompt: PROMPT,
         tokens: String(TOKENS),
         temperature: "0",
@@ -252,6 +259,121 @@ Deno.test({
     assert(!report.sharedArrayBuffer, "a page that is not isolated has no SharedArrayBuffer");
     assert(report.best !== "js", `no WebAssembly tier without isolation (best: ${report.best})`);
     assertEquals(report.results.map((r) => r.tier), ["js", report.best]);
+  },
+});
+
+/** A safetensors file's block size (its header's config). */
+async function blockSize(path: string): Promise<number> {
+  const file = await Deno.open(path);
+  try {
+    const head = new Uint8Array(8);
+    await file.read(head);
+    const length = Number(new DataView(head.buffer).getBigUint64(0, true));
+    const json = new Uint8Array(length);
+    let got = 0;
+    while (got < length) got += (await file.read(json.subarray(got))) ?? length;
+    const meta = JSON.parse(new TextDecoder().decode(json)).__metadata__;
+    return JSON.parse(meta.config).block_size;
+  } finally {
+    file.close();
+  }
+}
+
+Deno.test({
+  name:
+    "browser page: ?weights= from the root, ?autostart=1, errors beside the status line, legible heatmap labels",
+  ignore: !present && !CI,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
+    // only the bundle is needed (the shipped model is served from weights/)
+    await run([
+      "run",
+      "--quiet",
+      "--unstable-bundle",
+      "--allow-read=.",
+      "--allow-write=web/dist",
+      "scripts/bundle.ts",
+    ], "bundling");
+    const shipped = "weights/shakespeare.safetensors";
+    const block = await blockSize(`${ROOT}${shipped}`);
+    assert(block >= 128, `the shipped model's block is ${block}: the label check needs 128`);
+    const PROMPT_ROOT = "ROMEO:";
+    const tokens = block + 2 - PROMPT_ROOT.length; // the window is full: block characters
+    const server = startServer({ port: 0, isolated: true });
+    let report: Report;
+    try {
+      const job: Job = {
+        chromium: CHROMIUM,
+        args: CHROMIUM_ARGS,
+        page: `http://127.0.0.1:${server.addr.port}/web/`,
+        query: { weights: shipped, prompt: PROMPT_ROOT, temperature: "0", seed: "0" },
+        tiers: ["best"],
+        hover: 3,
+        screenshots: ARTIFACTS.replace(/\/$/, ""),
+        name: "browser-options",
+        variants: [
+          // a path without a leading slash is from the repository root, not from /web/
+          {
+            label: "autostart",
+            query: { tokens: String(tokens), autostart: "1" },
+            autostart: true,
+          },
+          { label: "autorun", query: { tokens: "8", autorun: "1" }, autostart: true },
+          { label: "unknown-char", query: { tokens: "8", prompt: "ROMEO: {7€}" } },
+          { label: "missing", query: { weights: "out/none.safetensors" } },
+        ],
+      };
+      const out = await run(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
+      report = JSON.parse(out.trim().split("\n").at(-1)!) as Report;
+    } finally {
+      await server.shutdown();
+    }
+    const by = new Map(report.results.map((r) => [r.label, r]));
+    const model = `shakespeare.safetensors: `;
+
+    // ?weights=weights/shakespeare.safetensors loads from the root; ?autostart=1 streams at once
+    const auto = by.get("autostart")!;
+    assertEquals(auto.errors, []);
+    assert(auto.ready.status?.startsWith(model), `status: ${auto.ready.status}`);
+    assertEquals(auto.clicked, false);
+    assertEquals(auto.state, "done", `autostart: state ${auto.state}, ${auto.status}`);
+    assertEquals([...auto.text!].length, PROMPT_ROOT.length + tokens);
+    assertEquals(auto.error, "");
+    // labels at a full window (block characters) drawn at >= 8 px: the font-size attributes,
+    // and the SVG drawn at its size (the container scrolls rather than shrinking it)
+    assertEquals(auto.window, block);
+    assert(auto.labelFont !== undefined && auto.labelFont >= 8, `label font ${auto.labelFont}`);
+    assert((auto.svgScale ?? 0) >= 0.99, `the heatmaps are shrunk to ${auto.svgScale}`);
+    assert(
+      auto.labelFont * auto.svgScale! >= 8,
+      `labels drawn at ${auto.labelFont * auto.svgScale!} px`,
+    );
+
+    // the older ?autorun=1 still works
+    const autorun = by.get("autorun")!;
+    assertEquals([autorun.clicked, autorun.state], [false, "done"], autorun.status);
+    assertEquals([...autorun.text!].length, PROMPT_ROOT.length + 8);
+
+    // an unknown prompt character: its own error line; the status line still shows the model
+    const unknown = by.get("unknown-char")!;
+    assertEquals(unknown.errors, []);
+    assertEquals(unknown.state, "error");
+    assert(unknown.status?.startsWith(model), `status line lost the model: ${unknown.status}`);
+    assert(unknown.error?.startsWith("error: "), `error line: ${unknown.error}`);
+    for (const ch of ["{", "7", "€", "}"]) {
+      assert(unknown.error?.includes(JSON.stringify(ch)), `${ch} not named: ${unknown.error}`);
+    }
+
+    // a missing model is named as given, from the root (not /web/out/...)
+    const missing = by.get("missing")!;
+    assertEquals(missing.ready.state, "error");
+    assert(
+      missing.ready.error?.includes("no weights at out/none.safetensors (HTTP 404)"),
+      `error line: ${missing.ready.error}`,
+    );
+    assert(missing.ready.status?.includes("no model loaded"), missing.ready.status);
   },
 });
 

@@ -24,7 +24,20 @@ import {
   selectKernels,
 } from "../mod.ts";
 import { listen } from "./events.ts";
-import { type Loaded, page, params, setState, setStatus, TOP, ui, WEIGHTS_URL } from "./state.ts";
+import {
+  AUTOSTART,
+  clearError,
+  type Loaded,
+  page,
+  params,
+  ROOT_URL,
+  setState,
+  setStatus,
+  showError,
+  TOP,
+  ui,
+  WEIGHTS_URL,
+} from "./state.ts";
 import { refreshView, resetViews, showPosition } from "./views.ts";
 
 let weightsBytes: Uint8Array | null = null;
@@ -50,16 +63,22 @@ function chosenTier(choice: string): KernelTier | undefined {
   return choice === "auto" ? undefined : choice as KernelTier;
 }
 
+/** The weights' location as a user names it: from the repository root when under it. */
+function weightsName(): string {
+  const href = WEIGHTS_URL.href;
+  return href.startsWith(ROOT_URL.href) ? href.slice(ROOT_URL.href.length) : href;
+}
+
 async function fetchWeights(): Promise<Uint8Array> {
   let response: Response;
   try {
     response = await fetch(WEIGHTS_URL);
   } catch (e) {
-    throw new Error(`could not fetch ${WEIGHTS_URL.pathname}: ${(e as Error).message}`);
+    throw new Error(`could not fetch ${weightsName()}: ${(e as Error).message}`);
   }
   if (!response.ok) {
     throw new Error(
-      `no weights at ${WEIGHTS_URL.pathname} (HTTP ${response.status}); train them with \`deno task train\` or pass ?weights=path`,
+      `no weights at ${weightsName()} (HTTP ${response.status}); train them with \`deno task train\`, or pass ?weights=path/to/model.safetensors (a path from the repository root, e.g. ?weights=out/my.safetensors)`,
     );
   }
   return new Uint8Array(await response.arrayBuffer());
@@ -162,8 +181,9 @@ async function generate(): Promise<void> {
     generator = inspectSteps(model, promptText, options);
     first = generator.next();
   } catch (e) {
-    return setStatus((e as Error).message, true);
+    return showError((e as Error).message); // the status line keeps the model
   }
+  clearError();
   page.text = [...prompt];
   page.promptLength = prompt.length;
   page.steps = [];
@@ -200,7 +220,7 @@ async function generate(): Promise<void> {
     }/s)${page.stopRequested ? ", stopped" : ""}`;
     setState("done");
   } catch (e) {
-    setStatus(`error: ${(e as Error).message}`, true);
+    showError((e as Error).message);
   } finally {
     generator.return(undefined); // hands the model's cache back when stopped early
     page.running = false;
@@ -217,14 +237,15 @@ async function start(): Promise<void> {
   document.body.dataset.best = bestKernels({ shared: crossOriginIsolated });
   setState("loading");
   try {
-    setStatus(`Loading ${WEIGHTS_URL.pathname}…`);
+    setStatus(`Loading ${weightsName()}…`);
     weightsBytes = await fetchWeights();
     await setup();
     ui.generate.disabled = false;
-    if (params.get("autorun") === "1") await generate();
   } catch (e) {
-    setStatus(`error: ${(e as Error).message}`, true);
+    ui.status.textContent = `no model loaded (${weightsName()})`;
+    return showError((e as Error).message);
   }
+  if (AUTOSTART) await generate(); // a shared link streams at once (generate shows its errors)
 }
 
 listen({ generate, setup });

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { page, setStatus, ui } from "./state.ts";
+import { page, showError, ui } from "./state.ts";
 import {
   clearViews,
   heatmapTooltip,
@@ -59,7 +59,8 @@ export function listen(actions: Actions): void {
       clearViews();
       ui.generate.disabled = false;
     } catch (e) {
-      setStatus(`error: ${(e as Error).message}`, true);
+      ui.status.textContent = `no model loaded (kernels: ${ui.tier.value})`;
+      showError((e as Error).message);
       ui.generate.disabled = true;
     } finally {
       ui.tier.disabled = false;

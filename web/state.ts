@@ -3,7 +3,8 @@
  * The page's elements, its URL options and the state the other modules share: the loaded model,
  * the text shown (as ids, with a generation step per generated character), the selection, and
  * whether a run is going on. The URL options (?prompt=, ?tokens=, ?temperature=, ?topk=, ?seed=,
- * ?tier=) are copied into the form when this module is first imported.
+ * ?tier=) are copied into the form when this module is first imported; ?weights= names the model
+ * (from the repository root) and ?autostart=1 generates once it is loaded.
  *
  * @module
  */
@@ -18,6 +19,7 @@ const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as 
 /** The page's elements, by the ids of web/index.html. */
 export const ui = {
   status: $<HTMLParagraphElement>("status"),
+  error: $<HTMLParagraphElement>("error"),
   form: $<HTMLFormElement>("controls"),
   prompt: $<HTMLTextAreaElement>("prompt"),
   tokens: $<HTMLInputElement>("tokens"),
@@ -43,11 +45,28 @@ export const ui = {
 /** The page's query parameters. */
 export const params = new URLSearchParams(location.search);
 
-/** Where the weights are fetched from (?weights=, relative to the page). */
+/**
+ * The repository root as served: the folder above the page's `web/` (the site root under
+ * `deno task serve`, where the page is /web/).
+ */
+export const ROOT_URL = new URL("../", location.href);
+
+/**
+ * Where the weights are fetched from: ?weights= resolved against the repository root, so
+ * `?weights=out/x.safetensors` is the file `out/x.safetensors` of the repository (as the CLI's
+ * `--weights` names it from there). A path with a leading slash is from the site root, and a full
+ * URL is taken as it is.
+ */
 export const WEIGHTS_URL = new URL(
-  params.get("weights") ?? "../weights/shakespeare.safetensors",
-  location.href,
+  params.get("weights") ?? "weights/shakespeare.safetensors",
+  ROOT_URL,
 );
+
+/** Generate as soon as the model is loaded: ?autostart=1 (or the older ?autorun=1). */
+export const AUTOSTART = ["autostart", "autorun"].some((key) => {
+  const value = params.get(key);
+  return value !== null && ["", "1", "true", "yes"].includes(value.toLowerCase());
+});
 
 for (
   const [key, input] of [
@@ -117,8 +136,24 @@ export function setState(state: "loading" | "ready" | "running" | "done" | "erro
   document.body.dataset.state = state;
 }
 
-/** Shows a status line; an error also sets the state "error". */
-export function setStatus(message: string, error = false): void {
+/** Shows the status line (the model, or what is loading); clears any error shown. */
+export function setStatus(message: string): void {
   ui.status.textContent = message;
-  if (error) setState("error");
+  clearError();
+}
+
+/**
+ * Shows an error in its own line, below the status line (which keeps saying which model is
+ * loaded), and sets the state "error".
+ */
+export function showError(message: string): void {
+  ui.error.textContent = message.startsWith("error: ") ? message : `error: ${message}`;
+  ui.error.hidden = false;
+  setState("error");
+}
+
+/** Hides the error line. */
+export function clearError(): void {
+  ui.error.textContent = "";
+  ui.error.hidden = true;
 }

@@ -47,6 +47,23 @@ export function clearViews(): void {
   ui.candidatesCaption.textContent = ui.explain.textContent = ui.stripCaption.textContent = "";
 }
 
+/** Heatmap cells in pixels, and the width of a heatmap's labels and padding. */
+const HEATMAP_CELL = { min: 10, max: 18, margin: 70 };
+
+/**
+ * The heatmaps' cell size and columns for a window of n characters: the SVG is drawn at its own
+ * size (the container scrolls sideways), its axis labels at 0.85 of a cell, so a cell is never
+ * below HEATMAP_CELL.min pixels (labels of 8.5 px, at 128 characters too); two heatmaps side by
+ * side while they fit the page at that size, else one per row.
+ */
+function heatmapSize(n: number, heads: number): { cell: number; columns: number } {
+  const { min, max, margin } = HEATMAP_CELL;
+  const width = Math.max(560, ui.heatmaps.clientWidth);
+  const fit = (columns: number) => Math.floor((width / columns - margin) / n);
+  const columns = heads > 1 && fit(2) >= min ? 2 : 1;
+  return { cell: Math.max(min, Math.min(max, fit(columns))), columns };
+}
+
 /** Recomputes the attention of the window (one batched pass) and redraws the heatmaps. */
 export function refreshView(): void {
   const { loaded, text } = page;
@@ -57,10 +74,11 @@ export function refreshView(): void {
     promptLength: page.promptLength,
   });
   const n = view.tokens.length;
-  ui.heatmaps.innerHTML = renderAttentionSvg(view, model.tokenizer.vocab, {
-    cell: Math.max(5, Math.min(18, Math.floor(560 / n))),
-    columns: Math.min(view.nHeads, 2),
-  });
+  ui.heatmaps.innerHTML = renderAttentionSvg(
+    view,
+    model.tokenizer.vocab,
+    heatmapSize(n, view.nHeads),
+  );
   ui.heatmaps.dataset.window = String(n);
   ui.attentionCaption.textContent =
     `layer ${view.layer}, one heatmap per head over the last ${n} characters (one forward pass over them); hover a cell`;
