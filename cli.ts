@@ -15,6 +15,7 @@ import { evalCommand } from "./cli/eval.ts";
 import { helpText, parseFlags, type Values } from "./cli/flags.ts";
 import { info } from "./cli/info.ts";
 import { inspectCommand } from "./cli/inspect.ts";
+import { folderOf } from "./cli/files.ts";
 import { log, PipeClosed, writeStdout } from "./cli/output.ts";
 import { sample } from "./cli/sample.ts";
 import { start } from "./cli/start.ts";
@@ -58,6 +59,13 @@ function permissionMessage(e: Error): string {
   const [, kind, target] = m;
   const flag = `--allow-${kind}`;
   const value = target.replace(/^"|"$/g, "");
+  if (/\.\d+\.tmp$/.test(value)) {
+    // an atomic write's temporary file: its name changes every run, so name its folder
+    const dir = folderOf(value);
+    return `no ${kind} permission for ${dir}, where ${
+      value.replace(/\.\d+\.tmp$/, "")
+    } is written (an atomic write needs read and write there); run again with --allow-read=${dir} --allow-write=${dir}`;
+  }
   return `no ${kind} permission for ${value}; run again with ${flag}=${value}`;
 }
 

@@ -4,12 +4,15 @@
  * and in browsers (it uses only web-standard APIs; the fast WebAssembly kernels are set up on
  * first use).
  *
- * - Load and save: {@linkcode loadWeights} (bytes, a URL or an absolute path),
- *   {@linkcode saveWeights}, {@linkcode shippedWeightsUrl} (the weights trained on Tiny
- *   Shakespeare), {@linkcode decodeCorpus} (a text file's bytes, checked as the CLI does).
+ * - Load and save: {@linkcode loadWeights} (bytes, a URL or an absolute path; a weights file
+ *   or a training checkpoint), {@linkcode saveWeights}, {@linkcode shippedWeightsUrl} (the
+ *   weights trained on Tiny Shakespeare), {@linkcode decodeCorpus} (a text file's bytes, checked
+ *   as the CLI does).
  * - Build and train: {@linkcode createModel}, {@linkcode createTrainer} (step it, run it with a
- *   progress callback and an `AbortSignal`, checkpoint and restore it), {@linkcode evaluate}.
- *   The trainer trains on a text's first 90% and validates on the rest, as the CLI's `train`.
+ *   progress callback and an `AbortSignal`, checkpoint and restore it), {@linkcode evaluate}
+ *   (`unknown: "drop"` for real text), {@linkcode extendVocabulary} (fine-tune on a text with
+ *   new characters). The trainer trains on a text's first 90% and validates on the rest, as the
+ *   CLI's `train`.
  * - Generate and look inside: {@linkcode generate} (an async iterable of characters),
  *   {@linkcode nextCharDistribution}, {@linkcode attention}, {@linkcode attentionMap},
  *   {@linkcode inspect} and {@linkcode inspectSteps} (candidates and attention step by step).
@@ -63,6 +66,7 @@ export {
 } from "./lib/api.ts";
 export {
   decodeCorpus,
+  type DecodeCorpusOptions,
   type LoadOptions,
   loadWeights,
   saveWeights,
@@ -97,6 +101,7 @@ export {
   topCandidates,
 } from "./lib/generate.ts";
 export type { ModelConfig } from "./lib/model.ts";
+export { type ExtendOptions, extendVocabulary, type Extension } from "./lib/vocab.ts";
 export {
   DECAYS,
   describeRange,

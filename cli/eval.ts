@@ -4,30 +4,56 @@
  * @module
  */
 
-import { decodeCorpus, evaluate, InputError, selectKernels } from "../mod.ts";
-import { kernelsFlag, requireFlag, stringFlag, type Values } from "./flags.ts";
-import { loadWeightsFile, readInput } from "./files.ts";
-import { writeStdout } from "./output.ts";
+import { decodeCorpus, evaluate, InputError, selectKernels, TRAIN_OPTIONS } from "../mod.ts";
+import { kernelsFlag, numberFlag, requireFlag, stringFlag, type Values } from "./flags.ts";
+import { displayPath, loadWeightsFile, readInput, SHIPPED_WEIGHTS } from "./files.ts";
+import { log, writeStdout } from "./output.ts";
 
-/** `eval --weights FILE --data FILE [--split val|all] [--json]`. */
+/** `eval [--weights FILE] --data FILE [--split val|all] [--json]` (default: shipped weights). */
 export async function evalCommand(v: Values): Promise<void> {
-  const weightsPath = requireFlag(v, "weights", "eval");
+  const weightsPath = stringFlag(v, "weights");
   const dataPath = requireFlag(v, "data", "eval");
   const split = stringFlag(v, "split") ?? "val";
   if (split !== "val" && split !== "all") {
     throw new InputError(`--split ${JSON.stringify(split)} is not a split; use val or all`);
   }
+  const threadsFlag = numberFlag(v, "threads", TRAIN_OPTIONS.threads);
   selectKernels(kernelsFlag(v));
   const model = await loadWeightsFile(weightsPath);
-  const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath);
+  const note = (message: string) => log(`note: ${message}`);
+  const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath, { onNote: note });
+  // every core, when the worker module can be read (the workers load lib/ beside mod.ts)
+  const lib = new URL("../lib/", import.meta.url);
+  const canStartWorkers = lib.protocol !== "file:" ||
+    (await Deno.permissions.query({ name: "read", path: decodeURIComponent(lib.pathname) }))
+        .state === "granted";
+  const threads = threadsFlag ??
+    (canStartWorkers ? Math.min(navigator.hardwareConcurrency, 64) : 1);
+  const shown = weightsPath ?? displayPath(SHIPPED_WEIGHTS);
+  const tty = Deno.stderr.isTerminal();
+  const onProgress = tty
+    ? (done: number, total: number) => {
+      const line = `evaluating ${shown} on ${
+        split === "val" ? "the last 10% of " : ""
+      }${dataPath}: ${done}/${total} windows`;
+      Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
+    }
+    : undefined;
   let r;
   try {
-    r = await evaluate(model, text, { split });
+    r = await evaluate(model, text, { split, unknown: "drop", threads, onProgress });
   } catch (e) {
     if (e instanceof InputError) {
       throw new InputError(`${dataPath}: ${e.message}`, { options: [...e.options] });
     }
     throw e;
+  } finally {
+    if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+  }
+  if (r.dropped > 0) {
+    note(
+      `dropped ${r.dropped} characters of ${dataPath} that are outside the model's vocabulary; the rest was scored`,
+    );
   }
   if (v.json) {
     writeStdout(

@@ -6,6 +6,7 @@
  */
 
 import { BareGPTError, InputError, loadWeights, type Model, WeightsError } from "../mod.ts";
+import { log } from "./output.ts";
 
 /** The shipped weights and the default corpus, found beside the CLI (not the working dir). */
 export const SHIPPED_WEIGHTS = new URL("../weights/shakespeare.safetensors", import.meta.url);
@@ -132,6 +133,9 @@ export async function exists(path: string): Promise<boolean> {
  * so a failure or a kill at any moment never leaves a truncated file where a good one was.
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
+  // the rename needs read as well as write permission: ask for the folder, never the temporary
+  // file (its name changes every run, so granting it would not help)
+  await needFolderAccess(folderOf(path), `the folder of ${path}`);
   const tmp = tempPath(path);
   try {
     const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
@@ -191,14 +195,57 @@ export async function needPermission(
 }
 
 /**
- * Checks before any work that training can write `out` and its checkpoint: read and write
- * permission on the folder, the folder exists and is writable (a probe file is created and
- * removed). Temporary files that killed runs left beside `out` are removed once a minute old.
+ * Makes sure of read and write permission on a folder that files are written into atomically
+ * (a temporary file, then a rename: Deno's rename needs both), asking on a terminal where Deno
+ * would prompt; otherwise one InputError naming both flags for the folder, which a user can grant
+ * once for every file written there.
  */
-export async function checkOutput(out: string): Promise<void> {
+export async function needFolderAccess(dir: string, what: string): Promise<void> {
+  const missing: string[] = [];
+  for (const name of ["read", "write"] as const) {
+    const desc: Deno.PermissionDescriptor = { name, path: dir };
+    let { state } = await Deno.permissions.query(desc);
+    if (state === "prompt") state = (await Deno.permissions.request(desc)).state;
+    if (state !== "granted") missing.push(name);
+  }
+  if (missing.length > 0) {
+    throw new InputError(
+      `no ${
+        missing.join(" or ")
+      } permission for ${dir}, ${what} (an atomic write needs read and write there); run again with --allow-read=${dir} --allow-write=${dir}`,
+    );
+  }
+}
+
+/** Options of {@linkcode checkOutput}. */
+export interface OutputOptions {
+  /** The flag that named the output, for messages (default "--out"). */
+  flag?: string;
+  /** Create the output's folder (and its parents) when it is missing (default false). */
+  createFolder?: boolean;
+}
+
+/**
+ * Checks before any work that a command can write `out` (and training its checkpoint): read and
+ * write permission on the folder, the folder exists (or is created, with `createFolder`) and is
+ * writable (a probe file is created and removed). Temporary files that killed runs left beside
+ * `out` are removed once a minute old.
+ */
+export async function checkOutput(out: string, options: OutputOptions = {}): Promise<void> {
+  const flag = options.flag ?? "--out";
   const dir = folderOf(out);
-  await needPermission("read", dir, "the folder of --out");
-  await needPermission("write", dir, "the folder of --out");
+  await needFolderAccess(dir, `the folder of ${flag}`);
+  if (options.createFolder && !(await exists(dir).catch(() => true))) {
+    try {
+      await Deno.mkdir(dir, { recursive: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable) throw e;
+      throw new InputError(
+        `cannot create the folder ${dir} of ${flag}: ${writeFailure(e)}; choose another ${flag}`,
+      );
+    }
+    log(`created folder ${dir}`);
+  }
   const probe = tempPath(out);
   try {
     await Deno.writeFile(probe, new Uint8Array(0));
@@ -206,7 +253,7 @@ export async function checkOutput(out: string): Promise<void> {
   } catch (e) {
     await Deno.remove(probe).catch(() => {});
     if (e instanceof Deno.errors.NotCapable) throw e;
-    throw new InputError(`cannot write ${out}: ${writeFailure(e)}; choose another --out`);
+    throw new InputError(`cannot write ${out}: ${writeFailure(e)}; choose another ${flag}`);
   }
   const base = out.slice(Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\")) + 1);
   const stale = new RegExp(`^${escapeRegExp(base)}(\\.ckpt)?\\.\\d+\\.tmp$`);

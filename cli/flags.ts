@@ -35,6 +35,8 @@ interface Flag {
   type: FlagType;
   help: string;
   short?: string;
+  /** The value's name in the help (default: the flag's name in capitals). */
+  arg?: string;
 }
 
 const COMMON: Record<string, Flag> = {
@@ -42,7 +44,9 @@ const COMMON: Record<string, Flag> = {
   debug: { type: "boolean", help: "print stack traces of errors" },
   kernels: {
     type: "string",
-    help: "kernel tier: relaxed, simd or js (default: the fastest available)",
+    arg: "TIER",
+    help: "kernel tier: relaxed, simd or js (default: the fastest available); " +
+      "js: the plain TypeScript reference in lib/tensor.ts — run it after editing that file",
   },
 };
 
@@ -131,9 +135,15 @@ export const COMMANDS: Record<
     usage: "sample [--weights FILE] [--prompt TEXT] [options]",
     flags: {
       weights: { type: "string", help: "weights file (default: the shipped weights)" },
-      prompt: { type: "string", help: "text to continue (default: start of a line)" },
+      prompt: {
+        type: "string",
+        help: 'text to continue (default, or --prompt "": start from a newline)',
+      },
       tokens: { type: "string", help: "characters to generate (default 1000)" },
-      temperature: { type: "string", help: "0 is greedy; higher is more random (default 1)" },
+      temperature: {
+        type: "string",
+        help: "0 is greedy (no seed needed); higher is more random (default 1)",
+      },
       "top-k": { type: "string", help: "sample among the k most likely characters (default: all)" },
       "top-p": {
         type: "string",
@@ -144,30 +154,37 @@ export const COMMANDS: Record<
   },
   eval: {
     summary: "validation loss and bits per character of a model on a text",
-    usage: "eval --weights FILE --data FILE [--split val|all] [--json]",
+    usage: "eval [--weights FILE] --data FILE [--split val|all] [--json] [--threads N]",
     flags: {
-      weights: { type: "string", help: "weights file" },
+      weights: { type: "string", help: "weights file (default: the shipped weights)" },
       data: { type: "string", help: "UTF-8 text to evaluate on" },
       split: { type: "string", help: "val: the last 10% (default); all: the whole file" },
       json: { type: "boolean", help: "print JSON instead of a line" },
+      threads: { type: "string", help: "worker threads (default: all cores)" },
     },
   },
   inspect: {
     summary: "top candidates per generated step and attention heatmaps (SVG)",
     usage:
-      "inspect --weights FILE --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]",
+      "inspect [--weights FILE] --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]",
     flags: {
       weights: { type: "string", help: "weights file (default: the shipped weights)" },
-      prompt: { type: "string", help: "text to start from" },
+      prompt: { type: "string", help: 'text to start from ("" starts from a newline)' },
       tokens: { type: "string", help: "characters to generate (default 20)" },
       top: { type: "string", help: "candidates shown per step (default 5)" },
       layer: { type: "string", help: "layer whose attention is drawn (default: the last)" },
-      out: { type: "string", help: "write the attention heatmaps to this SVG file" },
+      out: {
+        type: "string",
+        help: "write the attention heatmaps to this SVG file (its folder is created if missing)",
+      },
       temperature: {
         type: "string",
-        help: "sample at this temperature instead of greedy (needs --seed)",
+        help: "sample at this temperature instead of greedy (default 0: greedy)",
       },
-      seed: { type: "string", help: "random seed when sampling" },
+      seed: {
+        type: "string",
+        help: "random seed when sampling (default: drawn and printed to stderr)",
+      },
     },
   },
   info: {
@@ -197,11 +214,52 @@ export function helpText(name?: string): string {
   }
   const c = COMMANDS[name];
   const flags = { ...c.flags, ...COMMON };
-  const rows = Object.entries(flags).map(([f, spec]) => {
-    const left = `--${f}${spec.type === "string" ? " " + f.toUpperCase().replace(/-/g, "_") : ""}`;
-    return `  ${left.padEnd(30)} ${spec.help}`;
-  });
+  const lefts = Object.entries(flags).map(([f, spec]) =>
+    `--${f}${spec.type === "string" ? " " + (spec.arg ?? METAVARS[f] ?? metavar(f)) : ""}`
+  );
+  // one help column for every row, wide enough for the longest flag; long help lines wrap to it
+  const column = 2 + Math.max(...lefts.map((l) => l.length)) + 2;
+  const rows = Object.values(flags).flatMap((spec, i) =>
+    wrap(spec.help, HELP_WIDTH - column).map((line, k) =>
+      (k === 0 ? `  ${lefts[i]}`.padEnd(column) : " ".repeat(column)) + line
+    )
+  );
   return [`usage: cli.ts ${c.usage}`, "", c.summary + ".", "", "options:", ...rows].join("\n");
+}
+
+/** The width the help is laid out in (its lines may be longer only for a word that long). */
+export const HELP_WIDTH = 100;
+
+/** The value names of the flags whose name is not the best one. */
+const METAVARS: Record<string, string> = {
+  data: "FILE",
+  out: "FILE",
+  init: "FILE",
+  weights: "FILE",
+  prompt: "TEXT",
+  split: "val|all",
+  decay: "NAME",
+};
+
+/** A flag's value name: N for counts, X for other numbers. */
+function metavar(flag: string): string {
+  return /^(lr|min-lr|weight-decay|beta1|beta2|clip|dropout|temperature|top-p)$/.test(flag)
+    ? "X"
+    : "N";
+}
+
+/** Splits text into lines of at most `width` characters, at spaces. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  lines.push(line);
+  return lines;
 }
 
 /** Parses a command's flags; unknown flags and stray arguments are InputErrors. */
@@ -259,6 +317,14 @@ export function stringFlag(v: Values, name: string): string | undefined {
   return raw;
 }
 
+/** A text flag such as --prompt: undefined when absent; an empty value is allowed. */
+export function textFlag(v: Values, name: string): string | undefined {
+  const raw = v[name];
+  if (raw === undefined) return undefined;
+  if (typeof raw !== "string") throw new InputError(`--${name} needs a value`);
+  return raw;
+}
+
 /** A string flag the command cannot do without. */
 export function requireFlag(v: Values, name: string, command: string): string {
   const s = stringFlag(v, name);
@@ -278,6 +344,11 @@ export function numberFlag(v: Values, name: string, spec: OptionSpec): number | 
   const raw = v[name];
   if (raw === undefined) return undefined;
   const n = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
+  if (Number.isNaN(n)) {
+    throw new InputError(
+      `--${name} ${JSON.stringify(raw)} is not a number; use ${describeRange(spec)}`,
+    );
+  }
   if (
     !Number.isFinite(n) || (spec.integer && !Number.isInteger(n)) || n < spec.min ||
     n > spec.max

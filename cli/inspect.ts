@@ -1,5 +1,5 @@
 /**
- * `inspect`: generates step by step (greedy, or sampled with --temperature and --seed), prints
+ * `inspect`: generates step by step (greedy, or sampled with --temperature), prints
  * the top candidates of every step as an aligned table, then the text, and draws the attention
  * of one layer as an SVG file (--out) or as a heatmap in the terminal.
  *
@@ -16,30 +16,32 @@ import {
   SAMPLING_OPTIONS,
   selectKernels,
 } from "../mod.ts";
-import { kernelsFlag, numberFlag, range, stringFlag, type Values } from "./flags.ts";
-import { loadWeightsFile, writeFileAtomic } from "./files.ts";
+import { kernelsFlag, numberFlag, range, stringFlag, textFlag, type Values } from "./flags.ts";
+import { checkOutput, loadWeightsFile, writeFileAtomic } from "./files.ts";
 import { log, writeStdout } from "./output.ts";
 
 /**
- * `inspect --weights W --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]
- * [--temperature T --seed S] [--kernels TIER]`.
+ * `inspect [--weights W] --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]
+ * [--temperature T [--seed S]] [--kernels TIER]`.
  */
 export async function inspectCommand(v: Values): Promise<void> {
-  const prompt = stringFlag(v, "prompt");
+  const prompt = textFlag(v, "prompt"); // "": start from a newline
   if (prompt === undefined) {
-    throw new InputError("inspect needs --prompt TEXT; see `inspect --help`");
+    throw new InputError(
+      'inspect needs --prompt TEXT (--prompt "" starts from a newline); see `inspect --help`',
+    );
   }
   const o = INSPECT_OPTIONS;
   const tokens = numberFlag(v, "tokens", o.tokens) ?? o.tokens.default!;
   const temperature = numberFlag(v, "temperature", SAMPLING_OPTIONS.temperature) ?? 0;
-  const seed = numberFlag(v, "seed", SAMPLING_OPTIONS.seed);
-  if (temperature > 0 && seed === undefined) {
-    throw new InputError(
-      `--temperature ${temperature} needs --seed S (an integer) so that the run can be repeated; add --seed 1, or drop --temperature for greedy decoding`,
-    );
-  }
+  let seed = numberFlag(v, "seed", SAMPLING_OPTIONS.seed);
+  // sampling without --seed draws one and prints it, as `sample` does, so the run can be repeated
+  const drawn = temperature > 0 && seed === undefined;
+  if (drawn) seed = crypto.getRandomValues(new Uint32Array(1))[0];
   const out = stringFlag(v, "out");
   const tier = selectKernels(kernelsFlag(v));
+  // before any work: the SVG's folder must be readable and writable (created if missing)
+  if (out !== undefined) await checkOutput(out, { createFolder: true });
 
   const model = await loadWeightsFile(stringFlag(v, "weights"));
   const c = model.config, vocab = model.tokenizer.vocab;
@@ -51,7 +53,9 @@ export async function inspectCommand(v: Values): Promise<void> {
   const n = map.tokens.length;
   log(
     `inspect: ${tokens} step${tokens === 1 ? "" : "s"}, ${
-      temperature > 0 ? `temperature ${temperature}, seed ${seed}` : "greedy"
+      temperature > 0
+        ? `temperature ${temperature}, seed ${seed}${drawn ? " (drawn)" : ""}`
+        : "greedy"
     }, ${top} candidate${top === 1 ? "" : "s"}; attention of layer ${layer} (layers 0..${
       c.nLayers - 1
     }), ${c.nHeads} heads, characters ${map.start}..${map.start + n - 1}; kernels ${tier}`,

@@ -1,11 +1,12 @@
 /**
- * No command: stream from the shipped weights, training them first if they are missing.
+ * No command: stream from the shipped weights, training them first if they are missing. An
+ * interrupted first training (Ctrl-C) left a checkpoint beside them: running it again resumes it.
  *
  * @module
  */
 
 import { InputError } from "../mod.ts";
-import { DEFAULT_CORPUS, displayPath, SHIPPED_WEIGHTS } from "./files.ts";
+import { DEFAULT_CORPUS, displayPath, exists, SHIPPED_WEIGHTS } from "./files.ts";
 import { log } from "./output.ts";
 import { sample } from "./sample.ts";
 import { train } from "./train.ts";
@@ -17,10 +18,17 @@ export async function start(): Promise<void> {
     await Deno.lstat(SHIPPED_WEIGHTS);
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const path = (url: URL) => decodeURIComponent(url.pathname);
+    const checkpoint = new URL(`${SHIPPED_WEIGHTS.href}.ckpt`);
+    const resume = await exists(path(checkpoint));
     log(
-      `no weights at ${displayPath(SHIPPED_WEIGHTS)}: training them first on ${
-        displayPath(DEFAULT_CORPUS)
-      }`,
+      resume
+        ? `no weights at ${displayPath(SHIPPED_WEIGHTS)}: resuming the interrupted training from ${
+          displayPath(checkpoint)
+        }`
+        : `no weights at ${displayPath(SHIPPED_WEIGHTS)}: training them first on ${
+          displayPath(DEFAULT_CORPUS)
+        }`,
     );
     try {
       await Deno.lstat(DEFAULT_CORPUS);
@@ -31,8 +39,11 @@ export async function start(): Promise<void> {
         } is missing; run \`deno task data\` first`,
       );
     }
-    const path = (url: URL) => decodeURIComponent(url.pathname);
-    await train({ data: path(DEFAULT_CORPUS), out: path(SHIPPED_WEIGHTS) });
+    await train(
+      { data: path(DEFAULT_CORPUS), out: path(SHIPPED_WEIGHTS), ...(resume ? { resume } : {}) },
+      { continueWith: "`deno task start` again (cli.ts with no arguments resumes it)" },
+    );
+    if (Deno.exitCode !== 0) return; // interrupted again: the checkpoint is saved, nothing to stream
   }
   await sample({});
 }

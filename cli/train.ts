@@ -11,6 +11,7 @@ import {
   createTrainer,
   DECAYS,
   decodeCorpus,
+  extendVocabulary,
   InputError,
   type KernelTier,
   type Model,
@@ -25,6 +26,7 @@ import { kernelsFlag, numberFlag, range, requireFlag, stringFlag, type Values } 
 import {
   checkOutput,
   exists,
+  folderOf,
   loadWeightsFile,
   needPermission,
   readInput,
@@ -32,8 +34,14 @@ import {
 } from "./files.ts";
 import { log, Progress } from "./output.ts";
 
+/** How another command runs a training (the no-argument `start`). */
+export interface TrainContext {
+  /** What continues an interrupted run (default: "the same command with --resume"). */
+  continueWith?: string;
+}
+
 /** `train --data FILE --out FILE [options]`. */
-export async function train(v: Values): Promise<void> {
+export async function train(v: Values, context: TrainContext = {}): Promise<void> {
   const dataPath = requireFlag(v, "data", "train");
   const out = requireFlag(v, "out", "train");
   const o = TRAIN_OPTIONS;
@@ -58,7 +66,8 @@ export async function train(v: Values): Promise<void> {
     );
   }
 
-  const threads = numberFlag(v, "threads", o.threads) ?? defaultThreads();
+  const threadsFlag = numberFlag(v, "threads", o.threads);
+  const threads = threadsFlag ?? defaultThreads();
   const initPath = stringFlag(v, "init");
   const m = MODEL_OPTIONS;
   const shape = {
@@ -77,198 +86,279 @@ export async function train(v: Values): Promise<void> {
   const resume = v.resume === true;
   const ckptPath = `${out}.ckpt`;
 
-  // Before any work: the output folder must be writable, and no file may be lost by this run.
-  await checkOutput(out);
-  const outExists = await exists(out);
-  const ckptExists = await exists(ckptPath);
-  if (outExists) {
-    if ((await Deno.stat(out)).isDirectory) {
-      throw new InputError(`--out ${out} is a folder; give the path of a file`);
-    }
-    const real = await Deno.realPath(out);
-    for (const [flag, path] of [["--data", dataPath], ["--init", initPath]]) {
-      if (path !== undefined && (await Deno.realPath(path).catch(() => "")) === real) {
-        throw new InputError(`--out ${out} is the file of ${flag}; choose another --out`);
-      }
-    }
-  }
-  if (outExists && !force && !(resume && ckptExists)) {
-    throw new InputError(
-      resume
-        ? `${out} already exists and there is no checkpoint ${ckptPath} to resume (the run finished); pass --force to train it again`
-        : `${out} already exists; pass --force to overwrite it or choose another --out`,
-    );
-  }
-  if (ckptExists && !resume && !force) {
-    throw new InputError(
-      `${ckptPath} holds an interrupted run; pass --resume to continue it, or --force to start over`,
-    );
-  }
-
-  const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath);
-  const tier = selectKernels(tierFlag);
-  const model: Model = initPath !== undefined
-    ? await loadWeightsFile(initPath)
-    : createModel(text, { ...shape, seed });
-  const c = model.config;
-  const useThreads = tier === "js" ? 1 : Math.min(threads, batch);
-  if (useThreads > 1) await checkWorkerPermission(useThreads);
-  const trainer = await createTrainer(model, text, {
-    batch,
-    steps,
-    lr,
-    minLr,
-    decay,
-    warmup,
-    weightDecay,
-    beta1,
-    beta2,
-    clip,
-    dropout,
-    seed,
-    threads,
-  });
-  // A first SIGINT/SIGTERM asks the loop to save a checkpoint and stop; a second stops at once
-  // (every file is written atomically, so nothing is left half-written).
-  let signal: "SIGINT" | "SIGTERM" | undefined;
-  const listeners: [Deno.Signal, () => void][] = [];
+  // Before any work: the output folder must exist (it is made when missing) and be writable,
+  // and no file may be lost by this run.
+  const created = await missingFolders(folderOf(out));
   try {
-    if (trainer.valTokens.length < c.blockSize + 1 && evalEvery > 0) {
-      throw new InputError(
-        `the validation split of ${dataPath} has ${trainer.valTokens.length} characters, fewer than block_size + 1 = ${
-          c.blockSize + 1
-        }; use a longer corpus, a smaller --block, or --eval-every 0`,
-      );
-    }
-    for (const name of ["SIGINT", "SIGTERM"] as const) {
-      const listener = () => {
-        if (signal !== undefined) {
-          log(`${name} again: stopping now; the last checkpoint is kept`);
-          Deno.exit(name === "SIGINT" ? 130 : 143);
-        }
-        signal = name;
-      };
-      try {
-        Deno.addSignalListener(name, listener);
-        listeners.push([name, listener]);
-      } catch { /* SIGTERM cannot be listened to on Windows */ }
-    }
-    let resumed = false;
-    if (resume) {
-      if (ckptExists) {
-        await resumeFrom(trainer, ckptPath, tier);
-        resumed = true;
-      } else log(`no checkpoint at ${ckptPath}; starting fresh`);
-    }
-
-    const command = [
-      "train",
-      `--data ${dataPath}`,
-      ...(initPath ? [`--init ${initPath}`] : [
-        `--block ${c.blockSize}`,
-        `--d-model ${c.dModel}`,
-        `--layers ${c.nLayers}`,
-        `--heads ${c.nHeads}`,
-      ]),
-      `--steps ${steps}`,
-      `--batch ${batch}`,
-      `--lr ${lr}`,
-      `--min-lr ${minLr}`,
-      `--decay ${decay}`,
-      `--warmup ${warmup}`,
-      `--weight-decay ${weightDecay}`,
-      `--beta1 ${beta1}`,
-      `--beta2 ${beta2}`,
-      `--clip ${clip}`,
-      `--dropout ${dropout}`,
-      `--seed ${seed}`,
-      `--threads ${trainer.threads}`,
-    ].join(" ");
-    log(
-      `model: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}; ${
-        model.parameterCount.toLocaleString("en-US")
-      } parameters`,
-    );
-    log(
-      `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay), weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
-        trainer.threads > 1 ? "s" : ""
-      }, kernels ${tier}`,
-    );
-    const nTrain = trainer.trainTokens.length, nVal = trainer.valTokens.length;
-    log(
-      `corpus: ${dataPath}, ${(nTrain + nVal).toLocaleString("en-US")} characters (${
-        nTrain.toLocaleString("en-US")
-      } train, ${nVal.toLocaleString("en-US")} validation)`,
-    );
-
-    let wroteCheckpoint = false;
-    const saveCheckpoint = async () => {
-      await writeFileAtomic(ckptPath, trainer.checkpoint({ command }));
-      wroteCheckpoint = true;
-    };
-    const progress = new Progress(steps, trainer.stepsDone, batch * c.blockSize);
-    try {
-      while (trainer.stepsDone < steps) {
-        const loss = await trainer.step();
-        const step = trainer.stepsDone;
-        progress.update(step, loss);
-        if (step >= steps) break; // the last step: finish rather than checkpoint
-        if (signal !== undefined) {
-          await saveCheckpoint();
-          progress.note(
-            `${signal}: stopped after step ${step} of ${steps}; saved ${ckptPath}; to continue, run the same command with --resume`,
-          );
-          Deno.exitCode = signal === "SIGINT" ? 130 : 143;
-          return;
-        }
-        if (checkpointEvery > 0 && step % checkpointEvery === 0) await saveCheckpoint();
-        if (evalEvery > 0 && step % evalEvery === 0) {
-          const e = await trainer.evaluate(
-            undefined,
-            evalBatches > 0 ? { maxWindows: evalBatches } : {},
-          );
-          progress.note(
-            `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
-              evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
-            }`,
-          );
-        }
-        await new Promise((resolve) => setTimeout(resolve, 0)); // let a signal be seen
+    await checkOutput(out, { createFolder: created.length > 0 });
+    const outExists = await exists(out);
+    const ckptExists = await exists(ckptPath);
+    if (outExists) {
+      if ((await Deno.stat(out)).isDirectory) {
+        throw new InputError(`--out ${out} is a folder; give the path of a file`);
       }
-    } finally {
-      progress.done();
+      const real = await Deno.realPath(out);
+      for (const [flag, path] of [["--data", dataPath], ["--init", initPath]]) {
+        if (path !== undefined && (await Deno.realPath(path).catch(() => "")) === real) {
+          throw new InputError(`--out ${out} is the file of ${flag}; choose another --out`);
+        }
+      }
     }
-    const facts: Record<string, string> = {
-      steps: String(trainer.stepsDone),
-      corpus_sha256: trainer.corpusSha256,
-      command,
-    };
-    if (evalEvery > 0) {
-      const e = await trainer.evaluate();
-      facts.val_loss = e.loss.toFixed(4);
+    if (outExists && !force && !(resume && ckptExists)) {
+      throw new InputError(
+        resume
+          ? `${out} already exists and there is no checkpoint ${ckptPath} to resume (the run finished); pass --force to train it again`
+          : `${out} already exists; pass --force to overwrite it or choose another --out`,
+      );
+    }
+    if (ckptExists && !resume && !force) {
+      throw new InputError(
+        `${ckptPath} holds an interrupted run; pass --resume to continue it, or --force to start over`,
+      );
+    }
+
+    const note = (message: string) => log(`note: ${message}`);
+    const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath, { onNote: note });
+    const tier = selectKernels(tierFlag);
+    let model: Model;
+    if (initPath !== undefined) {
+      // fine-tuning: the text's new characters join the vocabulary after the known ones
+      const grown = extendVocabulary(await loadWeightsFile(initPath), text, { seed });
+      model = grown.model;
+      if (grown.added.length > 0) {
+        const chars = grown.added.map((ch) => JSON.stringify(ch)).join(" ");
+        note(
+          `added ${grown.added.length} new characters to the vocabulary (new embedding rows): ${chars}`,
+        );
+      }
+    } else model = createModel(text, { ...shape, seed });
+    const c = model.config;
+    if (initPath !== undefined) {
+      const f = model.facts;
       log(
-        `final validation loss ${e.loss.toFixed(4)} (${
-          e.bpc.toFixed(4)
-        } bits per character, ${e.windows} windows)`,
+        `base model: ${initPath} (steps ${shown(f.steps ?? "not stored")}, val_loss ${
+          shown(f.val_loss ?? "not stored")
+        }${f.corpus_sha256 ? `, corpus sha256 ${shown(f.corpus_sha256).slice(0, 12)}...` : ""})`,
       );
     }
-    let bytes: Uint8Array;
+    const useThreads = tier === "js" ? 1 : Math.min(threads, batch);
+    const cores = navigator.hardwareConcurrency;
+    if (threadsFlag !== undefined && cores > 0 && threadsFlag > cores) {
+      const why = useThreads === threads
+        ? ""
+        : tier === "js"
+        ? " (the js kernels run on one)"
+        : ` (no more than --batch ${batch})`;
+      log(
+        `warning: --threads ${threadsFlag} is more than the ${cores} cores of this machine; using ${useThreads} thread${
+          useThreads > 1 ? "s" : ""
+        }${why}, which may be slower than --threads ${cores}`,
+      );
+    }
+    if (useThreads > 1) await checkWorkerPermission(useThreads);
+    const trainer = await createTrainer(model, text, {
+      batch,
+      steps,
+      lr,
+      minLr,
+      decay,
+      warmup,
+      weightDecay,
+      beta1,
+      beta2,
+      clip,
+      dropout,
+      seed,
+      threads,
+    });
+    // A first SIGINT/SIGTERM asks the loop to save a checkpoint and stop; a second stops at once
+    // (every file is written atomically, so nothing is left half-written).
+    let signal: "SIGINT" | "SIGTERM" | undefined;
+    const listeners: [Deno.Signal, () => void][] = [];
     try {
-      bytes = saveWeights(model, facts);
-    } catch (e) {
-      if (!(e instanceof BareGPTError) || !/NaN or Inf/.test(e.message)) throw e;
-      throw new BareGPTError(
-        `the weights hold NaN or Inf after step ${trainer.stepsDone} (training diverged); lower --lr; ${out} was not written`,
+      const canValidate = trainer.valTokens.length >= c.blockSize + 1;
+      if (!canValidate && evalEvery > 0) {
+        throw new InputError(
+          `the validation split of ${dataPath} has ${trainer.valTokens.length} characters, fewer than block_size + 1 = ${
+            c.blockSize + 1
+          }; use a longer corpus, a smaller --block, or --eval-every 0`,
+        );
+      }
+      for (const name of ["SIGINT", "SIGTERM"] as const) {
+        const listener = () => {
+          if (signal !== undefined) {
+            log(`${name} again: stopping now; the last checkpoint is kept`);
+            Deno.exit(name === "SIGINT" ? 130 : 143);
+          }
+          signal = name;
+        };
+        try {
+          Deno.addSignalListener(name, listener);
+          listeners.push([name, listener]);
+        } catch { /* SIGTERM cannot be listened to on Windows */ }
+      }
+      // A fine-tuning run starts from the base model's loss on the new text (measured before a
+      // checkpoint replaces the weights, so a resumed run reports the same starting point).
+      const baseLoss = initPath !== undefined && canValidate
+        ? await trainer.evaluate(undefined, evalBatches > 0 ? { maxWindows: evalBatches } : {})
+        : undefined;
+      let resumed = false;
+      if (resume) {
+        if (ckptExists) {
+          await resumeFrom(trainer, ckptPath, tier);
+          resumed = true;
+        } else log(`no checkpoint at ${ckptPath}; starting fresh`);
+      }
+
+      const command = [
+        "train",
+        `--data ${dataPath}`,
+        ...(initPath ? [`--init ${initPath}`] : [
+          `--block ${c.blockSize}`,
+          `--d-model ${c.dModel}`,
+          `--layers ${c.nLayers}`,
+          `--heads ${c.nHeads}`,
+        ]),
+        `--steps ${steps}`,
+        `--batch ${batch}`,
+        `--lr ${lr}`,
+        `--min-lr ${minLr}`,
+        `--decay ${decay}`,
+        `--warmup ${warmup}`,
+        `--weight-decay ${weightDecay}`,
+        `--beta1 ${beta1}`,
+        `--beta2 ${beta2}`,
+        `--clip ${clip}`,
+        `--dropout ${dropout}`,
+        `--seed ${seed}`,
+        `--threads ${trainer.threads}`,
+      ].join(" ");
+      log(
+        `model: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}; ${
+          model.parameterCount.toLocaleString("en-US")
+        } parameters`,
       );
+      log(
+        `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, ${
+          schedule(steps, lr, minLr, warmup, decay)
+        }, weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
+          trainer.threads > 1 ? "s" : ""
+        }, kernels ${tier}`,
+      );
+      const nTrain = trainer.trainTokens.length, nVal = trainer.valTokens.length;
+      log(
+        `corpus: ${dataPath}, ${(nTrain + nVal).toLocaleString("en-US")} characters (${
+          nTrain.toLocaleString("en-US")
+        } train, ${nVal.toLocaleString("en-US")} validation)`,
+      );
+      if (initPath !== undefined) {
+        log(
+          baseLoss === undefined
+            ? `base model: no validation loss on ${dataPath} (its validation split holds no window of ${c.blockSize} + 1 characters)`
+            : `base model: validation loss ${evalBatches > 0 ? "~" : ""}${
+              baseLoss.loss.toFixed(4)
+            } on ${dataPath} before fine-tuning (${
+              evalBatches > 0
+                ? `estimate on ${baseLoss.windows} windows`
+                : `${baseLoss.windows} windows`
+            })`,
+        );
+      }
+
+      let wroteCheckpoint = false;
+      const saveCheckpoint = async () => {
+        await writeFileAtomic(ckptPath, trainer.checkpoint({ command }));
+        wroteCheckpoint = true;
+      };
+      const progress = new Progress(steps, trainer.stepsDone, batch * c.blockSize);
+      try {
+        while (trainer.stepsDone < steps) {
+          const loss = await trainer.step();
+          const step = trainer.stepsDone;
+          progress.update(step, loss);
+          if (step >= steps) break; // the last step: finish rather than checkpoint
+          if (signal !== undefined) {
+            await saveCheckpoint();
+            progress.note(
+              `${signal}: stopped after step ${step} of ${steps}; saved ${ckptPath}; to continue, run ${
+                context.continueWith ?? "the same command with --resume"
+              }`,
+            );
+            Deno.exitCode = signal === "SIGINT" ? 130 : 143;
+            return;
+          }
+          if (checkpointEvery > 0 && step % checkpointEvery === 0) {
+            await saveCheckpoint();
+            progress.note(`step ${step}: saved checkpoint ${ckptPath}`);
+          }
+          if (evalEvery > 0 && step % evalEvery === 0) {
+            const e = await trainer.evaluate(
+              undefined,
+              evalBatches > 0 ? { maxWindows: evalBatches } : {},
+            );
+            progress.note(
+              `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
+                evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
+              }`,
+            );
+          }
+          await new Promise((resolve) => setTimeout(resolve, 0)); // let a signal be seen
+        }
+      } finally {
+        progress.done();
+      }
+      const facts: Record<string, string> = {
+        steps: String(trainer.stepsDone),
+        corpus_sha256: trainer.corpusSha256,
+        command,
+      };
+      if (canValidate) {
+        const e = await trainer.evaluate();
+        facts.val_loss = e.loss.toFixed(4);
+        log(
+          `final validation loss ${e.loss.toFixed(4)} (${
+            e.bpc.toFixed(4)
+          } bits per character, ${e.windows} windows)`,
+        );
+      } else {
+        log(
+          `note: no val_loss stored: the validation split (the last 10% of ${dataPath}) has ${trainer.valTokens.length} characters, fewer than block_size + 1 = ${
+            c.blockSize + 1
+          }; use a longer corpus or a smaller --block`,
+        );
+      }
+      let bytes: Uint8Array;
+      try {
+        bytes = saveWeights(model, facts);
+      } catch (e) {
+        if (!(e instanceof BareGPTError) || !/NaN or Inf/.test(e.message)) throw e;
+        throw new BareGPTError(
+          `the weights hold NaN or Inf after step ${trainer.stepsDone} (training diverged); lower --lr; ${out} was not written`,
+        );
+      }
+      await writeFileAtomic(out, bytes);
+      log(`saved ${out}`);
+      // The checkpoint of this run is spent once its weights are saved.
+      if (wroteCheckpoint || resumed) await Deno.remove(ckptPath).catch(() => {});
+    } finally {
+      for (const [name, listener] of listeners) Deno.removeSignalListener(name, listener);
+      trainer.close();
     }
-    await writeFileAtomic(out, bytes);
-    log(`saved ${out}`);
-    // The checkpoint of this run is spent once its weights are saved.
-    if (wroteCheckpoint || resumed) await Deno.remove(ckptPath).catch(() => {});
-  } finally {
-    for (const [name, listener] of listeners) Deno.removeSignalListener(name, listener);
-    trainer.close();
+  } catch (e) {
+    // a run that fails before writing anything leaves no folder behind (a checkpoint keeps it)
+    for (const dir of created) await Deno.remove(dir).catch(() => {});
+    throw e;
   }
+}
+
+/** The folders of `dir` and above it that do not exist, deepest first. */
+async function missingFolders(dir: string): Promise<string[]> {
+  const missing: string[] = [];
+  for (let d = dir; !(await exists(d).catch(() => true)); d = folderOf(d)) {
+    missing.push(d);
+    if (folderOf(d) === d) break;
+  }
+  return missing;
 }
 
 /** Restores a checkpoint into the trainer; its errors name the checkpoint's path. */
@@ -323,6 +413,31 @@ async function checkWorkerPermission(threads: number): Promise<void> {
       );
     }
   }
+}
+
+/**
+ * The learning-rate schedule in words. The library warms up linearly over `warmup` steps (step i
+ * uses lr * (i + 1) / warmup) whatever the length of the run, so a warmup as long as the run or
+ * longer never decays, and a longer one never reaches the peak: say what actually runs.
+ */
+export function schedule(
+  steps: number,
+  lr: number,
+  minLr: number,
+  warmup: number,
+  decay: string,
+): string {
+  if (warmup < steps) return `lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay)`;
+  if (warmup === steps) {
+    return `lr warming up to ${lr} (warmup ${warmup}: the whole run; the peak is reached at the last step, no decay)`;
+  }
+  const last = Number(((lr * steps) / warmup).toPrecision(4));
+  return `warmup ${warmup} (longer than the ${steps} steps: the peak lr ${lr} is not reached; the last step uses ${last})`;
+}
+
+/** A fact read from a file, printable: quoted and escaped unless it is plain text. */
+function shown(text: string): string {
+  return /^[\x20-\x7e]*$/.test(text) ? text : JSON.stringify(text);
 }
 
 function defaultThreads(): number {

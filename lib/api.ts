@@ -22,9 +22,16 @@ import {
   type ModelConfig,
   parameterCount,
 } from "./model.ts";
-import { checkOption, defaultConfig, MODEL_OPTIONS, validateConfig } from "./options.ts";
+import {
+  checkOption,
+  defaultConfig,
+  MODEL_OPTIONS,
+  TRAIN_OPTIONS,
+  validateConfig,
+} from "./options.ts";
+import { WorkerPool } from "./pool.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { type EvaluateOptions, tokensOf, Trainer, type TrainerOptions } from "./trainer.ts";
+import { evalTokensOf, type EvaluateOptions, Trainer, type TrainerOptions } from "./trainer.ts";
 import { splitIndex } from "./data.ts";
 
 export type { KernelTier } from "./kernels/mod.ts";
@@ -292,11 +299,13 @@ const evalActs = new WeakMap<GPT, Activations>();
  * each position), the same measure as the CLI's `eval`. Yields to the event loop as it goes.
  *
  * @param model the model.
- * @param data a text (its characters must be in the model's vocabulary) or its token ids.
- * @param options an estimate on fewer windows, or only the validation split (the last 10%).
- * @returns loss, bits per character and how much was evaluated.
- * @throws {InputError} when the text has characters outside the vocabulary or is shorter than
- * blockSize + 1 characters.
+ * @param data a text (its characters must be in the model's vocabulary, unless
+ * `unknown: "drop"`) or its token ids.
+ * @param options an estimate on fewer windows, only the validation split (the last 10%), or
+ * `unknown: "drop"` to leave out the characters outside the vocabulary first (real text).
+ * @returns loss, bits per character, how much was evaluated and how many characters were dropped.
+ * @throws {InputError} when the text has characters outside the vocabulary (and `unknown` is not
+ * "drop"; the message lists them all) or is shorter than blockSize + 1 characters.
  *
  * @example
  * ```ts
@@ -306,6 +315,14 @@ const evalActs = new WeakMap<GPT, Activations>();
  * const { loss } = await evaluate(model, text);
  * console.log(loss.toFixed(2)); // near ln(11) = 2.40 for an untrained model of 11 characters
  * ```
+ *
+ * @example Real text with characters the model lacks
+ * ```ts
+ * import { createModel, evaluate } from "@baregpt/baregpt";
+ * const model = createModel("the cat sat on a mat. ", { blockSize: 8, dModel: 16, nHeads: 2 });
+ * const r = await evaluate(model, "the cat (1) sat on the mat! ".repeat(4), { unknown: "drop" });
+ * console.log(r.dropped); // 16: "(", "1", ")" and "!", four times
+ * ```
  */
 export async function evaluate(
   model: Model,
@@ -313,8 +330,30 @@ export async function evaluate(
   options: EvaluateOptions = {},
 ): Promise<Evaluation> {
   const m = modelOf(model);
-  let tokens = tokensOf(m, data);
+  const given = evalTokensOf(m, data, options.unknown);
+  let tokens = given.tokens;
   if (options.split === "val") tokens = tokens.subarray(splitIndex(tokens.length));
+  const T = m.config.blockSize, { maxWindows, onProgress } = options;
+  const threads = checkOption("threads", options.threads ?? 1, TRAIN_OPTIONS.threads);
+  const memory = kernelMemory();
+  if (threads > 1 && kernelTier() !== "js" && memory !== null && isShared(memory)) {
+    // batches of 16 windows spread over the threads, as a trainer's evaluation does
+    const pool = await WorkerPool.start(m, 16, threads);
+    try {
+      const inputs = new Uint16Array(16 * T), targets = new Uint16Array(16 * T);
+      const lossSum = (n: number) => pool.forwardLoss(inputs, targets, n);
+      const r = await evaluateTokens(
+        tokens,
+        T,
+        { B: 16, inputs, targets, lossSum },
+        maxWindows,
+        onProgress,
+      );
+      return { ...r, dropped: given.dropped };
+    } finally {
+      pool.close();
+    }
+  }
   let acts = evalActs.get(m);
   if (acts === undefined) {
     acts = m.activations(16, { backward: false });
@@ -327,5 +366,6 @@ export async function evaluate(
     targets: a.targets,
     lossSum: (n: number) => forward(m, a, batchPass(m.config, n)),
   };
-  return await evaluateTokens(tokens, m.config.blockSize, runner, options.maxWindows);
+  const r = await evaluateTokens(tokens, T, runner, maxWindows, onProgress);
+  return { ...r, dropped: given.dropped };
 }

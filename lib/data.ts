@@ -20,20 +20,100 @@ export interface Corpus {
   val: Uint16Array;
 }
 
+/** What {@link decodeText} may tell its caller besides the text. */
+export interface DecodeCorpusOptions {
+  /**
+   * Called with a one-line note when the bytes were read with a change: an incomplete final
+   * character (a file cut mid-character) was dropped. The CLI prints it as `note: <message>`.
+   */
+  onNote?: (message: string) => void;
+}
+
 /**
- * Decodes corpus bytes as UTF-8, rejecting what is not text: invalid UTF-8, NUL bytes, empty
- * files. `name` is how errors refer to the file.
+ * Decodes corpus bytes as UTF-8, rejecting what is not text: invalid UTF-8 (the error says at
+ * which byte offset, 0-based, and line), NUL bytes, empty files. An incomplete final character
+ * (the last 1 to 3 bytes begin a character the file cuts off, as `head -c` leaves) is dropped,
+ * with a note to `onNote`. `name` is how errors refer to the file.
  */
-export function decodeText(bytes: Uint8Array, name: string): string {
+export function decodeText(
+  bytes: Uint8Array,
+  name: string,
+  options: DecodeCorpusOptions = {},
+): string {
   if (bytes.length === 0) throw new InputError(`corpus ${name} is empty; give a text file`);
   if (bytes.indexOf(0) >= 0) {
     throw new InputError(`corpus ${name} holds NUL bytes (a binary file?); give a UTF-8 text file`);
   }
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   try {
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+    return decoder.decode(bytes);
   } catch {
+    // find where, below
+  }
+  const bad = utf8Error(bytes);
+  if (bad === null) {
     throw new InputError(`corpus ${name} is not valid UTF-8; give a UTF-8 text file`);
   }
+  if (!bad.truncated) {
+    let line = 1;
+    for (let i = 0; i < bad.offset; i++) if (bytes[i] === 0x0a) line++;
+    const hex = bytes[bad.offset].toString(16).padStart(2, "0");
+    throw new InputError(
+      `corpus ${name} is not valid UTF-8: byte 0x${hex} at byte offset ${bad.offset} (line ${line}) does not begin a valid UTF-8 character; convert the file to UTF-8 (for example iconv -f latin1 -t utf-8), or if you cut it from a larger file, cut at a line end (head -n) rather than a byte count`,
+    );
+  }
+  const cut = bytes.length - bad.offset;
+  if (bad.offset === 0) {
+    throw new InputError(
+      `corpus ${name} holds only an incomplete UTF-8 character (${cut} byte${
+        cut > 1 ? "s" : ""
+      }); give a UTF-8 text file`,
+    );
+  }
+  options.onNote?.(
+    `dropped an incomplete final character (the last ${cut} byte${
+      cut > 1 ? "s" : ""
+    } of ${name}: the file ends mid-character)`,
+  );
+  return decoder.decode(bytes.subarray(0, bad.offset));
+}
+
+/**
+ * The first ill-formed UTF-8 sequence of `bytes` (Unicode's well-formed byte sequences table): the
+ * offset where it starts, and whether it is a valid beginning that the end of the bytes cuts off
+ * (`truncated`). Null when all of it is well-formed.
+ */
+export function utf8Error(bytes: Uint8Array): { offset: number; truncated: boolean } | null {
+  const n = bytes.length;
+  let i = 0;
+  while (i < n) {
+    const b = bytes[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    // the length of the sequence, and the range of its second byte
+    let len: number, lo = 0x80, hi = 0xbf;
+    if (b >= 0xc2 && b <= 0xdf) len = 2;
+    else if (b >= 0xe0 && b <= 0xef) {
+      len = 3;
+      if (b === 0xe0) lo = 0xa0; // no overlong forms
+      if (b === 0xed) hi = 0x9f; // no surrogates
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      len = 4;
+      if (b === 0xf0) lo = 0x90; // no overlong forms
+      if (b === 0xf4) hi = 0x8f; // nothing above U+10FFFF
+    } else return { offset: i, truncated: false };
+    for (let k = 1; k < len; k++) {
+      if (i + k >= n) return { offset: i, truncated: true };
+      const c = bytes[i + k];
+      if (c < (k === 1 ? lo : 0x80) || c > (k === 1 ? hi : 0xbf)) {
+        return { offset: i, truncated: false };
+      }
+    }
+    i += len;
+  }
+  return null;
 }
 
 /** Index where the validation split starts: floor(0.9 n). */

@@ -19,6 +19,11 @@ export interface Evaluation {
   tokens: number;
   /** Windows of blockSize characters evaluated. */
   windows: number;
+  /**
+   * Characters of the text left out before scoring because they are outside the vocabulary
+   * (with `unknown: "drop"`; 0 otherwise).
+   */
+  dropped: number;
 }
 
 /**
@@ -54,6 +59,7 @@ export async function evaluateTokens(
   T: number,
   runner: LossRunner,
   maxWindows?: number,
+  onProgress?: (windowsDone: number, windowsTotal: number) => void,
 ): Promise<Evaluation> {
   if (maxWindows !== undefined && (!Number.isInteger(maxWindows) || maxWindows < 1)) {
     throw new InputError(`maxWindows ${maxWindows} is not a positive integer; use 1 or more`, {
@@ -66,11 +72,13 @@ export async function evaluateTokens(
     const count = Math.min(runner.B, windows.length - first);
     windowBatch(runner.inputs, runner.targets, tokens, windows, first, count, T);
     sum += await runner.lossSum(count);
+    onProgress?.(first + count, windows.length);
     if (performance.now() - last > 15) {
       await new Promise((resolve) => setTimeout(resolve, 0));
       last = performance.now();
     }
   }
   const loss = sum / (windows.length * T);
-  return { loss, bpc: loss / Math.LN2, tokens: windows.length * T, windows: windows.length };
+  const tokenCount = windows.length * T;
+  return { loss, bpc: loss / Math.LN2, tokens: tokenCount, windows: windows.length, dropped: 0 };
 }

@@ -7,7 +7,9 @@
 
 import { ensureKernels, type Model, modelMade, modelOf, reserveFor } from "./api.ts";
 import { allFinite } from "./checkpoint.ts";
-import { decodeText } from "./data.ts";
+import { type DecodeCorpusOptions, decodeText } from "./data.ts";
+
+export type { DecodeCorpusOptions } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import type { GPT, ModelConfig } from "./model.ts";
 import { validateConfig } from "./options.ts";
@@ -65,6 +67,24 @@ function urlOf(source: string | URL): URL {
   );
 }
 
+/**
+ * The InputError for a fetch that the runtime's permissions refused (Deno's `NotCapable`, told
+ * apart by its name so that no Deno API is needed), naming the permission that allows it.
+ */
+function permissionError(url: URL, cause: Error): InputError {
+  if (url.protocol === "file:") {
+    const path = decodeURIComponent(url.pathname);
+    return new InputError(
+      `no read permission for ${path}; allow it (--allow-read=${path}) or pass the file's bytes`,
+      { cause },
+    );
+  }
+  return new InputError(
+    `no network permission for ${url.host}; allow it (--allow-net=${url.host})`,
+    { cause },
+  );
+}
+
 /** The bytes at a URL, via fetch; InputError when they cannot be had. */
 async function fetchBytes(source: string | URL, o: LoadOptions): Promise<Uint8Array> {
   const url = urlOf(source);
@@ -73,7 +93,8 @@ async function fetchBytes(source: string | URL, o: LoadOptions): Promise<Uint8Ar
   try {
     response = await fetch(url, { signal: o.signal });
   } catch (e) {
-    if (!(e instanceof TypeError)) throw e; // aborted, or a permission error
+    if (e instanceof Error && e.name === "NotCapable") throw permissionError(url, e);
+    if (!(e instanceof TypeError)) throw e; // aborted
     const why = e.message.split("\n")[0];
     if (url.protocol === "file:" && /not found|No such file/i.test(why)) {
       throw new InputError(`weights file ${source} does not exist; check the path`);
@@ -137,13 +158,16 @@ function peekConfig(bytes: Uint8Array): ModelConfig | null {
 
 /**
  * Loads a model from a safetensors weights file written by BareGPT (its config and vocabulary
- * are in the file's metadata).
+ * are in the file's metadata). A training checkpoint (`Trainer.checkpoint()`, the CLI's
+ * `<out>.ckpt`) loads too: its weights, with the optimizer state left out, and its metadata
+ * (step, corpus_sha256, settings) as facts.
  *
  * @param source the file's bytes; a URL (`file:`, `http:`, `https:`, fetched, so it works in
  * browsers too); or an absolute path (read as a `file:` URL).
  * @param options see {@linkcode LoadOptions}.
  * @returns the model with its tokenizer and training facts.
- * @throws {InputError} when the file cannot be read or fetched.
+ * @throws {InputError} when the file cannot be read or fetched, or a permission is missing
+ * (`--allow-read` for a path or `file:` URL, `--allow-net=<host>` for a web address).
  * @throws {WeightsError} when it is not a valid BareGPT weights file.
  *
  * @example The shipped weights (needs `--allow-read`)
@@ -229,10 +253,14 @@ export function saveWeights(
 
 /**
  * Decodes a text file's bytes as UTF-8, refusing what is not text (invalid UTF-8, NUL bytes, an
- * empty file), as the CLI does for a corpus.
+ * empty file), as the CLI does for a corpus. Invalid UTF-8 is reported with its byte offset
+ * (0-based) and line. A file cut in the middle of its last character (`head -c`) is read without
+ * that incomplete character, and `options.onNote` is told so (the CLI prints `note: <message>`).
  *
  * @param bytes the file's bytes.
- * @param name how errors name the file.
+ * @param name how errors and notes name the file.
+ * @param options `onNote`, called with a one-line message when an incomplete final character
+ * was dropped; see {@linkcode DecodeCorpusOptions}.
  * @returns the text.
  * @throws {InputError} when the bytes are not a UTF-8 text.
  *
@@ -241,7 +269,19 @@ export function saveWeights(
  * import { decodeCorpus } from "@baregpt/baregpt";
  * console.log(decodeCorpus(new TextEncoder().encode("to be"), "my.txt")); // "to be"
  * ```
+ *
+ * @example A file cut mid-character
+ * ```ts
+ * import { decodeCorpus } from "@baregpt/baregpt";
+ * const cut = new TextEncoder().encode("café").subarray(0, 4); // "caf" and half of "é"
+ * const text = decodeCorpus(cut, "cut.txt", { onNote: (note) => console.error(`note: ${note}`) });
+ * console.log(text); // "caf"
+ * ```
  */
-export function decodeCorpus(bytes: Uint8Array, name: string): string {
-  return decodeText(bytes, name);
+export function decodeCorpus(
+  bytes: Uint8Array,
+  name: string,
+  options: DecodeCorpusOptions = {},
+): string {
+  return decodeText(bytes, name, options);
 }

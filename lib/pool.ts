@@ -7,7 +7,7 @@
  * @module
  */
 
-import { BareGPTError } from "./errors.ts";
+import { BareGPTError, InputError } from "./errors.ts";
 import { isShared } from "./kernels/arena.ts";
 import { addInPlace, kernelMemory, kernelTier } from "./kernels/dispatch.ts";
 import type { Dropout } from "./layers.ts";
@@ -36,6 +36,29 @@ export type WorkerReply =
   | { kind: "ready"; inputsOffset: number; targetsOffset: number }
   | { kind: "done"; lossSum: number }
   | { kind: "error"; message: string };
+
+/** The worker module, next to this one. */
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
+
+/**
+ * The error for a worker that did not start: an InputError naming the permission when the
+ * runtime refused to load the module (Deno: "Requires read access to ..."), else a BareGPTError.
+ */
+export function workerStartError(url: URL, threads: number, reply: WorkerReply): BareGPTError {
+  const why = reply.kind === "error" ? reply.message.split("\n")[0] : `it answered ${reply.kind}`;
+  const kind = why.match(/Requires (\w+) access/)?.[1] ??
+    (/NotCapable|PermissionDenied|permission/i.test(why) ? "read" : null);
+  if (kind === null) return new BareGPTError(`a training worker did not start (${why})`);
+  const folder = new URL(".", url);
+  const what = kind === "read" && folder.protocol === "file:"
+    ? decodeURIComponent(folder.pathname).replace(/(.)\/$/, "$1")
+    : folder.host;
+  return new InputError(
+    `training on ${threads} threads starts workers from ${url.href}; allow ${
+      kind === "read" ? "reading" : kind === "import" ? "importing" : "loading"
+    } it (--allow-${kind}=${what}) or use threads: 1`,
+  );
+}
 
 /** The rows of a batch of B sequences handled by each of n threads (first shares larger). */
 export function shares(B: number, n: number): number[] {
@@ -88,10 +111,20 @@ export class WorkerPool {
     const acts = model.activations(rows[0], { dropout });
     const c = model.config;
     const workers: WorkerHandle[] = [];
+    const stopAll = () => workers.forEach((w) => w.worker.terminate());
     for (let i = 1; i < rows.length; i++) {
       const grads = arena.f32(model.parameterCount);
       const actsOffset = arena.reserve(activationBytes(c, rows[i], dropout));
-      const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+      let worker: Worker;
+      try {
+        worker = new Worker(WORKER_URL, { type: "module" });
+      } catch (e) {
+        stopAll();
+        throw workerStartError(WORKER_URL, rows.length, {
+          kind: "error",
+          message: `${(e as Error).name}: ${(e as Error).message}`,
+        });
+      }
       const handle: WorkerHandle = {
         worker,
         grads,
@@ -123,7 +156,10 @@ export class WorkerPool {
         dropout,
       };
       const ready = await request(handle, init);
-      if (ready.kind !== "ready") throw new Error("worker did not start");
+      if (ready.kind !== "ready") {
+        stopAll();
+        throw workerStartError(WORKER_URL, rows.length, ready);
+      }
       const T = c.blockSize;
       handle.inputs = new Uint16Array(memory.buffer, ready.inputsOffset, rows[i] * T);
       handle.targets = new Uint16Array(memory.buffer, ready.targetsOffset, rows[i] * T);

@@ -1,6 +1,7 @@
 /**
  * The character tokenizer: one token per Unicode code point of the corpus, ids in the order of
- * the sorted code points.
+ * the sorted code points (a vocabulary grown for fine-tuning appends its new characters after
+ * the known ones, so any order of distinct characters is accepted).
  *
  * @module
  */
@@ -29,7 +30,7 @@ export class Tokenizer {
   readonly #ids: Map<string, number>;
 
   /**
-   * A tokenizer over the given characters, in that order (index = token id).
+   * A tokenizer over the given characters, in that order (index = token id; sorted or not).
    *
    * @param vocab distinct single characters.
    * @throws {InputError} when the list is empty, too long, or repeats a character.
@@ -76,20 +77,19 @@ export class Tokenizer {
   }
 
   /**
-   * The ids of `text`, one per code point; throws InputError naming unknown characters (and the
-   * text as `name`, e.g. "the prompt").
+   * The ids of `text`, one per code point; throws InputError naming every unknown character, in
+   * order of first appearance (and the text as `name`, e.g. "the prompt").
    */
   encode(text: string, name = "the text"): Uint16Array {
     const chars = [...text];
     const unknown = new Set(chars.filter((ch) => !this.#ids.has(ch)));
     if (unknown.size > 0) {
-      const names = [...unknown].slice(0, 10).map((ch) => JSON.stringify(ch)).join(", ");
+      // every one, in order of first appearance, escaped (JSON) so the message stays one line
+      const names = [...unknown].map((ch) => JSON.stringify(ch)).join(", ");
       throw new InputError(
         `${name} has ${unknown.size} character${
           unknown.size > 1 ? "s" : ""
-        } outside the model's vocabulary: ${names}${
-          unknown.size > 10 ? ", ..." : ""
-        }; use only characters of the training corpus`,
+        } outside the model's vocabulary: ${names}; use only characters of the training corpus`,
       );
     }
     return Uint16Array.from(chars, (ch) => this.#ids.get(ch)!);

@@ -108,6 +108,19 @@ export interface EvaluateOptions {
   maxWindows?: number;
   /** "all" (the default): the whole text given; "val": its last 10% (a trainer without a text evaluates its own validation split). */
   split?: "all" | "val";
+  /**
+   * What to do with characters of a text outside the model's vocabulary: "error" (the default)
+   * throws an InputError listing them; "drop" leaves them out first (scoring the rest) and
+   * reports how many in `dropped`. Applies to texts, not token ids.
+   */
+  unknown?: "error" | "drop";
+  /** Called after every batch of windows with how many are done, of how many. Default none. */
+  onProgress?: (windowsDone: number, windowsTotal: number) => void;
+  /**
+   * Threads for the library's `evaluate` (workers over shared memory, fast kernels only; a
+   * trainer uses its own). The loss then differs in its last bits from one thread's. Default 1.
+   */
+  threads?: number;
 }
 
 /** The token ids of a text, checked against a model's vocabulary. */
@@ -123,6 +136,39 @@ export function tokensOf(model: GPT, data: string | Uint16Array, name = "the tex
     );
   }
   return data;
+}
+
+/**
+ * The token ids of a text to evaluate, with the characters outside the vocabulary dropped first
+ * when `unknown` is "drop" (how many: `dropped`).
+ */
+export function evalTokensOf(
+  model: GPT,
+  data: string | Uint16Array,
+  unknown: EvaluateOptions["unknown"] = "error",
+): { tokens: Uint16Array; dropped: number } {
+  if (unknown !== "error" && unknown !== "drop") {
+    throw new InputError(
+      `unknown ${JSON.stringify(unknown)} is not a choice; use "error" or "drop"`,
+      {
+        options: ["unknown"],
+      },
+    );
+  }
+  if (unknown === "error" || typeof data !== "string") {
+    return { tokens: tokensOf(model, data), dropped: 0 };
+  }
+  const chars = [...data], kept = chars.filter((ch) => model.tokenizer.has(ch));
+  const dropped = chars.length - kept.length, T = model.config.blockSize;
+  if (dropped > 0 && kept.length < T + 1) {
+    throw new InputError(
+      `the text has ${dropped} characters outside the model's vocabulary and only ${kept.length} in it, fewer than blockSize + 1 = ${
+        T + 1
+      }; use a text written in the model's characters`,
+      { options: ["blockSize"] },
+    );
+  }
+  return { tokens: model.tokenizer.encode(kept.join("")), dropped };
 }
 
 /** The sha256 of a text's UTF-8 bytes (for ids, of the text they decode to). */
@@ -327,7 +373,8 @@ export class Trainer {
    */
   async evaluate(data?: string | Uint16Array, options: EvaluateOptions = {}): Promise<Evaluation> {
     if (this.#closed) throw new InputError("this trainer is closed; use evaluate(model, text)");
-    let tokens = data === undefined ? this.valTokens : tokensOf(this.#model, data);
+    const given = data === undefined ? null : evalTokensOf(this.#model, data, options.unknown);
+    let tokens = given?.tokens ?? this.valTokens;
     if (data !== undefined && options.split === "val") {
       tokens = tokens.subarray(splitIndex(tokens.length));
     }
@@ -345,7 +392,9 @@ export class Trainer {
         targets: this.#targets,
         lossSum: (n: number) => pool.forwardLoss(this.#inputs, this.#targets, n),
       };
-    return await evaluateTokens(tokens, model.config.blockSize, runner, options.maxWindows);
+    const T = model.config.blockSize;
+    const r = await evaluateTokens(tokens, T, runner, options.maxWindows, options.onProgress);
+    return { ...r, dropped: given?.dropped ?? 0 };
   }
 
   /**

@@ -162,10 +162,18 @@ function checkTensors(
   }
 }
 
-/** Decodes and validates a model file. Throws WeightsError for anything wrong with it. */
+/** Metadata only a training checkpoint has: its optimizer's and batch generator's state. */
+const CHECKPOINT_STATE = new Set(["adam_t", "rng_state"]);
+
+/**
+ * Decodes and validates a model file. Throws WeightsError for anything wrong with it. A training
+ * checkpoint (its metadata has `adam_t`) is read as its weights: its `optimizer.*` tensors and
+ * optimizer state are ignored, so every command can sample or evaluate a `.ckpt`.
+ */
 export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): GPT {
   const { tensors, metadata } = decodeSafetensors(bytes);
-  return modelFromTensors(tensors, metadata, options);
+  const checkpoint = metadata.adam_t !== undefined;
+  return modelFromTensors(tensors, metadata, options, checkpoint ? "optimizer." : undefined);
 }
 
 /**
@@ -190,7 +198,8 @@ export function modelFromTensors(
   }
   const facts: TrainingFacts = {};
   for (const [k, v] of Object.entries(metadata)) {
-    if (k !== "config" && k !== "vocab") facts[k] = v;
+    if (k === "config" || k === "vocab") continue;
+    if (otherPrefix === undefined || !CHECKPOINT_STATE.has(k)) facts[k] = v;
   }
   checkTensors(tensors, config, ""); // before allocating what the config implies
   const model = new GPT(config, { grads: false, tokenizer, facts, ...options });

@@ -71,6 +71,7 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "describeRange",
     "displayChar",
     "evaluate",
+    "extendVocabulary",
     "formatCandidateTable",
     "generate",
     "inspect",

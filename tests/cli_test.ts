@@ -120,7 +120,7 @@ Deno.test("CLI: a missing file and a bad flag are one-line errors with exit code
   assertUserError(await runCli(["sample", "--tokens", "-3"]), /--tokens "-3" is out of range/);
   assertUserError(
     await runCli(["sample", "--temperature", "abc"]),
-    /--temperature "abc" is out of range/,
+    /--temperature "abc" is not a number/,
   );
   assertUserError(await runCli(["frobnicate"]), /unknown command "frobnicate"/);
   assertUserError(await runCli(["train", "--out", "x"]), /train needs --data/);

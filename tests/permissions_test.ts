@@ -19,6 +19,20 @@ import {
 const LIB = `${REPO}/lib`;
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
+/**
+ * The one-line advice for a folder written atomically (issue 13 item 2): it names the folder, never
+ * a temporary file, and both flags, since Deno's rename needs read as well as write permission.
+ */
+function folderAdvice(missing: string, dir: string, what: string): RegExp {
+  return new RegExp(
+    `^error: no ${missing} permission for ${escape(dir)}, ${
+      escape(what)
+    } \\(an atomic write needs read and write there\\); run again with --allow-read=${
+      escape(dir)
+    } --allow-write=${escape(dir)}$`,
+  );
+}
+
 async function setup() {
   const tmp = await tempDir("baregpt_perm_");
   const root = tmp.path;
@@ -95,20 +109,9 @@ Deno.test("permissions: train needs read of the corpus, read and write of the ou
     ],
     [
       lessOne(outDir, "read"),
-      new RegExp(
-        `no read permission for ${
-          escape(outDir)
-        } \\(the folder of --out\\); run again with --allow-read=${escape(outDir)}$`,
-      ),
+      folderAdvice("read", outDir, "the folder of --out"),
     ],
-    [
-      lessOne("", "write"),
-      new RegExp(
-        `no write permission for ${
-          escape(outDir)
-        } \\(the folder of --out\\); run again with --allow-write=${escape(outDir)}$`,
-      ),
-    ],
+    [lessOne("", "write"), folderAdvice("write", outDir, "the folder of --out")],
   ];
   if (threads > 1) {
     cases.push([
@@ -139,11 +142,11 @@ Deno.test("permissions: the deno.json tasks of the CLI carry only what they need
   const config = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
   const allowed: Record<string, { read: string[]; write: string[] }> = {
     start: { read: ["weights", "data", "lib"], write: ["weights"] },
-    train: { read: ["data", "weights", "lib"], write: ["weights"] },
-    sample: { read: ["weights"], write: [] },
-    eval: { read: ["weights", "data"], write: [] },
-    info: { read: ["weights"], write: [] },
-    inspect: { read: ["weights"], write: ["weights", "."] },
+    train: { read: ["data", "weights", "lib", "out"], write: ["weights", "out"] },
+    sample: { read: ["weights", "out"], write: [] },
+    eval: { read: ["weights", "data", "out", "lib"], write: [] }, // lib: its worker threads
+    info: { read: ["weights", "out"], write: [] },
+    inspect: { read: ["weights", "out"], write: ["out"] },
   };
   for (const [name, limits] of Object.entries(allowed)) {
     const task: string | undefined = config.tasks[name];
@@ -184,5 +187,50 @@ Deno.test("permissions: the train and sample tasks work with their own permissio
     assertEquals([...sample.stdout].length, 21);
   } finally {
     for (const p of [corpus, out, `${out}.ckpt`]) await Deno.remove(`${REPO}/${p}`).catch(() => {});
+  }
+});
+
+Deno.test("permissions: inspect --out names the folder to grant, read and write, never a temporary file", async () => {
+  const { tmp, outDir } = await setup();
+  await using _cleanup = tmp;
+  const weights = `${REPO}/weights/shakespeare.safetensors`;
+  const svg = `${outDir}/attention.svg`;
+  const args = ["inspect", "--prompt", "ROMEO:", "--tokens", "4", "--layer", "0", "--out", svg];
+  const cases: [string[], string][] = [
+    [[`--allow-read=${weights}`, `--allow-write=${outDir}`], "read"], // the README's old command
+    [[`--allow-read=${weights},${outDir}`], "write"],
+    [[`--allow-read=${weights}`], "read or write"],
+  ];
+  const results = await pooled(cases.map(([perms]) => () => runCli(args, { permissions: perms })));
+  results.forEach((r, i) => {
+    assertUserError(r, folderAdvice(cases[i][1], outDir, "the folder of --out"));
+    assert(!/\.tmp\b/.test(r.stderr), r.stderr);
+  });
+  assertEquals([...Deno.readDirSync(outDir)], []); // refused before any work: nothing written
+
+  const ok = await runCli(args, {
+    permissions: [`--allow-read=${weights},${outDir}`, `--allow-write=${outDir}`],
+  });
+  assertEquals(ok.code, 0, ok.stderr);
+  assertMatch(await Deno.readTextFile(svg), /^<svg/);
+  assertEquals([...Deno.readDirSync(outDir)].map((e) => e.name), ["attention.svg"]);
+});
+
+Deno.test("permissions: `deno task inspect --out out/x.svg` works as written, creating out/", async () => {
+  const config = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
+  const hadOut = await Deno.stat(`${REPO}/out`).then(() => true, () => false);
+  const svg = `out/.permissions_test_${Deno.pid}.svg`;
+  try {
+    const r = await runCli(
+      ["inspect", "--prompt", "ROMEO:", "--tokens", "4", "--out", svg],
+      { permissions: taskPermissions(config.tasks.inspect), cwd: REPO },
+    );
+    assertNoStackTrace(r.stderr);
+    assertEquals(r.code, 0, r.stderr);
+    assertMatch(await Deno.readTextFile(`${REPO}/${svg}`), /^<svg/);
+    if (!hadOut) assertMatch(r.stderr, /^created folder out$/m);
+  } finally {
+    await Deno.remove(`${REPO}/${svg}`).catch(() => {});
+    if (!hadOut) await Deno.remove(`${REPO}/out`).catch(() => {}); // only if left empty
   }
 });

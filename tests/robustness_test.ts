@@ -7,6 +7,7 @@ import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } f
 import { writeFileAtomic } from "../cli.ts";
 import { BareGPTError } from "../lib/errors.ts";
 import { Checkpoint } from "../lib/checkpoint.ts";
+import { decodeSafetensors } from "../lib/safetensors.ts";
 import {
   assertNoStackTrace,
   assertSameBytes,
@@ -176,7 +177,11 @@ Deno.test("bad input: corpus files, each a one-line error with exit 2 and --out 
     ["corpus missing", train(`${d}/missing.txt`), /corpus .*missing\.txt does not exist/],
     ["corpus empty", train(`${d}/empty.txt`), /corpus .*empty\.txt is empty/],
     ["corpus with NUL bytes", train(`${d}/nul.txt`), /nul\.txt holds NUL bytes/],
-    ["corpus not UTF-8", train(`${d}/latin1.txt`), /latin1\.txt is not valid UTF-8/],
+    [
+      "corpus not UTF-8 (says where, and what to do)",
+      train(`${d}/latin1.txt`),
+      /latin1\.txt is not valid UTF-8: byte 0xe9 at byte offset 10 \(line 1\) does not begin a valid UTF-8 character; convert the file to UTF-8/,
+    ],
     ["corpus is a folder", train(`${d}/folder.txt`), /folder\.txt is a directory/],
     [
       "corpus shorter than block_size + 1",
@@ -203,13 +208,39 @@ Deno.test("bad input: corpus files, each a one-line error with exit 2 and --out 
       ...TINY,
     ], /--out .*corpus\.txt is the file of --data; choose another --out/],
     [
-      "eval text with characters outside the vocab",
+      "eval text with characters outside the vocab (all dropped: too little left)",
       ["eval", "--weights", f.weights, "--data", `${d}/many.txt`],
-      /many\.txt: the text has \d+ characters outside the model's vocabulary: "𐀀", /,
+      /many\.txt: the text has \d+ characters outside the model's vocabulary and only 0 in it, fewer than --block \+ 1/,
     ],
   ]);
   assertSameBytes(await Deno.readFile(f.keep), f.keepBytes, "--out");
   assertSameBytes(await Deno.readFile(f.corpus), corpusBefore, "the corpus");
+});
+
+Deno.test("a corpus cut mid-character (head -c) trains without its incomplete last character", async () => {
+  await using tmp = await tempDir("baregpt_cut_");
+  const whole = utf8.encode(smallCorpus() + "\nROMEO: café");
+  const cut = `${tmp.path}/cut.txt`;
+  await Deno.writeFile(cut, whole.subarray(0, whole.length - 1)); // half of "é"
+  const out = `${tmp.path}/cut.safetensors`;
+  const r = await runCli([
+    "train",
+    "--data",
+    cut,
+    "--out",
+    out,
+    "--steps",
+    "1",
+    "--eval-every",
+    "0",
+    "--threads",
+    "1",
+    ...TINY,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  const { metadata } = decodeSafetensors(await Deno.readFile(out));
+  const vocab: string[] = JSON.parse(metadata.vocab);
+  assert(vocab.includes("f") && !vocab.includes("é") && !vocab.includes("\ufffd"), metadata.vocab);
 });
 
 Deno.test("bad input: corrupt and hostile weights files, each a one-line error with exit 2", async () => {
@@ -338,7 +369,7 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
   const cases: [string, string[], RegExp][] = [
     ["--steps 0", train("--steps", "0"), range("steps", "0")],
     ["--steps 1.5", train("--steps", "1.5"), range("steps", "1.5")],
-    ["--steps abc", train("--steps", "abc"), range("steps", "abc")],
+    ["--steps abc", train("--steps", "abc"), /--steps "abc" is not a number/],
     ["--batch 0", train("--batch", "0"), range("batch", "0")],
     ["--batch 100000", train("--batch", "100000"), range("batch", "100000")],
     ["--block 0", train("--block", "0"), range("block", "0")],
@@ -350,7 +381,7 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
     ["--threads 0", train("--threads", "0"), range("threads", "0")],
     ["--threads 1000", train("--threads", "1000"), range("threads", "1000")],
     ["--lr -1", train("--lr", "-1"), range("lr", "-1")],
-    ["--lr NaN", train("--lr", "NaN"), range("lr", "NaN")],
+    ["--lr NaN", train("--lr", "NaN"), /--lr "NaN" is not a number/],
     ["--warmup -5", train("--warmup", "-5"), range("warmup", "-5")],
     ["--clip -1", train("--clip", "-1"), range("clip", "-1")],
     ["--weight-decay 11", train("--weight-decay", "11"), range("weight-decay", "11")],
@@ -501,12 +532,12 @@ Deno.test("failed writes: a missing or unwritable folder is refused before train
     ...TINY,
     ...extra,
   ];
+  // a missing folder is made (issue 13): the run trains into it
+  const made = await runCli(train(`${d}/missing/deeper/model.safetensors`));
+  assertEquals(made.code, 0, made.stderr);
+  assertMatch(made.stderr, /created folder .*missing\/deeper/);
+  assert((await Deno.stat(`${d}/missing/deeper/model.safetensors`)).isFile);
   const cases: [string, string[], RegExp][] = [
-    [
-      "--out in a missing folder",
-      train(`${d}/missing/model.safetensors`),
-      /cannot write .*missing\/model\.safetensors: its folder does not exist; choose another --out/,
-    ],
     [
       "--out under a file",
       train(`${d}/corpus.txt/model.safetensors`),
@@ -532,7 +563,6 @@ Deno.test("failed writes: a missing or unwritable folder is refused before train
     ]);
   }
   await expectUserErrors(cases);
-  assert(!(await exists(`${d}/missing`)));
   if (!isRoot()) {
     assertSameBytes(await Deno.readFile(`${d}/ro/keep.safetensors`), f.keepBytes, "read-only");
     assertEquals([...Deno.readDirSync(`${d}/ro`)].length, 1);
