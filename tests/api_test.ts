@@ -491,3 +491,19 @@ Deno.test("createTrainer: the settings of a CLI training run write the same tens
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("evaluate: progress after every batch, and the same figures on two threads", async () => {
+  const model = small(21);
+  const text = TEXT.repeat(6);
+  const seen: [number, number][] = [];
+  const one = await evaluate(model, text, {
+    onProgress: (done, total) => seen.push([done, total]),
+  });
+  assert(seen.length >= 2, `${seen.length} reports`);
+  assertEquals(seen.at(-1), [one.windows, one.windows]);
+  for (let i = 1; i < seen.length; i++) assert(seen[i][0] > seen[i - 1][0]);
+  const two = await evaluate(model, text, { threads: 2 });
+  assertEquals([two.windows, two.tokens], [one.windows, one.tokens]);
+  assert(Math.abs(two.loss - one.loss) < 1e-6, `${one.loss} vs ${two.loss}`);
+  await assertRejects(evaluate(model, text, { threads: 0 }), isInputError);
+});

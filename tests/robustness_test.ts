@@ -241,6 +241,7 @@ Deno.test("a corpus cut mid-character (head -c) trains without its incomplete la
   const { metadata } = decodeSafetensors(await Deno.readFile(out));
   const vocab: string[] = JSON.parse(metadata.vocab);
   assert(vocab.includes("f") && !vocab.includes("é") && !vocab.includes("\ufffd"), metadata.vocab);
+  assertMatch(r.stderr, /note: dropped an incomplete final character/);
 });
 
 Deno.test("bad input: corrupt and hostile weights files, each a one-line error with exit 2", async () => {

@@ -3,6 +3,7 @@
 // banner states the schedule that runs, val_loss is always stored, checkpoints are announced,
 // --init reports its base model, and more threads than cores is a warning.
 
+import { decodeSafetensors } from "../lib/safetensors.ts";
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 import { createModel, createTrainer } from "../mod.ts";
 import { Checkpoint } from "../lib/checkpoint.ts";
@@ -311,4 +312,56 @@ Deno.test("start: Ctrl-C during the first training says to run it again, and run
   assert(again, r2.stderr);
   assert(Number(again[1]) > step, "the resumed run went on from the checkpoint");
   assertEquals(Checkpoint.decode(await Deno.readFile(ckpt)).step, Number(again[1]));
+});
+
+Deno.test("fine-tuning on a text with new characters grows the vocabulary; eval drops what it lacks", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const base = `${dir}/base.safetensors`, tuned = `${dir}/tuned.safetensors`;
+    const corpus = `${dir}/base.txt`, notes = `${dir}/notes.txt`;
+    await Deno.writeTextFile(corpus, smallCorpus());
+    const trained = await runCli([
+      "train",
+      "--data",
+      corpus,
+      "--out",
+      base,
+      "--steps",
+      "2",
+      ...TINY,
+    ]);
+    assertEquals(trained.code, 0, trained.stderr);
+    // digits, brackets and an accent: none of them is in the small corpus
+    await Deno.writeTextFile(notes, smallCorpus().replaceAll("moon", "m00n [é]"));
+    const r = await runCli([
+      "train",
+      "--init",
+      base,
+      "--data",
+      notes,
+      "--out",
+      tuned,
+      "--steps",
+      "2",
+      "--batch",
+      "4",
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    assertMatch(
+      r.stderr,
+      /note: added 4 new characters to the vocabulary \(new embedding rows\): "0" "\[" "\]" "é"/,
+    );
+    const before = JSON.parse(decodeSafetensors(await Deno.readFile(base)).metadata.vocab);
+    const after = JSON.parse(decodeSafetensors(await Deno.readFile(tuned)).metadata.vocab);
+    assertEquals(after, [...before, "0", "[", "]", "é"]); // known ids unchanged, new ones appended
+    const e = await runCli(["eval", "--weights", base, "--data", notes, "--split", "all"]);
+    assertEquals(e.code, 0, e.stderr);
+    assertMatch(
+      e.stderr,
+      /note: dropped \d+ characters of .*notes\.txt that are outside the model's vocabulary/,
+    );
+    assertMatch(e.stdout, /^loss \d+\.\d{4} bpc \d+\.\d{4} tokens \d+\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
