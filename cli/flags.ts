@@ -110,7 +110,8 @@ export const COMMANDS: Record<
       },
       "eval-every": {
         type: "string",
-        help: "full validation loss every N steps, 0 for none (default 650)",
+        help:
+          "full validation loss every N steps, 0 for none; the final one is always stored (default 650)",
       },
       "eval-batches": {
         type: "string",
