@@ -27,8 +27,20 @@ export async function evalCommand(v: Values): Promise<void> {
   const canStartWorkers = lib.protocol !== "file:" ||
     (await Deno.permissions.query({ name: "read", path: decodeURIComponent(lib.pathname) }))
         .state === "granted";
-  const threads = threadsFlag ??
-    (canStartWorkers ? Math.min(navigator.hardwareConcurrency, 64) : 1);
+  const cores = Math.max(1, Math.min(navigator.hardwareConcurrency, 64));
+  const libFolder = decodeURIComponent(lib.pathname).replace(/\/$/, "");
+  if (threadsFlag !== undefined && threadsFlag > 1 && !canStartWorkers) {
+    throw new InputError(
+      `no read permission for ${libFolder} (eval on ${threadsFlag} threads starts workers from it); run again with --allow-read=${libFolder}, or pass --threads 1`,
+    );
+  }
+  if (threadsFlag !== undefined && threadsFlag > cores) {
+    log(`warning: --threads ${threadsFlag} is more than the ${cores} cores of this machine`);
+  }
+  if (threadsFlag === undefined && !canStartWorkers && cores > 1) {
+    note(`evaluating on one thread; allow reading ${libFolder} to use all ${cores} cores`);
+  }
+  const threads = threadsFlag ?? (canStartWorkers ? cores : 1);
   const shown = weightsPath ?? displayPath(SHIPPED_WEIGHTS);
   const tty = Deno.stderr.isTerminal();
   const onProgress = tty
@@ -43,7 +55,7 @@ export async function evalCommand(v: Values): Promise<void> {
   try {
     r = await evaluate(model, text, { split, unknown: "drop", threads, onProgress });
   } catch (e) {
-    if (e instanceof InputError) {
+    if (e instanceof InputError && /^the text/.test(e.message)) {
       throw new InputError(`${dataPath}: ${e.message}`, { options: [...e.options] });
     }
     throw e;

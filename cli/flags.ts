@@ -350,10 +350,12 @@ export function numberFlag(v: Values, name: string, spec: OptionSpec): number | 
       `--${name} ${JSON.stringify(raw)} is not a number; use ${describeRange(spec)}`,
     );
   }
-  if (
-    !Number.isFinite(n) || (spec.integer && !Number.isInteger(n)) || n < spec.min ||
-    n > spec.max
-  ) {
+  if (spec.integer && Number.isFinite(n) && !Number.isInteger(n)) {
+    throw new InputError(
+      `--${name} ${JSON.stringify(raw)} is not an integer; use ${describeRange(spec)}`,
+    );
+  }
+  if (!Number.isFinite(n) || n < spec.min || n > spec.max) {
     throw new InputError(
       `--${name} ${JSON.stringify(raw)} is out of range; use ${describeRange(spec)}`,
     );

@@ -417,8 +417,8 @@ async function checkWorkerPermission(threads: number): Promise<void> {
 
 /**
  * The learning-rate schedule in words. The library warms up linearly over `warmup` steps (step i
- * uses lr * (i + 1) / warmup) whatever the length of the run, so a warmup as long as the run or
- * longer never decays, and a longer one never reaches the peak: say what actually runs.
+ * uses lr * (i + 1) / warmup), capped at the run's length: a warmup as long as the run or longer
+ * reaches the peak at the last step and never decays. Say what actually runs.
  */
 export function schedule(
   steps: number,
@@ -428,11 +428,8 @@ export function schedule(
   decay: string,
 ): string {
   if (warmup < steps) return `lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay)`;
-  if (warmup === steps) {
-    return `lr warming up to ${lr} (warmup ${warmup}: the whole run; the peak is reached at the last step, no decay)`;
-  }
-  const last = Number(((lr * steps) / warmup).toPrecision(4));
-  return `warmup ${warmup} (longer than the ${steps} steps: the peak lr ${lr} is not reached; the last step uses ${last})`;
+  const capped = warmup > steps ? `, capped at the ${steps} steps` : "";
+  return `lr warming up to ${lr} over the whole run (warmup ${warmup}${capped}): the peak is reached at the last step, no decay`;
 }
 
 /** A fact read from a file, printable: quoted and escaped unless it is plain text. */

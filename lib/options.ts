@@ -132,7 +132,8 @@ export function trainSettings(o: Partial<Record<keyof TrainSettings, unknown>>):
       options: ["decay"],
     });
   }
-  return { ...out, decay } as TrainSettings;
+  // a warmup longer than the run would never reach the peak: it is capped at the steps
+  return { ...out, warmup: Math.min(out.warmup, out.steps), decay } as TrainSettings;
 }
 
 /** The ranges of the sampling options (topK: up to the vocabulary). */

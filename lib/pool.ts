@@ -48,13 +48,13 @@ export function workerStartError(url: URL, threads: number, reply: WorkerReply):
   const why = reply.kind === "error" ? reply.message.split("\n")[0] : `it answered ${reply.kind}`;
   const kind = why.match(/Requires (\w+) access/)?.[1] ??
     (/NotCapable|PermissionDenied|permission/i.test(why) ? "read" : null);
-  if (kind === null) return new BareGPTError(`a training worker did not start (${why})`);
+  if (kind === null) return new BareGPTError(`a worker thread did not start (${why})`);
   const folder = new URL(".", url);
   const what = kind === "read" && folder.protocol === "file:"
     ? decodeURIComponent(folder.pathname).replace(/(.)\/$/, "$1")
     : folder.host;
   return new InputError(
-    `training on ${threads} threads starts workers from ${url.href}; allow ${
+    `running on ${threads} threads starts workers from ${url.href}; allow ${
       kind === "read" ? "reading" : kind === "import" ? "importing" : "loading"
     } it (--allow-${kind}=${what}) or use threads: 1`,
   );

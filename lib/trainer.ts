@@ -46,7 +46,7 @@ export interface TrainerOptions {
   minLr?: number;
   /** Shape of the decay after warmup: "linear" (default) or "cosine". */
   decay?: "cosine" | "linear";
-  /** Steps of linear warmup (the peak is reached only if `steps` is longer). Default 50. */
+  /** Steps of linear warmup (capped at `steps`). Default 50. */
   warmup?: number;
   /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
   weightDecay?: number;

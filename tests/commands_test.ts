@@ -76,7 +76,7 @@ Deno.test("flags: a value that is not a number is called so; a number out of ran
     [["sample", "--seed="], /--seed "" is not a number/],
     [["inspect", "--prompt", "a", "--top", "five"], /--top "five" is not a number/],
     [["sample", "--tokens", "1e10"], /^error: --tokens "1e10" is out of range; use an integer/],
-    [["sample", "--tokens", "2.5"], /--tokens "2.5" is out of range/],
+    [["sample", "--tokens", "2.5"], /--tokens "2.5" is not an integer; use an integer from 0 to/],
     [["sample", "--tokens", "-3"], /--tokens "-3" is out of range/],
   ];
   const results = await pooled(cases.map(([args]) => () => runCli(args)));
@@ -156,5 +156,25 @@ Deno.test("help: --kernels says what js is for, in every command's help", async 
       text,
       /--kernels TIER +kernel tier: relaxed, simd or js .*js: the plain TypeScript reference in lib\/tensor\.ts — run it after editing that file/,
     );
+  }
+});
+
+Deno.test("eval --threads 2 without read access to lib/: one line naming the folder to allow", async () => {
+  const permissions = ["--allow-read=weights,README.md"];
+  const r = await runCli(["eval", "--data", "README.md", "--split", "all", "--threads", "2"], {
+    permissions,
+    cwd: REPO,
+  });
+  assertUserError(
+    r,
+    /no read permission for .*lib \(eval on 2 threads starts workers from it\); run again with --allow-read=.*lib, or pass --threads 1/,
+  );
+  const one = await runCli(["eval", "--data", "README.md", "--split", "all"], {
+    permissions,
+    cwd: REPO,
+  });
+  assertEquals(one.code, 0, one.stderr);
+  if (navigator.hardwareConcurrency > 1) {
+    assertMatch(one.stderr, /note: evaluating on one thread; allow reading .*lib/);
   }
 });

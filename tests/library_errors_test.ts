@@ -164,7 +164,7 @@ Deno.test({
       name: "InputError",
       input: true,
       message:
-        `training on 2 threads starts workers from ${worker}; allow reading it (--allow-read=${LIB}) or use threads: 1`,
+        `running on 2 threads starts workers from ${worker}; allow reading it (--allow-read=${LIB}) or use threads: 1`,
     });
     // granted as the message says, it trains
     const granted = await runScript(catching(body), [`--allow-read=${LIB}`]);

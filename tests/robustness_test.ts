@@ -369,7 +369,7 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
   const range = (flag: string, value: string) => new RegExp(`--${flag} "${value}" is out of range`);
   const cases: [string, string[], RegExp][] = [
     ["--steps 0", train("--steps", "0"), range("steps", "0")],
-    ["--steps 1.5", train("--steps", "1.5"), range("steps", "1.5")],
+    ["--steps 1.5", train("--steps", "1.5"), /--steps "1\.5" is not an integer/],
     ["--steps abc", train("--steps", "abc"), /--steps "abc" is not a number/],
     ["--batch 0", train("--batch", "0"), range("batch", "0")],
     ["--batch 100000", train("--batch", "100000"), range("batch", "100000")],
@@ -393,7 +393,7 @@ Deno.test("bad input: flags out of range, unknown flags, prompts outside the voc
     [
       "--checkpoint-every 2.5",
       train("--checkpoint-every", "2.5"),
-      range("checkpoint-every", "2.5"),
+      /--checkpoint-every "2\.5" is not an integer/,
     ],
     ["--kernels gpu", train("--kernels", "gpu"), /--kernels "gpu" is not a kernel tier/],
     ["--init with --d-model", train("--init", f.weights), /--init takes the model's shape/],
