@@ -1,6 +1,6 @@
 /**
  * `train`: trains a model on a text file and saves its weights atomically, with checkpoints,
- * --resume, and a checkpoint on SIGINT/SIGTERM.
+ * --resume, and a checkpoint on SIGINT/SIGTERM/SIGHUP.
  *
  * @module
  */
@@ -171,9 +171,10 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       seed,
       threads,
     });
-    // A first SIGINT/SIGTERM asks the loop to save a checkpoint and stop; a second stops at once
-    // (every file is written atomically, so nothing is left half-written).
-    let signal: "SIGINT" | "SIGTERM" | undefined;
+    // A first SIGINT/SIGTERM/SIGHUP asks the loop to save a checkpoint and stop; a second stops
+    // at once (every file is written atomically, so nothing is left half-written).
+    let signal: "SIGINT" | "SIGTERM" | "SIGHUP" | undefined;
+    const exitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
     const listeners: [Deno.Signal, () => void][] = [];
     try {
       const canValidate = trainer.valTokens.length >= c.blockSize + 1;
@@ -184,18 +185,18 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
           }; use a longer corpus, a smaller --block, or --eval-every 0`,
         );
       }
-      for (const name of ["SIGINT", "SIGTERM"] as const) {
+      for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
         const listener = () => {
           if (signal !== undefined) {
             log(`${name} again: stopping now; the last checkpoint is kept`);
-            Deno.exit(name === "SIGINT" ? 130 : 143);
+            Deno.exit(exitCodes[name]);
           }
           signal = name;
         };
         try {
           Deno.addSignalListener(name, listener);
           listeners.push([name, listener]);
-        } catch { /* SIGTERM cannot be listened to on Windows */ }
+        } catch { /* SIGTERM and SIGHUP cannot be listened to on Windows */ }
       }
       // A fine-tuning run starts from the base model's loss on the new text (measured before a
       // checkpoint replaces the weights, so a resumed run reports the same starting point).
@@ -284,7 +285,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
                 context.continueWith ?? "the same command with --resume"
               }`,
             );
-            Deno.exitCode = signal === "SIGINT" ? 130 : 143;
+            Deno.exitCode = exitCodes[signal];
             return;
           }
           if (checkpointEvery > 0 && step % checkpointEvery === 0) {

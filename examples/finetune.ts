@@ -1,6 +1,6 @@
 /**
  * Fine-tunes the shipped weights (or others) on a new text and saves the result. Characters the
- * model does not know are dropped from the text first.
+ * model does not know join its vocabulary first (new embedding rows; known ids do not change).
  *
  * ```sh
  * deno run --allow-read --allow-write examples/finetune.ts TEXT.txt [OUT.safetensors] [STEPS] [BASE.safetensors]
@@ -9,7 +9,14 @@
  * @module
  */
 
-import { createTrainer, evaluate, loadWeights, saveWeights, shippedWeightsUrl } from "../mod.ts";
+import {
+  createTrainer,
+  evaluate,
+  extendVocabulary,
+  loadWeights,
+  saveWeights,
+  shippedWeightsUrl,
+} from "../mod.ts";
 
 const [input, output = "finetuned.safetensors", steps = "200", base] = Deno.args;
 if (input === undefined) {
@@ -18,12 +25,12 @@ if (input === undefined) {
 }
 
 // the library reads URLs and bytes: a path on the command line (maybe relative) is read here
-const model = await loadWeights(base === undefined ? shippedWeightsUrl : await Deno.readFile(base));
-const raw = [...await Deno.readTextFile(input)];
-const text = raw.filter((ch) => model.tokenizer.has(ch)).join("");
-if (text.length < raw.length) {
-  console.log(`dropped ${raw.length - text.length} characters outside the model's vocabulary`);
-}
+const loaded = await loadWeights(
+  base === undefined ? shippedWeightsUrl : await Deno.readFile(base),
+);
+const text = await Deno.readTextFile(input);
+const { model, added } = extendVocabulary(loaded, text);
+if (added.length > 0) console.log(`added ${added.length} new characters: ${added.join(" ")}`);
 
 const before = await evaluate(model, text, { maxWindows: 50 });
 using trainer = await createTrainer(model, text, {

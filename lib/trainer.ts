@@ -268,7 +268,15 @@ export class Trainer {
     options: TrainerOptions = {},
   ): Promise<Trainer> {
     const o = trainSettings(options);
-    const tokens = tokensOf(model, data, "the training text");
+    let tokens: Uint16Array;
+    try {
+      tokens = tokensOf(model, data, "the training text");
+    } catch (e) {
+      if (!(e instanceof InputError) || !/outside the model's vocabulary/.test(e.message)) throw e;
+      throw new InputError(
+        `${e.message}, or grow the vocabulary first: extendVocabulary(model, text)`,
+      );
+    }
     const T = model.config.blockSize, train = splitIndex(tokens.length);
     if (train < T + 1) {
       throw new InputError(

@@ -108,15 +108,16 @@ Deno.test("examples/train_own_text.ts trains on a text file and saves the model"
 Deno.test("examples/finetune.ts fine-tunes the shipped weights on a new text", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    // "é" is not in the shipped vocabulary: the example drops it
+    // "é" is not in the shipped vocabulary: the example adds it
     await Deno.writeTextFile(`${dir}/new.txt`, "Café society, said the cook. ".repeat(12));
     const out = `${dir}/tuned.safetensors`;
     const { stdout } = await runExample("finetune.ts", [`${dir}/new.txt`, out, "2"], dir);
-    assertMatch(stdout, /dropped 12 characters outside the model's vocabulary/);
+    assertMatch(stdout, /added 1 new characters: é/);
     assertMatch(stdout, /loss on the new text: \d+\.\d{4} -> \d+\.\d{4}/);
     const tuned = await loadWeights(out);
     const shipped = await loadWeights(SHIPPED);
-    assertEquals(tuned.config, shipped.config);
+    assertEquals(tuned.config, { ...shipped.config, vocabSize: shipped.config.vocabSize + 1 });
+    assertEquals(tuned.tokenizer.vocab, [...shipped.tokenizer.vocab, "é"]);
     assertEquals(tuned.facts.steps, "2");
     assertEquals(tuned.facts.base, "shakespeare");
   } finally {
