@@ -15,7 +15,7 @@ import { evalCommand } from "./cli/eval.ts";
 import { helpText, parseFlags, type Values } from "./cli/flags.ts";
 import { info } from "./cli/info.ts";
 import { inspectCommand } from "./cli/inspect.ts";
-import { folderOf } from "./cli/files.ts";
+import { folderOf, taskHint } from "./cli/files.ts";
 import { log, PipeClosed, writeStdout } from "./cli/output.ts";
 import { sample } from "./cli/sample.ts";
 import { start } from "./cli/start.ts";
@@ -64,9 +64,11 @@ function permissionMessage(e: Error): string {
     const dir = folderOf(value);
     return `no ${kind} permission for ${dir}, where ${
       value.replace(/\.\d+\.tmp$/, "")
-    } is written (an atomic write needs read and write there); run again with --allow-read=${dir} --allow-write=${dir}`;
+    } is written (an atomic write needs read and write there); run again with --allow-read=${dir} --allow-write=${dir}${
+      taskHint(dir)
+    }`;
   }
-  return `no ${kind} permission for ${value}; run again with ${flag}=${value}`;
+  return `no ${kind} permission for ${value}; run again with ${flag}=${value}${taskHint(value)}`;
 }
 
 /** Runs the CLI and returns its exit code. */

@@ -189,7 +189,9 @@ export async function needPermission(
   if (state === "prompt") state = (await Deno.permissions.request(desc)).state;
   if (state !== "granted") {
     throw new InputError(
-      `no ${name} permission for ${path} (${why}); run again with --allow-${name}=${path}`,
+      `no ${name} permission for ${path} (${why}); run again with --allow-${name}=${path}${
+        taskHint(path)
+      }`,
     );
   }
 }
@@ -212,7 +214,9 @@ export async function needFolderAccess(dir: string, what: string): Promise<void>
     throw new InputError(
       `no ${
         missing.join(" or ")
-      } permission for ${dir}, ${what} (an atomic write needs read and write there); run again with --allow-read=${dir} --allow-write=${dir}`,
+      } permission for ${dir}, ${what} (an atomic write needs read and write there); run again with --allow-read=${dir} --allow-write=${dir}${
+        taskHint(dir)
+      }`,
     );
   }
 }
@@ -283,4 +287,15 @@ export async function loadWeightsFile(path: string | undefined): Promise<Model> 
     const shown = source instanceof URL ? displayPath(source) : source;
     throw new WeightsError(`${shown}: ${e.message}`, { options: [...e.options] });
   }
+}
+
+/**
+ * For a relative path outside the folders the deno tasks may use, how to get there from a task
+ * (a task takes no permission flags): "" for a path inside them, or an absolute one.
+ */
+export function taskHint(path: string): string {
+  // an absolute path is someone's own deno run; a relative one may be a task run in the checkout
+  const inside = /^(\.\/)?(data|weights|out)(\/|$)/.test(path) || /^([/\\]|[a-z]:)/i.test(path);
+  return inside ? "" : " (the deno tasks read only data/, weights/ and out/ and write only " +
+    "weights/ and out/: put the file there, or run cli.ts with deno run and these flags)";
 }

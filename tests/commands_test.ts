@@ -178,3 +178,14 @@ Deno.test("eval --threads 2 without read access to lib/: one line naming the fol
     assertMatch(one.stderr, /note: evaluating on one thread; allow reading .*lib/);
   }
 });
+
+Deno.test("a file outside the tasks' folders: the advice says how a task can reach it", async () => {
+  const r = await runCli(["train", "--data", "README.md", "--out", "weights/never.safetensors"], {
+    permissions: ["--allow-read=data,weights,lib,out", "--allow-write=weights,out"],
+    cwd: REPO,
+  });
+  assertUserError(
+    r,
+    /no read permission for README\.md; run again with --allow-read=README\.md \(the deno tasks read only data\/, weights\/ and out\/ and write only weights\/ and out\/: put the file there, or run cli\.ts with deno run and these flags\)/,
+  );
+});
