@@ -68,7 +68,8 @@ function permissionMessage(e: Error): string {
       taskHint(dir)
     }`;
   }
-  return `no ${kind} permission for ${value}; run again with ${flag}=${value}${taskHint(value)}`;
+  const hint = kind === "read" || kind === "write" ? taskHint(value) : "";
+  return `no ${kind} permission for ${value}; run again with ${flag}=${value}${hint}`;
 }
 
 /** Runs the CLI and returns its exit code. */

@@ -117,16 +117,16 @@ forEachTier(
 /** Golden results per tier: sha256 of the weights after 30 steps, and a seeded sample. */
 const GOLDEN: Record<string, { weights: string; sampled: string }> = {
   js: {
-    weights: "228e18fba27ffb1a895db18bcabc43003eeda2c948c2b17d0d244be23da6c05c",
-    sampled: "iSd:gte.nerN\n\nrgNv M.UTs.:ytO\n\nwdLvtmnUI",
+    weights: "1841b3b492e05bbb13a1e4408707db15b0bd787bfb006c11814001b5fc055291",
+    sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
   },
   simd: {
-    weights: "02450b55dc14fc5293065a9e247a529aed1b79625572db42356a9f471b83b996",
-    sampled: "iSd:gte.nerN\n\nrgNv M.UTs.:ytO\n\nwdLvtmnUI",
+    weights: "7ef5954ad4564cee2c4d0806b724fe925270a10381cfd6676476e4857c8104d4",
+    sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
   },
   relaxed: {
-    weights: "ce1718c82b3e11c2c265910000bf6181d1ec4d6a56ca366a6880ccb59aafb609",
-    sampled: "iSd:gte.nerN\n\nrgNv M.UTs.:ytO\n\nwdLvtmnUI",
+    weights: "36fcd36129905858b0dfc3e7be67c77979bbdbff099329281169a20293274410",
+    sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
   },
 };
 
