@@ -240,7 +240,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         } parameters`,
       );
       log(
-        `training: ${steps} steps of ${batch} x ${c.blockSize} tokens, ${
+        `training: ${steps} step${steps === 1 ? "" : "s"} of ${batch} x ${c.blockSize} tokens, ${
           schedule(steps, lr, minLr, warmup, decay)
         }, weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
           trainer.threads > 1 ? "s" : ""
