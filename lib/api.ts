@@ -262,8 +262,10 @@ export type {
  * @param data the text or its token ids (its first 90% at least blockSize + 1 characters).
  * @param options see {@linkcode TrainerOptions} for the defaults.
  * @returns a trainer; step it with `step` or `run`.
- * @throws {InputError} for an option out of range, a text too short, or characters outside the
- * model's vocabulary.
+ * @throws {InputError} for an option out of range, a text too short, characters outside the
+ * model's vocabulary (grow it first with `extendVocabulary`), or `threads` above 1 when the worker
+ * module `lib/worker.ts` may not be read (Deno also prints its own line about the refused worker;
+ * check the read permission first, as the CLI does, to avoid it).
  *
  * @example Train a tiny model and watch the loss fall
  * ```ts
