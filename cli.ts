@@ -72,6 +72,12 @@ function permissionMessage(e: Error): string {
   return `no ${kind} permission for ${value}; run again with ${flag}=${value}${hint}`;
 }
 
+/** True for the error of a path whose symbolic links lead back to themselves (ELOOP). */
+function isSymlinkLoop(e: unknown): boolean {
+  return e instanceof Deno.errors.FilesystemLoop ||
+    (e instanceof Error && /Too many levels of symbolic links|os error 40\b/.test(e.message));
+}
+
 /** Runs the CLI and returns its exit code. */
 export async function main(args: string[]): Promise<number> {
   const debug = args.includes("--debug");
@@ -105,6 +111,12 @@ export async function main(args: string[]): Promise<number> {
     if (e instanceof BareGPTError) {
       log(`error: ${flagWording(e)}`);
       return e.exitCode;
+    }
+    if (isSymlinkLoop(e)) {
+      // the path, as the failed call quotes it ("...: open '/tmp/x'")
+      const path = (e as Error).message.match(/: \w+ '(.*)'(?: -> '.*')?$/)?.[1];
+      log(`error: ${path ?? "a path given"} is a symlink loop; give a real file`);
+      return 2;
     }
     if (e instanceof Deno.errors.NotCapable) {
       log(`error: ${permissionMessage(e)}`);

@@ -4,7 +4,14 @@
  * @module
  */
 
-import { decodeCorpus, evaluate, InputError, selectKernels, TRAIN_OPTIONS } from "../mod.ts";
+import {
+  decodeCorpus,
+  evaluate,
+  InputError,
+  selectKernels,
+  TRAIN_OPTIONS,
+  WeightsError,
+} from "../mod.ts";
 import { kernelsFlag, numberFlag, requireFlag, stringFlag, type Values } from "./flags.ts";
 import { displayPath, loadWeightsFile, readInput, SHIPPED_WEIGHTS } from "./files.ts";
 import { log, writeStdout } from "./output.ts";
@@ -55,6 +62,9 @@ export async function evalCommand(v: Values): Promise<void> {
   try {
     r = await evaluate(model, text, { split, unknown: "drop", threads, onProgress });
   } catch (e) {
+    if (e instanceof WeightsError && /^the weights of this model /.test(e.message)) {
+      throw new WeightsError(e.message.replace("this model", shown), { cause: e });
+    }
     if (e instanceof InputError && /^the text/.test(e.message)) {
       throw new InputError(`${dataPath}: ${e.message}`, { options: [...e.options] });
     }

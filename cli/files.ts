@@ -58,7 +58,8 @@ export async function readInput(
     using file = await Deno.open(path, { read: true });
     const info = await file.stat();
     if (info.isDirectory) throw new InputError(`${what} ${shown} is a directory; give a file`);
-    if (info.isFile) {
+    // a regular file of known size (a /proc file says 0 and is read as a stream below)
+    if (info.isFile && info.size > 0) {
       if (info.size > maxBytes) throw tooLarge();
       const bytes = new Uint8Array(info.size);
       let n = 0;
@@ -101,6 +102,9 @@ export async function readInput(
     if (e instanceof Deno.errors.NotADirectory) {
       throw new InputError(`${what} ${shown} does not exist (a part of its path is a file)`);
     }
+    if (e instanceof Deno.errors.FilesystemLoop || /symbolic links/i.test((e as Error).message)) {
+      throw new InputError(`${what} ${shown} is a symlink loop; give a real file`);
+    }
     if (e instanceof TypeError && !(path instanceof URL && path.protocol === "file:")) {
       throw new InputError(
         `${what} ${shown} could not be fetched: ${(e as Error).message.split("\n")[0]}`,
@@ -130,15 +134,25 @@ export async function exists(path: string): Promise<boolean> {
 
 /**
  * Writes a file atomically: a temporary file in the same folder, flushed to disk, then a rename,
- * so a failure or a kill at any moment never leaves a truncated file where a good one was.
+ * so a failure or a kill at any moment never leaves a truncated file where a good one was. Only
+ * a regular file (or nothing) is ever replaced: a device, FIFO, socket, folder or symbolic link at
+ * `path` is refused (an InputError) and left as it was.
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   // the rename needs read as well as write permission: ask for the folder, never the temporary
   // file (its name changes every run, so granting it would not help)
   await needFolderAccess(folderOf(path), `the folder of ${path}`);
+  const kind = await nonRegularKind(path);
+  if (kind !== undefined) {
+    throw new InputError(
+      `cannot write ${path}: it is ${kind}, not a regular file; choose another path`,
+    );
+  }
   const tmp = tempPath(path);
+  let created = false;
   try {
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    const file = await createTemp(tmp, path);
+    created = true;
     try {
       let rest = bytes;
       while (rest.length > 0) rest = rest.subarray(await file.write(rest));
@@ -148,11 +162,80 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<
     }
     await Deno.rename(tmp, path);
   } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    if (e instanceof Deno.errors.NotCapable) throw e;
+    if (created) await Deno.remove(tmp).catch(() => {});
+    if (e instanceof BareGPTError || e instanceof Deno.errors.NotCapable) throw e;
     throw new BareGPTError(
       `cannot write ${path}: ${writeFailure(e)}; choose another path or free space`,
     );
+  }
+}
+
+/**
+ * Creates the temporary file `tmp` of a write of `path` without following a link or opening a
+ * device: a leftover regular file of the same name (a killed process had this pid) is replaced;
+ * anything else in the way is a BareGPTError, left as it was.
+ */
+async function createTemp(tmp: string, path: string): Promise<Deno.FsFile> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await Deno.open(tmp, { write: true, createNew: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists) || attempt > 0) throw e;
+      const kind = await nonRegularKind(tmp);
+      if (kind !== undefined) {
+        throw new BareGPTError(
+          `cannot write ${path}: its temporary file ${tmp} is in the way (${kind}, not a regular file); choose another path or remove it`,
+        );
+      }
+      await Deno.remove(tmp);
+    }
+  }
+}
+
+/**
+ * What is at `path` when it is not a regular file ("a character device", "a symbolic link"...),
+ * from `Deno.lstat` (a link is never followed); undefined for a regular file or nothing (or a
+ * path whose folder is missing: writing it fails later with its own message).
+ */
+export async function nonRegularKind(path: string): Promise<string | undefined> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) throw e;
+    return undefined;
+  }
+  if (info.isSymlink) {
+    const target = await Deno.readLink(path).catch(() => undefined);
+    return target === undefined ? "a symbolic link" : `a symbolic link (to ${target})`;
+  }
+  if (info.isFile) return undefined;
+  if (info.isDirectory) return "a folder";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  if (info.isFifo) return "a FIFO (named pipe)";
+  if (info.isSocket) return "a socket";
+  return "a special file";
+}
+
+/**
+ * True when `written` and `read` name the same existing file, through symbolic links (real
+ * paths) or hard links (device and inode). A path that is missing or not readable here is no
+ * match (reading it fails later with its own message).
+ */
+export async function sameFile(written: string, read: string | URL): Promise<boolean> {
+  if (read instanceof URL && read.protocol !== "file:") return false;
+  let a: Deno.FileInfo, b: Deno.FileInfo;
+  try {
+    [a, b] = [await Deno.stat(written), await Deno.stat(read)];
+  } catch {
+    return false;
+  }
+  if (a.ino !== null && b.ino !== null && a.dev === b.dev && a.ino === b.ino) return true;
+  try {
+    return (await Deno.realPath(written)) === (await Deno.realPath(read));
+  } catch {
+    return false;
   }
 }
 
@@ -162,7 +245,7 @@ export function tempPath(path: string): string {
 }
 
 /** Why a write failed, in words. */
-function writeFailure(e: unknown): string {
+export function writeFailure(e: unknown): string {
   if (e instanceof Deno.errors.NotFound) return "its folder does not exist";
   if (e instanceof Deno.errors.NotADirectory) return "a part of the path is a file, not a folder";
   if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
@@ -227,18 +310,62 @@ export interface OutputOptions {
   flag?: string;
   /** Create the output's folder (and its parents) when it is missing (default false). */
   createFolder?: boolean;
+  /** Other files the command writes beside the output: what each is ("its checkpoint"), path. */
+  companions?: [string, string][];
+  /** The files the command reads: flag, path (undefined: not given). None may be written. */
+  inputs?: [string, string | URL | undefined][];
 }
 
 /**
- * Checks before any work that a command can write `out` (and training its checkpoint): read and
- * write permission on the folder, the folder exists (or is created, with `createFolder`) and is
- * writable (a probe file is created and removed). Temporary files that killed runs left beside
- * `out` are removed once a minute old.
+ * Checks before any work that a command can write `out` (and its companions: a checkpoint, a
+ * lock): read and write permission on the folder; no written path (nor its temporary file) is a
+ * file the command reads, through links; each is absent or a regular file (a device, FIFO,
+ * socket, folder or symbolic link is refused, and left as it was); the folder exists (or is
+ * created, with `createFolder`) and is writable (a probe file is created and removed). Temporary
+ * files that killed runs left beside `out` are removed once a minute old.
  */
 export async function checkOutput(out: string, options: OutputOptions = {}): Promise<void> {
   const flag = options.flag ?? "--out";
   const dir = folderOf(out);
   await needFolderAccess(dir, `the folder of ${flag}`);
+  const written: [string, string][] = [["", out], ...(options.companions ?? [])];
+  const subject = (what: string, path: string) =>
+    what === "" ? `${flag} ${out}` : `${flag} ${out} would write ${what} ${path}, which`;
+  for (const [what, path] of written) {
+    for (const [inFlag, input] of options.inputs ?? []) {
+      if (input === undefined) continue;
+      for (
+        const [w, p] of [[what, path], [
+          `${what === "" ? "its" : `${what}'s`} temporary file`,
+          tempPath(path),
+        ]]
+      ) {
+        if (await sameFile(p, input)) {
+          throw new InputError(`${subject(w, p)} is the file of ${inFlag}; choose another ${flag}`);
+        }
+      }
+    }
+  }
+  for (const [what, path] of written) {
+    for (
+      const [w, p] of [[what, path], [
+        `${what === "" ? "its" : `${what}'s`} temporary file`,
+        tempPath(path),
+      ]]
+    ) {
+      const kind = await nonRegularKind(p);
+      if (kind === "a folder" && w === "") {
+        throw new InputError(`${flag} ${out} is a folder; give the path of a file`);
+      }
+      if (kind !== undefined) {
+        throw new InputError(
+          `${subject(w, p)} is ${kind}, not a regular file; ${
+            w === "" ? "choose a file path" : `remove it or choose another ${flag}`
+          }`,
+        );
+      }
+    }
+  }
   if (options.createFolder && !(await exists(dir).catch(() => true))) {
     try {
       await Deno.mkdir(dir, { recursive: true });
@@ -251,12 +378,15 @@ export async function checkOutput(out: string, options: OutputOptions = {}): Pro
     log(`created folder ${dir}`);
   }
   const probe = tempPath(out);
+  let created = false;
   try {
-    await Deno.writeFile(probe, new Uint8Array(0));
+    (await createTemp(probe, out)).close();
+    created = true;
     await Deno.remove(probe).catch(() => {});
   } catch (e) {
-    await Deno.remove(probe).catch(() => {});
+    if (created) await Deno.remove(probe).catch(() => {});
     if (e instanceof Deno.errors.NotCapable) throw e;
+    if (e instanceof BareGPTError) throw new InputError(e.message);
     throw new InputError(`cannot write ${out}: ${writeFailure(e)}; choose another ${flag}`);
   }
   const base = out.slice(Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\")) + 1);
@@ -266,7 +396,7 @@ export async function checkOutput(out: string, options: OutputOptions = {}): Pro
       if (!entry.isFile || !stale.test(entry.name)) continue;
       const path = `${dir}/${entry.name}`;
       // a minute old: not the write in progress of another run into the same folder
-      const age = Date.now() - ((await Deno.stat(path)).mtime?.getTime() ?? Date.now());
+      const age = Date.now() - ((await Deno.lstat(path)).mtime?.getTime() ?? Date.now());
       if (age > 60_000) await Deno.remove(path).catch(() => {});
     }
   } catch { /* best effort */ }

@@ -176,8 +176,10 @@ export const COMMANDS: Record<
       layer: { type: "string", help: "layer whose attention is drawn (default: the last)" },
       out: {
         type: "string",
-        help: "write the attention heatmaps to this SVG file (its folder is created if missing)",
+        help: "write the attention heatmaps to this SVG file (its folder is created if missing); " +
+          "- writes the SVG to stdout (the table and the text then go to stderr)",
       },
+      force: { type: "boolean", help: "overwrite an existing --out" },
       temperature: {
         type: "string",
         help: "sample at this temperature instead of greedy (default 0: greedy)",

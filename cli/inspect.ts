@@ -15,14 +15,22 @@ import {
   renderAttentionTerminal,
   SAMPLING_OPTIONS,
   selectKernels,
+  WeightsError,
 } from "../mod.ts";
 import { kernelsFlag, numberFlag, range, stringFlag, textFlag, type Values } from "./flags.ts";
-import { checkOutput, loadWeightsFile, writeFileAtomic } from "./files.ts";
-import { log, writeStdout } from "./output.ts";
+import {
+  checkOutput,
+  displayPath,
+  exists,
+  loadWeightsFile,
+  SHIPPED_WEIGHTS,
+  writeFileAtomic,
+} from "./files.ts";
+import { escapeControls, log, writeStdout } from "./output.ts";
 
 /**
  * `inspect [--weights W] --prompt TEXT [--tokens N] [--top N] [--layer L] [--out FILE.svg]
- * [--temperature T [--seed S]] [--kernels TIER]`.
+ * [--temperature T [--seed S]] [--force] [--kernels TIER]`; `--out -` writes the SVG to stdout.
  */
 export async function inspectCommand(v: Values): Promise<void> {
   const prompt = textFlag(v, "prompt"); // "": start from a newline
@@ -39,16 +47,43 @@ export async function inspectCommand(v: Values): Promise<void> {
   const drawn = temperature > 0 && seed === undefined;
   if (drawn) seed = crypto.getRandomValues(new Uint32Array(1))[0];
   const out = stringFlag(v, "out");
+  const toStdout = out === "-"; // the SVG on stdout; the table and the text then go to stderr
+  const weights = stringFlag(v, "weights");
   const tier = selectKernels(kernelsFlag(v));
-  // before any work: the SVG's folder must be readable and writable (created if missing)
-  if (out !== undefined) await checkOutput(out, { createFolder: true });
+  // before any work: the SVG's folder must be readable and writable (created if missing), the
+  // SVG (and its temporary file) absent or a regular file and not the weights read, and an
+  // existing SVG is replaced only with --force
+  if (out !== undefined && !toStdout) {
+    await checkOutput(out, {
+      createFolder: true,
+      inputs: [
+        weights === undefined
+          ? ["the shipped weights (the default --weights)", SHIPPED_WEIGHTS]
+          : ["--weights", weights],
+      ],
+    });
+    if (v.force !== true && (await exists(out))) {
+      throw new InputError(
+        `${out} already exists; pass --force to overwrite it or choose another --out`,
+      );
+    }
+  }
 
-  const model = await loadWeightsFile(stringFlag(v, "weights"));
+  const model = await loadWeightsFile(weights);
   const c = model.config, vocab = model.tokenizer.vocab;
   const top = numberFlag(v, "top", { ...o.top, max: c.vocabSize }) ??
     Math.min(o.top.default!, c.vocabSize);
   const layer = numberFlag(v, "layer", range(0, c.nLayers - 1)) ?? c.nLayers - 1;
-  const result = inspect(model, prompt, { tokens, top, layer, temperature, seed: seed ?? 0 });
+  let result;
+  try {
+    result = inspect(model, prompt, { tokens, top, layer, temperature, seed: seed ?? 0 });
+  } catch (e) {
+    if (!(e instanceof WeightsError) || !e.message.includes("the weights of this model")) throw e;
+    const shown = weights ?? displayPath(SHIPPED_WEIGHTS);
+    throw new WeightsError(
+      e.message.replace("the weights of this model", `the weights of ${shown}`),
+    );
+  }
   const map = result.attention;
   const n = map.tokens.length;
   log(
@@ -62,22 +97,34 @@ export async function inspectCommand(v: Values): Promise<void> {
   );
 
   // the SVG first: a file that cannot be written fails the command before anything is printed
+  // with `--out -` stdout holds the SVG only: the table and the text, as they are, go to stderr
+  const tty = (toStdout ? Deno.stderr : Deno.stdout).isTerminal();
+  // text from a file's vocabulary reaches a terminal with its control characters escaped
+  const shownText = (text: string) => tty ? escapeControls(text, "\n\t") : text;
+  const product = (text: string) =>
+    toStdout ? writeStderr(shownText(text) + "\n") : writeStdout(shownText(text) + "\n");
   if (out !== undefined) {
     const svg = renderAttentionSvg(map, vocab);
-    await writeFileAtomic(out, new TextEncoder().encode(svg));
+    if (toStdout) writeStdout(svg.endsWith("\n") ? svg : svg + "\n");
+    else await writeFileAtomic(out, new TextEncoder().encode(svg));
     log(
-      `wrote ${out}: ${c.nHeads} attention heatmap${
+      `wrote ${toStdout ? "the SVG to standard output" : out}: ${c.nHeads} attention heatmap${
         c.nHeads === 1 ? "" : "s"
       } of ${n} x ${n} characters (layer ${layer}), ${n * (n + 1) / 2} cells each`,
     );
   }
-  const tty = Deno.stdout.isTerminal();
   const color = tty && !Deno.noColor;
   if (result.steps.length > 0) {
-    writeStdout(formatCandidateTable(result.steps, vocab, { top, bars: tty }) + "\n");
+    product(formatCandidateTable(result.steps, vocab, { top, bars: tty }));
   }
-  writeStdout(model.tokenizer.decode([...result.prompt, ...result.generated]) + "\n");
+  product(model.tokenizer.decode([...result.prompt, ...result.generated]));
   if (out === undefined) {
     writeStdout("\n" + renderAttentionTerminal(map, vocab, { color }));
   }
+}
+
+/** Text on stderr as it is (the product, when stdout holds the SVG). */
+function writeStderr(text: string): void {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
 }

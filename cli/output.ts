@@ -4,25 +4,70 @@
  * @module
  */
 
+import { BareGPTError } from "../mod.ts";
+
 const encoder = new TextEncoder();
 
 /** Thrown when stdout's reader went away (`sample | head`): the command ends quietly. */
 export class PipeClosed extends Error {}
 
-/** Writes text to stdout; PipeClosed when its reader is gone. */
+/**
+ * Writes text to stdout; PipeClosed when its reader is gone, BareGPTError (exit 1) when it
+ * cannot be written (a full disk).
+ */
 export function writeStdout(text: string): void {
   let bytes = encoder.encode(text);
   try {
     while (bytes.length > 0) bytes = bytes.subarray(Deno.stdout.writeSync(bytes));
   } catch (e) {
     if (e instanceof Deno.errors.BrokenPipe) throw new PipeClosed();
-    throw e;
+    if (e instanceof Deno.errors.NotCapable) throw e;
+    const err = e as Error & { code?: string };
+    if (err?.code === "ENOSPC" || /No space left on device|os error 28/.test(err?.message ?? "")) {
+      throw new BareGPTError(
+        "cannot write to standard output: no space left on device; free some space or redirect it elsewhere",
+        { cause: e },
+      );
+    }
+    throw new BareGPTError(
+      `cannot write to standard output: ${err?.message?.split("\n")[0] ?? String(e)}`,
+      { cause: e },
+    );
   }
 }
 
-/** One line on stderr. */
+/** Control characters: C0, DEL, C1, and the Unicode line and paragraph separators. */
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/g;
+// deno-lint-ignore no-control-regex
+const HAS_CONTROL = /[\x00-\x1f\x7f-\x9f\u2028\u2029]/;
+
+/**
+ * Text from a file made safe for a terminal: every control character (C0, DEL, C1, U+2028 and
+ * U+2029) but those in `keep` is written as an escape (`\n`, `\t`, `\r`, `\x1b`, `\u2028`), so
+ * a file cannot move the cursor, set colours, write the clipboard (OSC 52) or forge lines.
+ * Printable characters, any script, are kept; text without control characters is returned as is.
+ */
+export function escapeControls(text: string, keep = ""): string {
+  if (!HAS_CONTROL.test(text)) return text;
+  return text.replace(CONTROL, (ch) => {
+    if (keep.includes(ch)) return ch;
+    if (ch === "\n") return "\\n";
+    if (ch === "\r") return "\\r";
+    if (ch === "\t") return "\\t";
+    const code = ch.charCodeAt(0);
+    return code < 0x100
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
+}
+
+/**
+ * One line on stderr. Control characters are escaped (a message may quote a file or a path):
+ * whatever it holds, it stays one line and cannot drive the terminal.
+ */
 export function log(line: string): void {
-  console.error(line);
+  console.error(escapeControls(line));
 }
 
 /** Seconds as "12s", "3m04s" or "1h02m". */

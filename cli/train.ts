@@ -32,6 +32,7 @@ import {
   readInput,
   writeFileAtomic,
 } from "./files.ts";
+import { acquireLock, lockPath, type OutputLock, probeLock } from "./lock.ts";
 import { log, Progress } from "./output.ts";
 
 /** How another command runs a training (the no-argument `start`). */
@@ -87,23 +88,21 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
   const ckptPath = `${out}.ckpt`;
 
   // Before any work: the output folder must exist (it is made when missing) and be writable,
-  // and no file may be lost by this run.
+  // every file this run writes (the weights, the checkpoint, the lock, their temporary files) is
+  // absent or a regular file and none is a file it reads, and no file may be lost by this run.
   const created = await missingFolders(folderOf(out));
+  let lock: OutputLock | undefined;
   try {
-    await checkOutput(out, { createFolder: created.length > 0 });
+    await checkOutput(out, {
+      createFolder: created.length > 0,
+      companions: [["its checkpoint", ckptPath], ["its lock file", lockPath(out)]],
+      inputs: [["--data", dataPath], ["--init", initPath]],
+    });
+    // one writer per output: a run that holds the lock now makes this one fail at once (the lock
+    // itself is taken once the settings and a checkpoint to resume have been checked, below)
+    await probeLock(out);
     const outExists = await exists(out);
     const ckptExists = await exists(ckptPath);
-    if (outExists) {
-      if ((await Deno.stat(out)).isDirectory) {
-        throw new InputError(`--out ${out} is a folder; give the path of a file`);
-      }
-      const real = await Deno.realPath(out);
-      for (const [flag, path] of [["--data", dataPath], ["--init", initPath]]) {
-        if (path !== undefined && (await Deno.realPath(path).catch(() => "")) === real) {
-          throw new InputError(`--out ${out} is the file of ${flag}; choose another --out`);
-        }
-      }
-    }
     if (outExists && !force && !(resume && ckptExists)) {
       throw new InputError(
         resume
@@ -116,7 +115,6 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         `${ckptPath} holds an interrupted run; pass --resume to continue it, or --force to start over`,
       );
     }
-
     const note = (message: string) => log(`note: ${message}`);
     const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath, { onNote: note });
     const tier = selectKernels(tierFlag);
@@ -189,6 +187,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         const listener = () => {
           if (signal !== undefined) {
             log(`${name} again: stopping now; the last checkpoint is kept`);
+            lock?.release();
             Deno.exit(exitCodes[name]);
           }
           signal = name;
@@ -209,6 +208,15 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
           await resumeFrom(trainer, ckptPath, tier);
           resumed = true;
         } else log(`no checkpoint at ${ckptPath}; starting fresh`);
+      }
+
+      // one writer per output: take the lock, then look again at what the checks above saw (a
+      // run that started at the same moment may have written meanwhile)
+      lock = await acquireLock(out, { takeOver: force || resume });
+      if ((await exists(out)) !== outExists || (await exists(ckptPath)) !== ckptExists) {
+        throw new InputError(
+          `another run wrote ${out} or ${ckptPath} while this one was starting; run again to see what to do`,
+        );
       }
 
       const command = [
@@ -344,8 +352,10 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
     } finally {
       for (const [name, listener] of listeners) Deno.removeSignalListener(name, listener);
       trainer.close();
+      lock?.release();
     }
   } catch (e) {
+    lock?.release();
     // a run that fails before writing anything leaves no folder behind (a checkpoint keeps it)
     for (const dir of created) await Deno.remove(dir).catch(() => {});
     throw e;

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { InputError } from "./errors.ts";
+import { InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { kernelBytes } from "./activations.ts";
 import { isShared } from "./kernels/arena.ts";
@@ -292,6 +292,22 @@ export async function createTrainer(
   return await Trainer.create(m, data, options);
 }
 
+/**
+ * The error for weights whose logits (or loss) are NaN or Inf: finite values that overflow, from a
+ * corrupt or hostile file or a diverged run. The CLI names the file in place of "this model".
+ */
+export function nonFiniteLogits(): WeightsError {
+  return new WeightsError(
+    "the weights of this model produce non-finite logits (NaN or Inf): the file is corrupt or diverged; re-download or re-train it",
+  );
+}
+
+/** A batch's loss sum, or the WeightsError of {@linkcode nonFiniteLogits} when it is not finite. */
+function finiteLoss(sum: number): number {
+  if (!Number.isFinite(sum)) throw nonFiniteLogits();
+  return sum;
+}
+
 /** Evaluation buffers per model (the kernels' memory is a bump allocator and never frees). */
 const evalActs = new WeakMap<GPT, Activations>();
 
@@ -308,6 +324,7 @@ const evalActs = new WeakMap<GPT, Activations>();
  * @returns loss, bits per character, how much was evaluated and how many characters were dropped.
  * @throws {InputError} when the text has characters outside the vocabulary (and `unknown` is not
  * "drop"; the message lists them all) or is shorter than blockSize + 1 characters.
+ * @throws {WeightsError} when the model's loss is NaN or Inf (weights that overflow).
  *
  * @example
  * ```ts
@@ -343,7 +360,7 @@ export async function evaluate(
     const pool = await WorkerPool.start(m, 16, threads);
     try {
       const inputs = new Uint16Array(16 * T), targets = new Uint16Array(16 * T);
-      const lossSum = (n: number) => pool.forwardLoss(inputs, targets, n);
+      const lossSum = async (n: number) => finiteLoss(await pool.forwardLoss(inputs, targets, n));
       const r = await evaluateTokens(
         tokens,
         T,
@@ -366,7 +383,7 @@ export async function evaluate(
     B: a.B,
     inputs: a.inputs,
     targets: a.targets,
-    lossSum: (n: number) => forward(m, a, batchPass(m.config, n)),
+    lossSum: (n: number) => finiteLoss(forward(m, a, batchPass(m.config, n))),
   };
   const r = await evaluateTokens(tokens, T, runner, maxWindows, onProgress);
   return { ...r, dropped: given.dropped };

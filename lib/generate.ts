@@ -6,7 +6,8 @@
  * @module
  */
 
-import { modelOf } from "./api.ts";
+import { modelOf, nonFiniteLogits } from "./api.ts";
+import { allFinite } from "./checkpoint.ts";
 import { InputError } from "./errors.ts";
 import {
   type AttentionMap,
@@ -112,6 +113,8 @@ async function* stream(m: GPT, ids: Uint16Array, count: number, rng: Rng, o: Gen
   try {
     for (const step of decodeSteps(m, ids, { ...o, tokens: count, rng, cache })) {
       if (o.signal?.aborted) return;
+      // NaN or Inf logits (weights that overflow) draw nonsense: an error instead (one pass, V)
+      if (!allFinite(step.logits)) throw nonFiniteLogits();
       yield vocab[step.id];
       if (performance.now() - last > 15) {
         await new Promise((resolve) => setTimeout(resolve, 0));
@@ -192,7 +195,9 @@ export function nextCharDistribution(
   const cache = takeCache(m);
   let probs: Float64Array;
   try {
-    probs = nextDistribution(cache.feed(window), options);
+    const logits = cache.feed(window);
+    if (!allFinite(logits)) throw nonFiniteLogits();
+    probs = nextDistribution(logits, options);
   } finally {
     giveCache(m, cache);
   }
@@ -319,7 +324,11 @@ export function* inspectSteps(
   const m = modelOf(model);
   const cache = takeCache(m);
   try {
-    yield* coreInspectSteps(m, m.tokenizer.encode(prompt, "the prompt"), { ...options, cache });
+    const ids = m.tokenizer.encode(prompt, "the prompt");
+    for (const step of coreInspectSteps(m, ids, { ...options, cache })) {
+      if (!allFinite(step.probs)) throw nonFiniteLogits();
+      yield step;
+    }
   } finally {
     giveCache(m, cache);
   }
@@ -347,7 +356,9 @@ export function inspect(model: Model, prompt: string, options: InspectOptions = 
   const m = modelOf(model);
   const cache = takeCache(m);
   try {
-    return inspectText(m, m.tokenizer.encode(prompt, "the prompt"), { ...options, cache });
+    const r = inspectText(m, m.tokenizer.encode(prompt, "the prompt"), { ...options, cache });
+    if (r.steps.some((step) => !allFinite(step.probs))) throw nonFiniteLogits();
+    return r;
   } finally {
     giveCache(m, cache);
   }

@@ -94,6 +94,14 @@ async function fetchBytes(source: string | URL, o: LoadOptions): Promise<Uint8Ar
     response = await fetch(url, { signal: o.signal });
   } catch (e) {
     if (e instanceof Error && e.name === "NotCapable") throw permissionError(url, e);
+    if (
+      url.protocol === "file:" && e instanceof Error &&
+      (e.name === "FilesystemLoop" || /levels of symbolic links|os error 40\b/i.test(e.message))
+    ) {
+      throw new InputError(`weights file ${source} is a symlink loop; give a real file`, {
+        cause: e,
+      });
+    }
     if (!(e instanceof TypeError)) throw e; // aborted
     const why = e.message.split("\n")[0];
     if (url.protocol === "file:" && /not found|No such file/i.test(why)) {

@@ -45,6 +45,27 @@ export function configFromJSON(text: string | undefined): ModelConfig {
       "weights file's config metadata is not an object; re-download or re-train it",
     );
   }
+  if (Array.isArray(raw)) {
+    throw new WeightsError(
+      "weights file's config metadata is a list, not an object; re-download or re-train it",
+    );
+  }
+  // the types first, in the file's own key names: a string "16" is not the number 16
+  for (const key of Object.values(CONFIG_KEYS)) {
+    const value = raw[key];
+    if (!(key in raw)) {
+      throw new WeightsError(
+        `weights file's config has no ${key}; it must be an integer; re-download or re-train it`,
+      );
+    }
+    if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+      throw new WeightsError(
+        `weights file's config ${key} is ${
+          describeValue(value)
+        }; it must be an integer; re-download or re-train it`,
+      );
+    }
+  }
   const c = {
     vocabSize: raw.vocab_size,
     blockSize: raw.block_size,
@@ -55,9 +76,35 @@ export function configFromJSON(text: string | undefined): ModelConfig {
   try {
     validateConfig(c);
   } catch (e) {
-    throw new WeightsError(`weights file's config is invalid: ${(e as Error).message}`);
+    // the library's option names (dModel) reworded as the file's keys (d_model)
+    const message = (e as Error).message.replace(
+      /\b(vocabSize|blockSize|dModel|nLayers|nHeads)\b/g,
+      (name) => CONFIG_KEYS[name as keyof ModelConfig],
+    );
+    throw new WeightsError(`weights file's config is invalid: ${message}`);
   }
   return c;
+}
+
+/** The config's keys in a file (GPT-2 / nanoGPT names) by the library's names. */
+const CONFIG_KEYS: Record<keyof ModelConfig, string> = {
+  vocabSize: "vocab_size",
+  blockSize: "block_size",
+  dModel: "d_model",
+  nLayers: "n_layers",
+  nHeads: "n_heads",
+};
+
+/** A JSON value in words, for messages: `the string "16"`, `16.5`, `null`, `an object`. */
+function describeValue(value: unknown): string {
+  if (typeof value === "string") {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}...` : value;
+    return `the string ${JSON.stringify(shown)}`;
+  }
+  if (typeof value === "number") return String(value);
+  if (typeof value === "boolean") return `the boolean ${value}`;
+  if (value === null) return "null";
+  return Array.isArray(value) ? "a list" : "an object";
 }
 
 /** The tensors of a parameter buffer with their GPT-2 names, for safetensors (float32 copies). */
