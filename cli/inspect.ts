@@ -17,6 +17,7 @@ import {
   selectKernels,
   WeightsError,
 } from "../mod.ts";
+import { clipAttention } from "../lib/draw.ts";
 import { kernelsFlag, numberFlag, range, stringFlag, textFlag, type Values } from "./flags.ts";
 import {
   checkOutput,
@@ -103,14 +104,26 @@ export async function inspectCommand(v: Values): Promise<void> {
   const shownText = (text: string) => tty ? escapeControls(text, "\n\t") : text;
   const product = (text: string) =>
     toStdout ? writeStderr(shownText(text) + "\n") : writeStdout(shownText(text) + "\n");
+  // what is drawn is bounded (the last 256 characters, the first 16 heads): a long window's
+  // picture grows with its square; the SVG's title and a note say what was left out
+  const clip = clipAttention(map);
+  if (clip.note !== "") {
+    const { start, tokens } = clip.map;
+    log(
+      `note: the attention is too large to draw whole: drawing ${clip.note} (characters ${start}..${
+        start + tokens.length - 1
+      })`,
+    );
+  }
   if (out !== undefined) {
     const svg = renderAttentionSvg(map, vocab);
     if (toStdout) writeStdout(svg.endsWith("\n") ? svg : svg + "\n");
     else await writeFileAtomic(out, new TextEncoder().encode(svg));
+    const d = clip.map.tokens.length, heads = clip.map.nHeads;
     log(
-      `wrote ${toStdout ? "the SVG to standard output" : out}: ${c.nHeads} attention heatmap${
-        c.nHeads === 1 ? "" : "s"
-      } of ${n} x ${n} characters (layer ${layer}), ${n * (n + 1) / 2} cells each`,
+      `wrote ${toStdout ? "the SVG to standard output" : out}: ${heads} attention heatmap${
+        heads === 1 ? "" : "s"
+      } of ${d} x ${d} characters (layer ${layer}), ${d * (d + 1) / 2} cells each`,
     );
   }
   const color = tty && !Deno.noColor;

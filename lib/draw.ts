@@ -82,11 +82,7 @@ export function scaleColor(t: number): [number, number, number] {
   const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
   const f = x - i;
   const a = VIRIDIS[i], b = VIRIDIS[i + 1];
-  return [
-    Math.round(a[0] + (b[0] - a[0]) * f),
-    Math.round(a[1] + (b[1] - a[1]) * f),
-    Math.round(a[2] + (b[2] - a[2]) * f),
-  ];
+  return [0, 1, 2].map((k) => Math.round(a[k] + (b[k] - a[k]) * f)) as [number, number, number];
 }
 
 /** The colour of an attention probability as `#rrggbb`. */
@@ -106,8 +102,48 @@ export interface SvgOptions {
   columns?: number;
   /** Colour scale (default "sqrt"). */
   scale?: ColorScale;
-  /** A title line (default: says the layer and the window). */
+  /** A title line (default: says the layer and the window, and what was left out). */
   title?: string;
+  /** Positions drawn at most: the last ones of a longer window (default 256). */
+  maxPositions?: number;
+  /** Heads drawn at most: the first ones (default 16). */
+  maxHeads?: number;
+}
+
+/** What is drawn of an attention map by default: the last 256 positions, the first 16 heads. */
+export const DRAW_LIMITS = { maxPositions: 256, maxHeads: 16 } as const;
+
+/**
+ * The last `maxPositions` positions (queries and keys) and first `maxHeads` heads of a map (see
+ * {@link DRAW_LIMITS}), so that no picture grows with the square of a long window: `map` is the
+ * part drawn (rows keep only the attention paid within it), `note` says what was left out ("the
+ * last 256 of 8000 characters"; "" when nothing was).
+ */
+export function clipAttention(
+  map: AttentionMap,
+  options: { maxPositions?: number; maxHeads?: number } = {},
+): { map: AttentionMap; positions: number; heads: number; note: string } {
+  const n = map.tokens.length, H = map.nHeads, limits = [0, 0];
+  for (const [i, name] of (["maxPositions", "maxHeads"] as const).entries()) {
+    const v = limits[i] = options[name] ?? DRAW_LIMITS[name];
+    if (!Number.isSafeInteger(v) || v < 1) {
+      throw new InputError(`${name} ${v} must be a positive integer`, { options: [name] });
+    }
+  }
+  const N = Math.min(n, limits[0]), K = Math.min(H, limits[1]), cut = n - N;
+  if (N === n && K === H) return { map, positions: n, heads: H, note: "" };
+  const probs = new Float32Array(K * N * N);
+  for (let h = 0; h < K; h++) {
+    for (let t = 0, from = (h * n + cut) * n + cut; t < N; t++, from += n) {
+      probs.set(map.probs.subarray(from, from + N), (h * N + t) * N);
+    }
+  }
+  const note = (N < n ? `the last ${N} of ${n} characters` : "") +
+    (N < n && K < H ? ", " : "") + (K < H ? `heads 0..${K - 1} of ${H}` : "");
+  const clipped = { ...map, nHeads: K, start: map.start + cut, tokens: map.tokens.slice(cut) };
+  clipped.promptLength = Math.max(0, map.promptLength - cut);
+  clipped.logits = map.logits.subarray((map.logits.length / n) * cut); // [N, V]
+  return { map: { ...clipped, probs }, positions: n, heads: H, note };
 }
 
 /** Where everything of a heatmap grid is drawn; the page uses it to map the mouse to cells. */
@@ -134,32 +170,19 @@ const FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono',
 export function heatmapLayout(n: number, H: number, options: SvgOptions = {}): HeatmapLayout {
   const cell = options.cell ?? Math.max(5, Math.min(18, Math.floor(720 / Math.max(1, n))));
   const columns = Math.max(1, Math.min(H, options.columns ?? Math.ceil(Math.sqrt(H))));
-  const rows = Math.ceil(H / columns);
-  const pad = 16;
+  const rows = Math.ceil(H / columns), grid = n * cell;
+  const pad = 16, panelTitle = 20, top = 66; // top: the title and subtitle
   const labelSpace = Math.max(14, cell * 1.4); // query labels on the left, key labels on top
-  const panelTitle = 20;
-  const grid = n * cell;
   const panelW = labelSpace + 14 + grid + pad; // 14: the "queries" axis title
   const panelH = panelTitle + labelSpace + 14 + grid + pad;
-  const top = 66; // title and subtitle
-  const width = Math.max(pad * 2 + columns * panelW, 560);
-  const legendY = top + rows * panelH + 4;
-  const height = legendY + 64;
-  return {
-    n,
-    cell,
-    columns,
-    width: Math.ceil(width),
-    height: Math.ceil(height),
-    origin(h: number) {
-      const col = h % columns, row = Math.floor(h / columns);
-      return {
-        x: pad + col * panelW + 14 + labelSpace,
-        y: top + row * panelH + panelTitle + 14 + labelSpace,
-      };
-    },
-    legendY,
+  const width = Math.ceil(Math.max(pad * 2 + columns * panelW, 560));
+  const legendY = top + rows * panelH + 4, height = Math.ceil(legendY + 64);
+  const origin = (h: number) => {
+    const col = h % columns, row = Math.floor(h / columns);
+    const x = pad + col * panelW + 14 + labelSpace;
+    return { x, y: top + row * panelH + panelTitle + 14 + labelSpace };
   };
+  return { n, cell, columns, width, height, origin, legendY };
 }
 
 /** The staircase from the top-left cell's top-right corner down the diagonal (relative path). */
@@ -178,14 +201,16 @@ function tickLabel(v: number): string {
  * Renders the attention maps as an SVG document: one heatmap per head in a grid, queries down and
  * keys across, the characters as axis labels (prompt characters grey, generated ones dark), one
  * `<rect>` per cell of the causal triangle (masked cells are left empty, and no other element is a
- * `<rect>`), and a colour scale with its legend.
+ * `<rect>`), and a colour scale with its legend; of a longer map, only what {@link clipAttention}
+ * keeps (the last 256 positions and first 16 heads by default), as the default title says.
  */
 export function renderAttentionSvg(
-  map: AttentionMap,
+  whole: AttentionMap,
   vocab: readonly string[],
   options: SvgOptions = {},
 ): string {
-  const n = map.tokens.length, H = map.nHeads;
+  const clip = clipAttention(whole, options);
+  const map = clip.map, n = map.tokens.length, H = map.nHeads;
   const scale = options.scale ?? "sqrt";
   const L = heatmapLayout(n, H, options);
   const c = L.cell;
@@ -196,7 +221,7 @@ export function renderAttentionSvg(
   const title = options.title ??
     `Attention of layer ${map.layer} (of ${map.nLayers}), ${H} head${
       H > 1 ? "s" : ""
-    }, over characters ${map.start}..${end}`;
+    }, over characters ${map.start}..${end}${clip.note && ` (drawn: ${clip.note})`}`;
   const out: string[] = [];
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${L.width}" height="${L.height}" viewBox="0 0 ${L.width} ${L.height}" font-family="${FONT}">`,
@@ -407,13 +432,11 @@ export function formatCandidateTable(
   return lines.join("\n") + "\n";
 }
 
-/** Options of {@link renderAttentionTerminal}. */
-export interface TerminalOptions {
+/** Options of {@link renderAttentionTerminal}: scale and at most what is drawn as for SVG. */
+export interface TerminalOptions extends Pick<SvgOptions, "scale" | "maxPositions" | "maxHeads"> {
   /** 24-bit ANSI background colours (default false: shades of block characters). */
   color?: boolean;
-  /** Colour scale (default "sqrt"). */
-  scale?: ColorScale;
-  /** Heads to draw (default all). */
+  /** Heads to draw (default all; at most `maxHeads`, 16 by default). */
   heads?: number[];
 }
 
@@ -424,11 +447,17 @@ const SHADES = [" ", "░", "▒", "▓", "█"];
  * the characters as labels; coloured cells (24-bit ANSI) or block-character shades.
  */
 export function renderAttentionTerminal(
-  map: AttentionMap,
+  whole: AttentionMap,
   vocab: readonly string[],
   options: TerminalOptions = {},
 ): string {
-  const n = map.tokens.length;
+  const all = options.heads ?? Array.from({ length: whole.nHeads }, (_, i) => i);
+  const heads = all.slice(0, options.maxHeads ?? DRAW_LIMITS.maxHeads);
+  // the heads asked for are kept by clipping to the highest one (the picture's heads are 0..K-1)
+  const maxHeads = Math.max(1, ...heads.map((h) => h + 1));
+  const clip = clipAttention(whole, { maxPositions: options.maxPositions, maxHeads });
+  const map = clip.map, n = map.tokens.length;
+  const note = clip.positions > n ? ` (the last ${n} of ${clip.positions} drawn)` : "";
   const scale = options.scale ?? "sqrt";
   const labels = map.tokens.map((id) => displayChar(vocab[id] ?? "?"));
   const lines: string[] = [];
@@ -441,10 +470,10 @@ export function renderAttentionTerminal(
   lines.push(
     `attention of layer ${map.layer} (of ${map.nLayers}) over characters ${map.start}..${
       map.start + n - 1
-    }: rows are queries, columns keys`,
+    }${note}: rows are queries, columns keys`,
     `scale (${scale === "sqrt" ? "square root" : "linear"}): ${legend}`,
   );
-  for (const h of options.heads ?? Array.from({ length: map.nHeads }, (_, i) => i)) {
+  for (const h of heads) {
     lines.push("", `head ${h}`, `  ${labels.join("")}`);
     for (let t = 0; t < n; t++) {
       let row = `${labels[t]} `;

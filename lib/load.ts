@@ -11,9 +11,17 @@ import { type DecodeCorpusOptions, decodeText } from "./data.ts";
 
 export type { DecodeCorpusOptions } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
-import type { GPT, ModelConfig } from "./model.ts";
-import { validateConfig } from "./options.ts";
-import { loadModel, saveModel } from "./weights.ts";
+import { kernelBytes } from "./activations.ts";
+import { type GPT, type ModelConfig, parameterCount } from "./model.ts";
+import {
+  buildModel,
+  checkModelFile,
+  describeConfig,
+  gib,
+  KERNEL_ADDRESS_BYTES,
+  MAX_MODEL_HEADER_BYTES,
+  saveModel,
+} from "./weights.ts";
 
 /**
  * The URL of the weights shipped with BareGPT (trained on Tiny Shakespeare), next to this module:
@@ -144,24 +152,25 @@ async function fetchBytes(source: string | URL, o: LoadOptions): Promise<Uint8Ar
   return bytes;
 }
 
-/** The config a weights file declares (to size a plain memory), or null when it cannot be read. */
-function peekConfig(bytes: Uint8Array): ModelConfig | null {
-  try {
-    const n = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + Math.min(n, 1e8))));
-    const c = JSON.parse(header.__metadata__.config);
-    const config = {
-      vocabSize: c.vocab_size,
-      blockSize: c.block_size,
-      dModel: c.d_model,
-      nLayers: c.n_layers,
-      nHeads: c.n_heads,
-    };
-    validateConfig(config); // a bad config is for loadModel to report
-    return config;
-  } catch {
-    return null;
-  }
+/**
+ * Throws WeightsError when running the model (its parameters and the KV cache of one sequence,
+ * whose attention maps take heads x block_size^2 floats per layer) needs more than the 4 GiB the
+ * kernels address: such a file cannot be sampled, inspected or evaluated, so it is refused at
+ * once rather than when the first cache is allocated.
+ */
+function checkInferenceFits(config: ModelConfig): void {
+  const bytes = kernelBytes(config, { grads: false, caches: 1 }) + 65536;
+  if (bytes <= KERNEL_ADDRESS_BYTES) return;
+  const c = config;
+  throw new WeightsError(
+    `this model's context of ${c.blockSize} positions needs about ${gib(bytes)} GiB to run ` +
+      `(its ${parameterCount(c).toLocaleString("en-US")} parameters and the attention cache of ` +
+      `${c.nLayers} layer${c.nLayers === 1 ? "" : "s"} of ${c.nHeads} head${
+        c.nHeads === 1 ? "" : "s"
+      }), more than the 4 GiB the kernels address (config ${
+        describeConfig(c)
+      }); use a model with a smaller block_size, n_heads or n_layers`,
+  );
 }
 
 /**
@@ -200,11 +209,14 @@ export async function loadWeights(
   const named = !(source instanceof Uint8Array);
   const bytes = named ? await fetchBytes(source, options) : source;
   ensureKernels();
-  const config = peekConfig(bytes);
-  if (config !== null) reserveFor(config, false);
   let model: GPT;
   try {
-    model = loadModel(bytes);
+    // every size the file declares is checked before anything of that size is allocated: the
+    // header's length, the config against the file's tensors, and what running it needs
+    const file = checkModelFile(bytes);
+    checkInferenceFits(file.config);
+    reserveFor(file.config, false);
+    model = buildModel(file);
   } catch (e) {
     if (named && e instanceof WeightsError) {
       throw new WeightsError(`${String(source)}: ${e.message}`, { cause: e });
@@ -225,7 +237,8 @@ export async function loadWeights(
  * the model was loaded with. The keys `config` and `vocab` are reserved.
  * @returns the file's bytes; write them with `Deno.writeFile(path, bytes)` (or offer them as a
  * download in a browser).
- * @throws {InputError} when a fact uses a reserved key.
+ * @throws {InputError} when a fact uses a reserved key, or the facts are longer than the 4 MiB
+ * header of a weights file allows.
  * @throws {BareGPTError} when the weights hold NaN or Inf (training diverged).
  *
  * @example
@@ -256,7 +269,17 @@ export function saveWeights(
       },
     );
   }
-  return saveModel(m, strings);
+  const bytes = saveModel(m, strings);
+  // never write a file that loadWeights would refuse: the facts must leave the header small
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 8);
+  if (view.getUint32(4, true) === 0 && view.getUint32(0, true) <= MAX_MODEL_HEADER_BYTES) {
+    return bytes;
+  }
+  throw new InputError(
+    `the facts make a header of more than ${
+      MAX_MODEL_HEADER_BYTES / 2 ** 20
+    } MiB, the most a BareGPT weights file may have; shorten them`,
+  );
 }
 
 /**

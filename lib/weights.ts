@@ -6,10 +6,21 @@
  */
 
 import { WeightsError } from "./errors.ts";
-import { GPT, type GPTOptions, type ModelConfig, parameterSpecs } from "./model.ts";
+import { GPT, type GPTOptions, type ModelConfig, parameterCount, parameterSpecs } from "./model.ts";
 import { validateConfig } from "./options.ts";
 import { decodeSafetensors, encodeSafetensors, type TensorEntry } from "./safetensors.ts";
 import { Tokenizer } from "./tokenizer.ts";
+
+/**
+ * The largest header a BareGPT model file may have: 4 MiB. The biggest model the validator
+ * allows (256 layers) has about 3,100 tensor entries (9,300 in a checkpoint, about 1 MB) and a
+ * vocabulary of at most 65,536 characters (under 1 MB as JSON in JSON), so a longer header is not
+ * a BareGPT file; it is refused before its JSON is decoded.
+ */
+export const MAX_MODEL_HEADER_BYTES = 4 * 2 ** 20;
+
+/** The bytes the kernels address: a 32-bit WebAssembly memory, 4 GiB. */
+export const KERNEL_ADDRESS_BYTES = 2 ** 32;
 
 /** Training facts kept in a weights file's metadata (all optional, all strings in the file). */
 export type TrainingFacts = Record<string, string>;
@@ -218,9 +229,36 @@ const CHECKPOINT_STATE = new Set(["adam_t", "rng_state"]);
  * optimizer state are ignored, so every command can sample or evaluate a `.ckpt`.
  */
 export function loadModel(bytes: Uint8Array, options: GPTOptions = {}): GPT {
-  const { tensors, metadata } = decodeSafetensors(bytes);
+  const file = checkModelFile(bytes);
+  return buildModel(file, options);
+}
+
+/** A model file whose config, vocabulary and tensors are checked, before anything is allocated. */
+export interface CheckedModelFile {
+  config: ModelConfig;
+  tokenizer: Tokenizer;
+  facts: TrainingFacts;
+  tensors: Map<string, { shape: number[]; data: Float32Array }>;
+}
+
+/**
+ * Decodes a model file (a header of at most {@linkcode MAX_MODEL_HEADER_BYTES}) and checks its
+ * config, vocabulary and tensors without allocating what the config implies. Throws WeightsError.
+ */
+export function checkModelFile(bytes: Uint8Array): CheckedModelFile {
+  const { tensors, metadata } = decodeSafetensors(bytes, {
+    maxHeaderBytes: MAX_MODEL_HEADER_BYTES,
+  });
   const checkpoint = metadata.adam_t !== undefined;
-  return modelFromTensors(tensors, metadata, options, checkpoint ? "optimizer." : undefined);
+  return checkModelTensors(tensors, metadata, checkpoint ? "optimizer." : undefined);
+}
+
+/** The model of a checked file: allocates its parameters and copies the tensors in. */
+export function buildModel(file: CheckedModelFile, options: GPTOptions = {}): GPT {
+  const { config, tokenizer, facts, tensors } = file;
+  const model = new GPT(config, { grads: false, tokenizer, facts, ...options });
+  readParams(tensors, config, model.flat);
+  return model;
 }
 
 /**
@@ -233,7 +271,36 @@ export function modelFromTensors(
   options: GPTOptions = {},
   otherPrefix?: string,
 ): GPT {
+  return buildModel(checkModelTensors(tensors, metadata, otherPrefix), options);
+}
+
+/**
+ * Checks decoded safetensors as a model file: config, vocab, every tensor, and that what the
+ * config implies is within the kernels' 4 GiB, all before anything of the config's size is
+ * allocated. Throws WeightsError.
+ */
+export function checkModelTensors(
+  tensors: Map<string, { shape: number[]; data: Float32Array }>,
+  metadata: Record<string, string>,
+  otherPrefix?: string,
+): CheckedModelFile {
   const config = configFromJSON(metadata.config);
+  // what the config implies, against the kernels' memory and the file's tensors, first: a
+  // 150-byte file may declare 256 layers of width 8192 (200 billion parameters)
+  const count = parameterCount(config);
+  if (4 * count > KERNEL_ADDRESS_BYTES) {
+    let held = 0;
+    for (const [name, t] of tensors) {
+      if (!(otherPrefix && name.startsWith(otherPrefix))) held += t.data.length;
+    }
+    throw new WeightsError(
+      `weights file's config (${describeConfig(config)}) implies ${
+        count.toLocaleString("en-US")
+      } parameters (${gib(4 * count)} GiB), more than the 4 GiB the kernels address, and the ` +
+        `file holds ${held.toLocaleString("en-US")}; it is not a BareGPT model; ` +
+        `re-download or re-train it`,
+    );
+  }
   const tokenizer = vocabFromJSON(metadata.vocab, config.vocabSize);
   const expected = new Set(parameterSpecs(config).map((s) => s.name));
   for (const name of tensors.keys()) {
@@ -249,7 +316,17 @@ export function modelFromTensors(
     if (otherPrefix === undefined || !CHECKPOINT_STATE.has(k)) facts[k] = v;
   }
   checkTensors(tensors, config, ""); // before allocating what the config implies
-  const model = new GPT(config, { grads: false, tokenizer, facts, ...options });
-  readParams(tensors, config, model.flat);
-  return model;
+  return { config, tokenizer, facts, tensors };
+}
+
+/** A config in the file's key names, for messages: "vocab_size 65, block_size 128, ...". */
+export function describeConfig(c: ModelConfig): string {
+  return (Object.keys(CONFIG_KEYS) as (keyof ModelConfig)[])
+    .map((k) => `${CONFIG_KEYS[k]} ${c[k]}`)
+    .join(", ");
+}
+
+/** Bytes in GiB for messages: one decimal, at least 0.1. */
+export function gib(bytes: number): string {
+  return Math.max(0.1, bytes / 2 ** 30).toFixed(1);
 }
