@@ -13,14 +13,11 @@ import {
   decodeCorpus,
   extendVocabulary,
   InputError,
-  type KernelTier,
   type Model,
   MODEL_OPTIONS,
   saveWeights,
   selectKernels,
   TRAIN_OPTIONS,
-  type Trainer,
-  WeightsError,
 } from "../mod.ts";
 import { kernelsFlag, numberFlag, range, requireFlag, stringFlag, type Values } from "./flags.ts";
 import {
@@ -28,12 +25,20 @@ import {
   exists,
   folderOf,
   loadWeightsFile,
-  needPermission,
   readInput,
+  tempPath,
   writeFileAtomic,
 } from "./files.ts";
 import { acquireLock, lockPath, type OutputLock, probeLock } from "./lock.ts";
 import { log, Progress } from "./output.ts";
+import {
+  checkWorkerPermission,
+  defaultThreads,
+  missingFolders,
+  resumeFrom,
+  schedule,
+  shown,
+} from "./train_steps.ts";
 
 /** How another command runs a training (the no-argument `start`). */
 export interface TrainContext {
@@ -169,11 +174,30 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       seed,
       threads,
     });
-    // A first SIGINT/SIGTERM/SIGHUP asks the loop to save a checkpoint and stop; a second stops
-    // at once (every file is written atomically, so nothing is left half-written).
+    // A first SIGINT/SIGTERM/SIGHUP (a closed terminal) asks the run to save a checkpoint and
+    // stop, wherever it is: between steps, in an evaluation (which stops at its next batch), in
+    // the final evaluation (the checkpoint is then at the last step: resuming only evaluates and
+    // saves) or while saving (the save finishes); it always exits with 128 + the signal's number.
+    // A second stops at once, removing the temporary file of a write in progress (every file is
+    // written atomically, so nothing is left half-written).
     let signal: "SIGINT" | "SIGTERM" | "SIGHUP" | undefined;
     const exitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
     const listeners: [Deno.Signal, () => void][] = [];
+    /** The path being written now (its temporary file is removed on a second signal). */
+    let writing: string | undefined;
+    const write = async (path: string, bytes: Uint8Array) => {
+      writing = path;
+      try {
+        await writeFileAtomic(path, bytes);
+      } finally {
+        writing = undefined;
+      }
+    };
+    /** Thrown out of an evaluation that a signal interrupts (at its next batch). */
+    const interrupted = new Error("interrupted by a signal");
+    const stopOnSignal = () => {
+      if (signal !== undefined) throw interrupted;
+    };
     try {
       const canValidate = trainer.valTokens.length >= c.blockSize + 1;
       if (!canValidate && evalEvery > 0) {
@@ -186,7 +210,20 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
         const listener = () => {
           if (signal !== undefined) {
-            log(`${name} again: stopping now; the last checkpoint is kept`);
+            if (writing !== undefined) {
+              try {
+                Deno.removeSync(tempPath(writing));
+              } catch { /* not created yet, or renamed already */ }
+            }
+            let kept = false;
+            try {
+              kept = Deno.lstatSync(ckptPath).isFile;
+            } catch { /* none */ }
+            log(
+              `${name} again: stopping now; ${
+                kept ? `the last checkpoint ${ckptPath} is kept` : "nothing was saved"
+              }`,
+            );
             lock?.release();
             Deno.exit(exitCodes[name]);
           }
@@ -199,9 +236,17 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       }
       // A fine-tuning run starts from the base model's loss on the new text (measured before a
       // checkpoint replaces the weights, so a resumed run reports the same starting point).
-      const baseLoss = initPath !== undefined && canValidate
-        ? await trainer.evaluate(undefined, evalBatches > 0 ? { maxWindows: evalBatches } : {})
-        : undefined;
+      let baseLoss;
+      try {
+        baseLoss = initPath !== undefined && canValidate
+          ? await trainer.evaluate(undefined, {
+            ...(evalBatches > 0 ? { maxWindows: evalBatches } : {}),
+            onProgress: stopOnSignal,
+          })
+          : undefined;
+      } catch (e) {
+        if (e !== interrupted) throw e;
+      }
       let resumed = false;
       if (resume) {
         if (ckptExists) {
@@ -275,60 +320,95 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       }
 
       let wroteCheckpoint = false;
+      /** The step of the state last saved to ckptPath (by this run, or the one resumed). */
+      let savedStep = resumed ? trainer.stepsDone : -1;
       const saveCheckpoint = async () => {
-        await writeFileAtomic(ckptPath, trainer.checkpoint({ command }));
+        await write(ckptPath, trainer.checkpoint({ command }));
         wroteCheckpoint = true;
+        savedStep = trainer.stepsDone;
+      };
+      const continueWith = context.continueWith ?? "the same command with --resume";
+      /** Stops the run on a signal: saves the state reached (when any), sets the exit code. */
+      const stop = async (name: "SIGINT" | "SIGTERM" | "SIGHUP", where: string) => {
+        const step = trainer.stepsDone;
+        Deno.exitCode = exitCodes[name];
+        if (step === 0) {
+          log(`${name}: stopped${where && ` ${where},`} before the first step; nothing to save`);
+          return;
+        }
+        const fresh = savedStep !== step;
+        if (fresh) await saveCheckpoint();
+        log(
+          `${name}: stopped${where && ` ${where}`} after step ${step} of ${steps}; ${
+            fresh ? "saved" : "kept"
+          } ${ckptPath}; to continue, run ${continueWith}`,
+        );
       };
       const progress = new Progress(steps, trainer.stepsDone, batch * c.blockSize);
       try {
         while (trainer.stepsDone < steps) {
+          // a signal that came before this step (while starting, resuming or evaluating) stops
+          // the run after it: a resumed run always goes on from its checkpoint
           const loss = await trainer.step();
           const step = trainer.stepsDone;
           progress.update(step, loss);
           if (step >= steps) break; // the last step: finish rather than checkpoint
-          if (signal !== undefined) {
-            await saveCheckpoint();
-            progress.note(
-              `${signal}: stopped after step ${step} of ${steps}; saved ${ckptPath}; to continue, run ${
-                context.continueWith ?? "the same command with --resume"
-              }`,
-            );
-            Deno.exitCode = exitCodes[signal];
-            return;
-          }
+          if (signal !== undefined) break;
           if (checkpointEvery > 0 && step % checkpointEvery === 0) {
             await saveCheckpoint();
             progress.note(`step ${step}: saved checkpoint ${ckptPath}`);
           }
           if (evalEvery > 0 && step % evalEvery === 0) {
-            const e = await trainer.evaluate(
-              undefined,
-              evalBatches > 0 ? { maxWindows: evalBatches } : {},
-            );
-            progress.note(
-              `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
-                evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
-              }`,
-            );
+            try {
+              const e = await trainer.evaluate(undefined, {
+                ...(evalBatches > 0 ? { maxWindows: evalBatches } : {}),
+                onProgress: stopOnSignal,
+              });
+              progress.note(
+                `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
+                  evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
+                }`,
+              );
+            } catch (e) {
+              if (e !== interrupted) throw e;
+              break;
+            }
           }
           await new Promise((resolve) => setTimeout(resolve, 0)); // let a signal be seen
         }
       } finally {
         progress.done();
       }
+      if (signal !== undefined && trainer.stepsDone < steps) {
+        await stop(signal, "");
+        return;
+      }
       const facts: Record<string, string> = {
         steps: String(trainer.stepsDone),
         corpus_sha256: trainer.corpusSha256,
         command,
       };
-      if (canValidate) {
-        const e = await trainer.evaluate();
+      if (signal === undefined && canValidate) {
+        let e;
+        try {
+          e = await trainer.evaluate(undefined, { onProgress: stopOnSignal });
+        } catch (err) {
+          if (err !== interrupted) throw err;
+        }
+        if (e === undefined || signal !== undefined) {
+          // every step is done: the checkpoint at the last step resumes to the final evaluation
+          await stop(signal!, "during the final evaluation");
+          return;
+        }
         facts.val_loss = e.loss.toFixed(4);
         log(
           `final validation loss ${e.loss.toFixed(4)} (${
             e.bpc.toFixed(4)
           } bits per character, ${e.windows} windows)`,
         );
+      } else if (signal !== undefined) {
+        await stop(signal, "at the end of the run");
+        return;
       } else {
         log(
           `note: no val_loss stored: the validation split (the last 10% of ${dataPath}) has ${trainer.valTokens.length} characters, fewer than block_size + 1 = ${
@@ -345,10 +425,15 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
           `the weights hold NaN or Inf after step ${trainer.stepsDone} (training diverged); lower --lr; ${out} was not written`,
         );
       }
-      await writeFileAtomic(out, bytes);
+      await write(out, bytes);
       log(`saved ${out}`);
       // The checkpoint of this run is spent once its weights are saved.
       if (wroteCheckpoint || resumed) await Deno.remove(ckptPath).catch(() => {});
+      if (signal !== undefined) {
+        // the signal came while the weights were being saved: they are complete, and saved
+        log(`${signal}: came while saving ${out}; the run is complete and ${out} is saved`);
+        Deno.exitCode = exitCodes[signal];
+      }
     } finally {
       for (const [name, listener] of listeners) Deno.removeSignalListener(name, listener);
       trainer.close();
@@ -360,94 +445,4 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
     for (const dir of created) await Deno.remove(dir).catch(() => {});
     throw e;
   }
-}
-
-/** The folders of `dir` and above it that do not exist, deepest first. */
-async function missingFolders(dir: string): Promise<string[]> {
-  const missing: string[] = [];
-  for (let d = dir; !(await exists(d).catch(() => true)); d = folderOf(d)) {
-    missing.push(d);
-    if (folderOf(d) === d) break;
-  }
-  return missing;
-}
-
-/** Restores a checkpoint into the trainer; its errors name the checkpoint's path. */
-async function resumeFrom(trainer: Trainer, ckptPath: string, tier: KernelTier): Promise<void> {
-  const bytes = await readInput(ckptPath, "checkpoint");
-  let r;
-  try {
-    r = trainer.restore(bytes);
-  } catch (e) {
-    if (!(e instanceof BareGPTError) || !/^the checkpoint\b/.test(e.message)) throw e;
-    const message = e.message.replace(/^the checkpoint/, `checkpoint ${ckptPath}`);
-    const options = { options: [...e.options], cause: e };
-    throw e instanceof WeightsError
-      ? new WeightsError(message, options)
-      : e instanceof InputError
-      ? new InputError(message, options)
-      : new BareGPTError(message, options);
-  }
-  const { threads, kernels } = r;
-  if (
-    (threads !== undefined && threads !== String(trainer.threads)) ||
-    (kernels !== undefined && kernels !== tier)
-  ) {
-    log(
-      `note: the checkpoint was made on ${threads} thread(s) with ${kernels} kernels and this run uses ${trainer.threads} with ${tier}; the result will differ in the last bits from an uninterrupted run`,
-    );
-  }
-  log(`resumed from ${ckptPath} at step ${r.step}`);
-}
-
-/**
- * Workers load the library's modules (lib/, beside mod.ts) as the main program did: that needs
- * read permission for lib/ (net permission for its host when run from a URL). Refuse clearly
- * when it is missing.
- */
-async function checkWorkerPermission(threads: number): Promise<void> {
-  const lib = new URL("../lib/", import.meta.url);
-  const alternative = "or pass --threads 1";
-  if (lib.protocol === "file:") {
-    const path = decodeURIComponent(lib.pathname).replace(/\/$/, "");
-    await needPermission("read", path, `training on ${threads} threads starts workers from it`)
-      .catch((e) => {
-        throw e instanceof InputError ? new InputError(`${e.message}, ${alternative}`) : e;
-      });
-  } else if (lib.protocol === "http:" || lib.protocol === "https:") {
-    const desc: Deno.PermissionDescriptor = { name: "net", host: lib.host };
-    let { state } = await Deno.permissions.query(desc);
-    if (state === "prompt") state = (await Deno.permissions.request(desc)).state;
-    if (state !== "granted") {
-      throw new InputError(
-        `no net permission for ${lib.host} (training on ${threads} threads starts workers from it); run again with --allow-net=${lib.host}, ${alternative}`,
-      );
-    }
-  }
-}
-
-/**
- * The learning-rate schedule in words. The library warms up linearly over `warmup` steps (step i
- * uses lr * (i + 1) / warmup), capped at the run's length: a warmup as long as the run or longer
- * reaches the peak at the last step and never decays. Say what actually runs.
- */
-export function schedule(
-  steps: number,
-  lr: number,
-  minLr: number,
-  warmup: number,
-  decay: string,
-): string {
-  if (warmup < steps) return `lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay)`;
-  const capped = warmup > steps ? `, capped at the ${steps} steps` : "";
-  return `lr warming up to ${lr} over the whole run (warmup ${warmup}${capped}): the peak is reached at the last step, no decay`;
-}
-
-/** A fact read from a file, printable: quoted and escaped unless it is plain text. */
-function shown(text: string): string {
-  return /^[\x20-\x7e]*$/.test(text) ? text : JSON.stringify(text);
-}
-
-function defaultThreads(): number {
-  return Math.max(1, Math.min(navigator.hardwareConcurrency ?? 1, 64));
 }

@@ -23,10 +23,14 @@ import {
   parameterCount,
 } from "./model.ts";
 import {
+  checkEvaluateOptions,
   checkOption,
+  checkOptions,
+  checkText,
   defaultConfig,
   MODEL_OPTIONS,
   TRAIN_OPTIONS,
+  typeError,
   validateConfig,
 } from "./options.ts";
 import { WorkerPool } from "./pool.ts";
@@ -215,6 +219,10 @@ export interface ModelOptions extends Partial<Omit<ModelConfig, "vocabSize">> {
  * ```
  */
 export function createModel(vocab: string | Tokenizer, options: ModelOptions = {}): Model {
+  if (typeof vocab !== "string" && !(vocab instanceof Tokenizer)) {
+    throw typeError("vocab", "a string or a Tokenizer", vocab);
+  }
+  options = checkOptions(options);
   const tokenizer = vocab instanceof Tokenizer ? vocab : Tokenizer.fromText(vocab);
   const seed = checkOption("seed", options.seed ?? 0, MODEL_OPTIONS.seed);
   const config = { ...defaultConfig(tokenizer.size) };
@@ -284,6 +292,8 @@ export async function createTrainer(
   options: TrainerOptions = {},
 ): Promise<Trainer> {
   const m = modelOf(model);
+  checkText("data", data);
+  checkOptions(options);
   if (m.dtype === "float32" && m.arena !== undefined && m.arena.memory !== kernelMemory()) {
     throw new InputError(
       "this model lives in kernels chosen before the last selectKernels; make or load it again",
@@ -349,6 +359,8 @@ export async function evaluate(
   options: EvaluateOptions = {},
 ): Promise<Evaluation> {
   const m = modelOf(model);
+  checkText("data", data);
+  options = checkEvaluateOptions(options);
   const given = evalTokensOf(m, data, options.unknown);
   let tokens = given.tokens;
   if (options.split === "val") tokens = tokens.subarray(splitIndex(tokens.length));

@@ -97,6 +97,12 @@ export class Checkpoint {
         "checkpoint's rng_state is missing or invalid; delete the checkpoint and start again",
       );
     }
+    if (rng.every((x) => x === 0)) {
+      // xoshiro's one fixed point: every batch would be the first window, forever
+      throw new WeightsError(
+        "checkpoint's rng_state is all zero, a state no run reaches (the batch generator would be stuck): it is corrupt; delete the checkpoint and start again",
+      );
+    }
     const params = Float32Array.from(model.flat);
     const state = Uint32Array.from(rng);
     const vocab = model.tokenizer.vocab;
@@ -134,6 +140,25 @@ export class Checkpoint {
         "the checkpoint was made on another corpus (sha256 differs); delete it or train on that corpus",
       );
     }
+  }
+
+  /**
+   * Throws InputError when the checkpoint is past the end of a run of `steps` steps: resuming
+   * it would train backwards through the schedule (a corrupt file, or another run's).
+   */
+  checkStep(steps: number): void {
+    if (this.step <= steps) return;
+    let stored: unknown;
+    try {
+      stored = JSON.parse(this.metadata.train_settings ?? "null")?.steps;
+    } catch { /* not stored */ }
+    const own = Number.isSafeInteger(stored) && (stored as number) >= this.step
+      ? `steps ${stored} (its own run's)`
+      : `steps ${this.step} or more`;
+    throw new InputError(
+      `the checkpoint is at step ${this.step}, past the run's steps ${steps}; resume with ${own}, or delete it`,
+      { options: ["steps"] },
+    );
   }
 
   /**

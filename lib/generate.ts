@@ -19,7 +19,15 @@ import {
   inspectText,
 } from "./inspect.ts";
 import { type GPT, KVCache } from "./model.ts";
-import { checkOption, checkSampling, SAMPLING_OPTIONS } from "./options.ts";
+import {
+  checkOption,
+  checkOptions,
+  checkSampling,
+  checkSignal,
+  checkString,
+  SAMPLING_OPTIONS,
+  typeError,
+} from "./options.ts";
 import { Rng } from "./rng.ts";
 import {
   decodeSteps,
@@ -93,9 +101,13 @@ function promptIds(model: GPT, prompt: string): Uint16Array {
  */
 export function generate(model: Model, options: GenerateOptions = {}): AsyncIterable<string> {
   const m = modelOf(model);
+  options = checkOptions(options);
   checkSampling(options, m.config.vocabSize);
   const count = checkOption("tokens", options.tokens ?? 1000, SAMPLING_OPTIONS.tokens);
+  if (options.prompt !== undefined) checkString("prompt", options.prompt);
+  checkSignal("signal", options.signal);
   const seed = options.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
+  if (typeof seed !== "number") throw typeError("seed", "an integer", seed);
   if (!Number.isSafeInteger(seed) || seed < 0) {
     throw new InputError(`seed ${seed} is not a whole number; use 0 or more`, {
       options: ["seed"],
@@ -187,6 +199,8 @@ export function nextCharDistribution(
   options: DistributionOptions = {},
 ): CharProbability[] {
   const m = modelOf(model), V = m.config.vocabSize;
+  checkString("prompt", prompt);
+  options = checkOptions(options);
   checkSampling(options, V);
   const top = checkOption("top", options.top ?? V, { min: 1, max: V, integer: true });
   const ids = promptIds(m, prompt);
@@ -244,6 +258,7 @@ export interface Attention {
  */
 export function attention(model: Model, text: string): Attention {
   const m = modelOf(model);
+  checkString("text", text);
   if (text.length === 0) throw new InputError("the text to look at is empty; give some characters");
   const weights = Array.from({ length: m.config.nLayers }, (_, layer) => {
     const map = attentionMap(m, text, { layer });
@@ -287,6 +302,8 @@ export function attentionMap(
   options: { layer?: number; promptLength?: number } = {},
 ): AttentionMap {
   const m = modelOf(model);
+  checkString("text", text);
+  options = checkOptions(options);
   const cache = takeCache(m);
   try {
     return attentionWindow(m, m.tokenizer.encode(text), { ...options, cache });
@@ -322,6 +339,8 @@ export function* inspectSteps(
   options: InspectOptions = {},
 ): Generator<InspectStep> {
   const m = modelOf(model);
+  checkString("prompt", prompt);
+  options = checkOptions(options);
   const cache = takeCache(m);
   try {
     const ids = m.tokenizer.encode(prompt, "the prompt");
@@ -354,6 +373,8 @@ export function* inspectSteps(
  */
 export function inspect(model: Model, prompt: string, options: InspectOptions = {}): InspectResult {
   const m = modelOf(model);
+  checkString("prompt", prompt);
+  options = checkOptions(options);
   const cache = takeCache(m);
   try {
     const r = inspectText(m, m.tokenizer.encode(prompt, "the prompt"), { ...options, cache });

@@ -8,7 +8,7 @@
 
 import { InputError } from "./errors.ts";
 import type { ModelConfig } from "./model.ts";
-import type { TrainerOptions } from "./trainer.ts";
+import type { EvaluateOptions, TrainerOptions } from "./trainer.ts";
 
 /** The range of a numeric option and its default. */
 export interface OptionSpec {
@@ -73,8 +73,109 @@ export function describeRange(s: OptionSpec): string {
   return `${s.integer ? "an integer" : "a number"} from ${s.min} to ${s.max}`;
 }
 
+/**
+ * A value as an error names it: "the number 123", "the string \"32\"", "null", "an array".
+ *
+ * @example
+ * ```ts
+ * import { describeValue } from "./options.ts";
+ * console.log(describeValue("32")); // the string "32"
+ * ```
+ */
+export function describeValue(value: unknown): string {
+  if (value === null) return "null";
+  if (value === undefined) return "undefined";
+  if (Array.isArray(value)) return "an array";
+  switch (typeof value) {
+    case "string": {
+      const shown = JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}...` : value);
+      return `the string ${shown}`;
+    }
+    case "number":
+    case "bigint":
+      return `the ${typeof value} ${String(value)}`;
+    case "boolean":
+      return `the boolean ${value}`;
+    case "symbol":
+      return "a symbol";
+    case "function":
+      return "a function";
+  }
+  const kind = Object.getPrototypeOf(value)?.constructor?.name;
+  return typeof kind === "string" && kind !== "" && kind !== "Object" ? `a ${kind}` : "an object";
+}
+
+/** The InputError of a value of the wrong type: "prompt must be a string, got the number 123". */
+export function typeError(name: string, expected: string, value: unknown): InputError {
+  return new InputError(`${name} must be ${expected}, got ${describeValue(value)}`, {
+    options: [name],
+  });
+}
+
+/**
+ * The options argument of a library call: undefined is `{}`; anything but a plain object (an
+ * array, null, a number) is an InputError naming the argument.
+ */
+export function checkOptions<T extends object>(value: T | undefined, name = "options"): T {
+  if (value === undefined) return {} as T;
+  const proto = value !== null && typeof value === "object"
+    ? Object.getPrototypeOf(value)
+    : undefined;
+  if (proto !== Object.prototype && proto !== null) {
+    throw typeError(name, "an object", value);
+  }
+  return value;
+}
+
+/** A string argument or option; InputError naming it otherwise. */
+export function checkString(name: string, value: unknown): string {
+  if (typeof value !== "string") throw typeError(name, "a string", value);
+  return value;
+}
+
+/** A text or its token ids (a Uint16Array); InputError naming it otherwise. */
+export function checkText(name: string, value: unknown): string | Uint16Array {
+  if (typeof value !== "string" && !(value instanceof Uint16Array)) {
+    throw typeError(name, "a string or a Uint16Array of token ids", value);
+  }
+  return value;
+}
+
+/** An optional callback; InputError naming it when it is given and is not a function. */
+export function checkFunction(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== "function") {
+    throw typeError(name, "a function", value);
+  }
+}
+
+/** An optional number (its range is checked where it is used); InputError naming it otherwise. */
+export function checkNumber(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== "number") throw typeError(name, "a number", value);
+}
+
+/** An optional AbortSignal; InputError naming it otherwise. */
+export function checkSignal(name: string, value: unknown): void {
+  if (value !== undefined && !(value instanceof AbortSignal)) {
+    throw typeError(name, "an AbortSignal", value);
+  }
+}
+
+/** An optional choice among `choices`; InputError naming it otherwise. */
+export function checkChoice(name: string, value: unknown, choices: readonly string[]): void {
+  if (value === undefined || choices.includes(value as string)) return;
+  const list = choices.map((c) => JSON.stringify(c)).join(" or ");
+  throw typeof value === "string"
+    ? new InputError(`${name} ${JSON.stringify(value)} is not a choice; use ${list}`, {
+      options: [name],
+    })
+    : typeError(name, list, value);
+}
+
 /** Throws InputError (naming the option) unless `value` is within the spec's range. */
 export function checkOption(name: string, value: unknown, s: OptionSpec): number {
+  if (typeof value !== "number") {
+    throw typeError(name, s.integer ? "an integer" : "a number", value);
+  }
   const ok = typeof value === "number" && value >= s.min && value <= s.max &&
     (s.integer ? Number.isSafeInteger(value) : Number.isFinite(value));
   if (!ok) {
@@ -117,7 +218,10 @@ export type TrainSettings = Required<TrainerOptions>;
  * The settings of a run: each option given is checked against its range, each missing one takes
  * its default.
  */
-export function trainSettings(o: Partial<Record<keyof TrainSettings, unknown>>): TrainSettings {
+export function trainSettings(
+  options: Partial<Record<keyof TrainSettings, unknown>>,
+): TrainSettings {
+  const o = checkOptions(options);
   const out: Record<string, number> = {};
   for (const [name, spec] of Object.entries(TRAIN_OPTIONS)) {
     const value = o[name as keyof TrainSettings];
@@ -126,7 +230,14 @@ export function trainSettings(o: Partial<Record<keyof TrainSettings, unknown>>):
   if (!(out.lr > 0)) {
     throw new InputError("lr is 0; use a positive learning rate", { options: ["lr"] });
   }
+  if (out.minLr > out.lr) {
+    throw new InputError(
+      `minLr ${out.minLr} is above lr ${out.lr}; the schedule decays from lr down to minLr: give a minLr of at most lr`,
+      { options: ["minLr", "lr"] },
+    );
+  }
   const decay = o.decay ?? DECAYS[0];
+  if (typeof decay !== "string") throw typeError("decay", `"linear" or "cosine"`, decay);
   if (!DECAYS.includes(decay as "linear")) {
     throw new InputError(`decay ${JSON.stringify(decay)} is not a schedule; use linear or cosine`, {
       options: ["decay"],
@@ -160,6 +271,7 @@ export function checkSampling(
   vocabSize: number,
 ): void {
   const s = SAMPLING_OPTIONS;
+  checkOptions(o);
   if (o.temperature !== undefined) checkOption("temperature", o.temperature, s.temperature);
   if (o.topK !== undefined) checkOption("topK", o.topK, { ...s.topK, max: vocabSize });
   if (o.topP !== undefined && !(checkOption("topP", o.topP, s.topP) > 0)) {
@@ -167,4 +279,15 @@ export function checkSampling(
       options: ["topP"],
     });
   }
+}
+
+/** The options of an evaluation, their types checked (the ranges are checked where used). */
+export function checkEvaluateOptions(options: EvaluateOptions | undefined): EvaluateOptions {
+  const o = checkOptions(options);
+  checkNumber("maxWindows", o.maxWindows);
+  checkNumber("threads", o.threads);
+  checkChoice("split", o.split, ["all", "val"]);
+  checkChoice("unknown", o.unknown, ["error", "drop"]);
+  checkFunction("onProgress", o.onProgress);
+  return o;
 }

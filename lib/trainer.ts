@@ -16,7 +16,16 @@ import { isShared } from "./kernels/arena.ts";
 import { kernelMemory, kernelTier } from "./kernels/dispatch.ts";
 import type { Pass } from "./layers.ts";
 import { type Activations, batchPass, forward, type GPT, type Model } from "./model.ts";
-import { type TrainSettings, trainSettings } from "./options.ts";
+import {
+  checkEvaluateOptions,
+  checkFunction,
+  checkNumber,
+  checkOptions,
+  checkSignal,
+  checkText,
+  type TrainSettings,
+  trainSettings,
+} from "./options.ts";
 import { kernelBytes } from "./activations.ts";
 import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
@@ -357,6 +366,10 @@ export class Trainer {
    * aborts.
    */
   async run(options: RunOptions = {}): Promise<RunResult> {
+    options = checkOptions(options);
+    checkNumber("steps", options.steps);
+    checkFunction("onProgress", options.onProgress);
+    checkSignal("signal", options.signal);
     const steps = options.steps ?? Math.max(0, this.totalSteps - this.stepsDone);
     if (!Number.isInteger(steps) || steps < 0) {
       throw new InputError(`run steps ${steps} is not a whole number of steps; use 0 or more`);
@@ -381,6 +394,8 @@ export class Trainer {
    */
   async evaluate(data?: string | Uint16Array, options: EvaluateOptions = {}): Promise<Evaluation> {
     if (this.#closed) throw new InputError("this trainer is closed; use evaluate(model, text)");
+    if (data !== undefined) checkText("data", data);
+    options = checkEvaluateOptions(options);
     const given = data === undefined ? null : evalTokensOf(this.#model, data, options.unknown);
     let tokens = given?.tokens ?? this.valTokens;
     if (data !== undefined && options.split === "val") {
@@ -432,10 +447,14 @@ export class Trainer {
       ckpt = Checkpoint.decode(bytes);
     } catch (e) {
       if (!(e instanceof WeightsError)) throw e;
-      const why = e.message.replace(/; re-download or re-train it$/, "");
+      const why = e.message.replace(
+        /; (re-download or re-train it|delete the checkpoint and start again)$/,
+        "",
+      );
       throw new WeightsError(`the checkpoint is unusable (${why}); delete it to start over`);
     }
     ckpt.check(this.#model, this.corpusSha256);
+    ckpt.checkStep(this.settings.steps);
     const { threads: _, ...recipe } = this.settings;
     ckpt.checkSettings(recipe);
     this.#model.flat.set(ckpt.params);
