@@ -319,19 +319,25 @@ async function serveCommand(
   args: string[],
   cwd = ROOT,
 ): Promise<{ code: number; stderr: string; stdout: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--no-prompt", ...permissions, SERVE, ...args],
     cwd,
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
-  }).output();
+  }).spawn();
+  // a server that starts when it should have refused would never end: stop it after 30 s
+  const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+  const out = await child.output().finally(() => clearTimeout(timer));
   return {
     code: out.code,
     stderr: new TextDecoder().decode(out.stderr),
     stdout: new TextDecoder().decode(out.stdout),
   };
 }
+
+/** A folder that holds no part of the repository (the repository may itself live under /tmp). */
+const OTHER_FOLDER = await Deno.makeTempDir({ prefix: "baregpt_serve_cwd_" });
 
 Deno.test("serve: command-line errors are one line with exit 2", async () => {
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -373,7 +379,7 @@ Deno.test("serve: command-line errors are one line with exit 2", async () => {
       ["--allow-net=127.0.0.1", "--allow-read=."],
       ["--port", "0"],
       /^error: no permission to read/,
-      "/tmp",
+      OTHER_FOLDER,
     ],
     ["no permissions", [], [], /^error: no permission to listen/],
   ];
