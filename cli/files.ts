@@ -389,15 +389,26 @@ export async function checkOutput(out: string, options: OutputOptions = {}): Pro
     if (e instanceof BareGPTError) throw new InputError(e.message);
     throw new InputError(`cannot write ${out}: ${writeFailure(e)}; choose another ${flag}`);
   }
+  // a minute old: not the write in progress of another run into the same folder
+  await removeStaleTemps(out, 60_000);
+}
+
+/**
+ * Removes the temporary files that killed runs left beside `out` (`out.PID.tmp`,
+ * `out.ckpt.PID.tmp`) once they are `minAgeMs` old; 0 (all of them but this process's) when this
+ * run holds the output's lock, so no other run can be writing them.
+ */
+export async function removeStaleTemps(out: string, minAgeMs: number): Promise<void> {
+  const dir = folderOf(out);
   const base = out.slice(Math.max(out.lastIndexOf("/"), out.lastIndexOf("\\")) + 1);
-  const stale = new RegExp(`^${escapeRegExp(base)}(\\.ckpt)?\\.\\d+\\.tmp$`);
+  const stale = new RegExp(`^${escapeRegExp(base)}(\\.ckpt)?\\.(\\d+)\\.tmp$`);
   try {
     for await (const entry of Deno.readDir(dir)) {
-      if (!entry.isFile || !stale.test(entry.name)) continue;
+      const m = entry.name.match(stale);
+      if (!entry.isFile || m === null || Number(m[2]) === Deno.pid) continue;
       const path = `${dir}/${entry.name}`;
-      // a minute old: not the write in progress of another run into the same folder
       const age = Date.now() - ((await Deno.lstat(path)).mtime?.getTime() ?? Date.now());
-      if (age > 60_000) await Deno.remove(path).catch(() => {});
+      if (age >= minAgeMs) await Deno.remove(path).catch(() => {});
     }
   } catch { /* best effort */ }
 }

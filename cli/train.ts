@@ -26,6 +26,7 @@ import {
   folderOf,
   loadWeightsFile,
   readInput,
+  removeStaleTemps,
   tempPath,
   writeFileAtomic,
 } from "./files.ts";
@@ -258,6 +259,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       // one writer per output: take the lock, then look again at what the checks above saw (a
       // run that started at the same moment may have written meanwhile)
       lock = await acquireLock(out, { takeOver: force || resume });
+      await removeStaleTemps(out, 0); // this run alone writes out now: leftovers are a dead run's
       if ((await exists(out)) !== outExists || (await exists(ckptPath)) !== ckptExists) {
         throw new InputError(
           `another run wrote ${out} or ${ckptPath} while this one was starting; run again to see what to do`,

@@ -56,3 +56,22 @@ export function assertUserError(
   assertMatch(lines[0], /^error: /);
   assertMatch(lines[0], pattern);
 }
+
+/** The path of Tiny Shakespeare, or null (after saying why) when a test may skip. */
+export async function findCorpus(): Promise<string | null> {
+  const candidates = [
+    new URL("../../shared/data/tinyshakespeare.txt", import.meta.url).pathname,
+    new URL("../data/tinyshakespeare.txt", import.meta.url).pathname,
+  ];
+  for (const path of candidates) {
+    try {
+      await Deno.stat(path);
+      return path;
+    } catch { /* next */ }
+  }
+  if (Deno.env.get("CI") === "true") {
+    throw new Error(`CI=true but the corpus is in none of ${candidates.join(", ")}`);
+  }
+  console.log(`skipped: Tiny Shakespeare not found in ${candidates.join(" or ")}`);
+  return null;
+}

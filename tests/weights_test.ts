@@ -9,30 +9,12 @@ import { decodeSafetensors } from "../lib/safetensors.ts";
 import { setupKernels } from "../lib/kernels/dispatch.ts";
 import { evaluate } from "../mod.ts";
 import { loadModel } from "../lib/weights.ts";
+import { findCorpus } from "./fixtures.ts";
 
 const SHIPPED = new URL("../weights/shakespeare.safetensors", import.meta.url);
 const CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed";
 // The validation loss the shipped weights must reach (the goal of the training recipe).
 const TARGET = 1.55;
-
-/** The path of Tiny Shakespeare, or null (after saying why) when a test may skip. */
-export async function findCorpus(): Promise<string | null> {
-  const candidates = [
-    new URL("../../shared/data/tinyshakespeare.txt", import.meta.url).pathname,
-    new URL("../data/tinyshakespeare.txt", import.meta.url).pathname,
-  ];
-  for (const path of candidates) {
-    try {
-      await Deno.stat(path);
-      return path;
-    } catch { /* next */ }
-  }
-  if (Deno.env.get("CI") === "true") {
-    throw new Error(`CI=true but the corpus is in none of ${candidates.join(", ")}`);
-  }
-  console.log(`skipped: Tiny Shakespeare not found in ${candidates.join(" or ")}`);
-  return null;
-}
 
 Deno.test("shipped weights: default architecture, GPT-2 names and shapes, training facts", async () => {
   const bytes = await Deno.readFile(SHIPPED);
