@@ -26,7 +26,6 @@ import {
   assertNoStackTrace,
   assertSameBytes,
   assertUserError,
-  REPO,
   runCli,
   smallCorpus,
   spawnCli,
