@@ -589,7 +589,7 @@ Deno.test("signals: a double signal stops at once and leaves no temporary file; 
     assert(Checkpoint.decode(await Deno.readFile(`${out}.ckpt`)).step >= 3);
   }
 
-  // temporary files of killed runs: a minute old are removed, younger ones (a live write) kept
+  // temporary files of killed runs are removed by the next run that takes the output's lock
   const out = `${dir}/stale.safetensors`;
   const old = [`${out}.4000001.tmp`, `${out}.ckpt.4000002.tmp`];
   const young = `${out}.ckpt.4000003.tmp`;
@@ -610,5 +610,6 @@ Deno.test("signals: a double signal stops at once and leaves no temporary file; 
   ]);
   assertEquals(r.code, 0, r.stderr);
   for (const path of old) assert(!(await exists(path)), `${path} is removed`);
-  assert(await exists(young), "a young temporary file is left to its run");
+  // once the run holds the output's lock no other run can be writing beside it: young ones go too
+  assert(!(await exists(young)), "a young temporary file of another pid is removed under the lock");
 });
