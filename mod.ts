@@ -116,6 +116,7 @@ export { BareGPTError, InputError, isBareGPTError, WeightsError } from "./lib/er
 export {
   attentionColor,
   attentionSvg,
+  clipAttention,
   displayChar,
   formatCandidateTable,
   renderAttentionSvg,

@@ -7,6 +7,7 @@
  */
 
 import {
+  clipAttention,
   formatCandidateTable,
   InputError,
   inspect,
@@ -17,7 +18,6 @@ import {
   selectKernels,
   WeightsError,
 } from "../mod.ts";
-import { clipAttention } from "../lib/draw.ts";
 import { kernelsFlag, numberFlag, range, stringFlag, textFlag, type Values } from "./flags.ts";
 import {
   checkOutput,

@@ -65,6 +65,7 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "attentionMap",
     "attentionSvg",
     "bestKernels",
+    "clipAttention",
     "createModel",
     "createTrainer",
     "decodeCorpus",
