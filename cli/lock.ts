@@ -74,7 +74,14 @@ export async function acquireLock(
         if (onDisk?.ino !== held.ino || onDisk?.dev !== held.dev) continue; // replaced meanwhile
         const text = await readText(old);
         const young = Date.now() - (held.mtime?.getTime() ?? 0) < LOCK_BIRTH_MS;
-        if (text === "" && young) throw await busy(old, path, out, flag);
+        if (text === "" && young) {
+          // a live run writes its pid within moments of creating the file; one killed in that
+          // moment leaves it empty for good: look again shortly before calling it stale
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          const now = await Deno.lstat(path).catch(() => undefined);
+          if (now?.ino !== held.ino || now?.dev !== held.dev) continue; // replaced meanwhile
+          if ((await readText(old)) !== "") throw await busy(old, path, out, flag);
+        }
         if (text !== "" && !LOCK_TEXT.test(text)) {
           throw new InputError(
             `${path} exists and is not a lock file of BareGPT; remove it or choose another ${flag}`,
