@@ -1,7 +1,7 @@
 // Helpers for the tests that run the CLI as a subprocess (robustness, resume, permissions, URL).
 // Not a test file itself: importing it registers no tests.
 
-import { deepStrictEqual as assertEquals, match as assertMatch } from "node:assert";
+import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 
 /** The repository root and the CLI, as paths. */
 export const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
@@ -164,4 +164,26 @@ export async function tempDir(prefix: string): Promise<{ path: string } & AsyncD
       });
     },
   };
+}
+
+/** Copies what a clone of the working tree holds (tracked and untracked, not ignored) to `dest`. */
+export async function copyTree(dest: string): Promise<void> {
+  const out = await new Deno.Command("git", {
+    args: ["ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    cwd: REPO,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  const files = new TextDecoder().decode(out.stdout).split("\0").filter((f) => f !== "");
+  assert(files.includes("cli.ts") && files.includes("weights/shakespeare.safetensors"));
+  for (const file of files) {
+    const to = `${dest}/${file}`;
+    await Deno.mkdir(to.slice(0, to.lastIndexOf("/")), { recursive: true });
+    try {
+      await Deno.copyFile(`${REPO}/${file}`, to);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // tracked, deleted in the working tree
+    }
+  }
 }

@@ -9,32 +9,10 @@
 // DENO_DIR and the npm and JSR registries pointed at a closed port, so any fetch fails the command.
 
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
-import { TINY } from "./cli_run.ts";
+import { copyTree, TINY } from "./cli_run.ts";
 
 const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const decoder = new TextDecoder();
-
-/** Copies what a clone of the working tree holds (tracked and untracked, not ignored) to `dest`. */
-async function copyTree(dest: string): Promise<void> {
-  const out = await new Deno.Command("git", {
-    args: ["ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-    cwd: REPO,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assertEquals(out.code, 0, decoder.decode(out.stderr));
-  const files = decoder.decode(out.stdout).split("\0").filter((f) => f !== "");
-  assert(files.includes("cli.ts") && files.includes("weights/shakespeare.safetensors"));
-  for (const file of files) {
-    const to = `${dest}/${file}`;
-    await Deno.mkdir(to.slice(0, to.lastIndexOf("/")), { recursive: true });
-    try {
-      await Deno.copyFile(`${REPO}/${file}`, to);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e; // tracked, deleted in the working tree
-    }
-  }
-}
 
 interface Result {
   code: number;

@@ -23,6 +23,7 @@
 // expected to pass); KNOWN names them, with the issue item that fixes them, for the failure message.
 
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { copyTree } from "./cli_run.ts";
 
 const REPO = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const SHARED = `${REPO}/../shared`;
@@ -57,26 +58,6 @@ function stripComment(line: string): string {
     else if (c === "#" && (i === 0 || /\s/.test(line[i - 1]))) return line.slice(0, i);
   }
   return line;
-}
-
-/** Copies what a clone of the working tree holds (tracked and untracked, not ignored) to `dest`. */
-async function copyTree(dest: string): Promise<void> {
-  const out = await new Deno.Command("git", {
-    args: ["ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-    cwd: REPO,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assertEquals(out.code, 0, decoder.decode(out.stderr));
-  for (const file of decoder.decode(out.stdout).split("\0").filter((f) => f !== "")) {
-    const to = `${dest}/${file}`;
-    await Deno.mkdir(to.slice(0, to.lastIndexOf("/")), { recursive: true });
-    try {
-      await Deno.copyFile(`${REPO}/${file}`, to);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e; // tracked, deleted in the working tree
-    }
-  }
 }
 
 async function exists(path: string): Promise<boolean> {
