@@ -49,6 +49,9 @@ export function modelOf(model: unknown): GPT {
       "expected a model from loadWeights or createModel; other objects cannot be used as models",
     );
   }
+  if (model.disposed) {
+    throw new InputError("this model was disposed; load or make it again");
+  }
   return model;
 }
 
@@ -318,7 +321,7 @@ function finiteLoss(sum: number): number {
   return sum;
 }
 
-/** Evaluation buffers per model (the kernels' memory is a bump allocator and never frees). */
+/** Evaluation buffers per model, made once (in the model's lease, given back with it). */
 const evalActs = new WeakMap<GPT, Activations>();
 
 /**

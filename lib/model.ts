@@ -7,7 +7,7 @@
  */
 
 import { Activations, batchPass } from "./activations.ts";
-import { type Arena, defaultArena, type FloatArray } from "./kernels/dispatch.ts";
+import { type Arena, defaultArena, type FloatArray, type Lease } from "./kernels/dispatch.ts";
 import * as layers from "./layers.ts";
 import type { BlockParams, Linear, Pass } from "./layers.ts";
 import { validateConfig } from "./options.ts";
@@ -151,6 +151,10 @@ export interface Model {
   readonly facts: Readonly<Record<string, string>>;
   /** Number of parameters. */
   readonly parameterCount: number;
+  /** Gives the model's memory back now (also done when it is garbage collected); idempotent. */
+  dispose(): void;
+  /** Same as `dispose`, for `using`. */
+  [Symbol.dispose](): void;
 }
 
 /** A GPT: its configuration, vocabulary, parameters and (once it trains) their gradients. */
@@ -162,6 +166,10 @@ export class GPT implements Model {
   /** Allocates a zeroed array: float32 in the kernels' arena, or float64 on the heap. */
   readonly alloc: (n: number) => FloatArray;
   readonly arena: Arena | undefined;
+  /** The model's share of the arena (parameters, gradients, caches); undefined for float64. */
+  readonly lease: Lease | undefined;
+  /** True once {@link GPT.dispose} gave its memory back. */
+  disposed = false;
   /** Every parameter, one flat buffer in {@link parameterSpecs} order, and its named views. */
   readonly flat: FloatArray;
   readonly params: Params;
@@ -181,13 +189,19 @@ export class GPT implements Model {
     this.facts = Object.freeze({ ...o.facts });
     this.dtype = o.dtype ?? "float32";
     const arena = this.dtype === "float32" ? (o.arena ?? defaultArena()) : undefined;
+    const lease = this.lease = arena?.lease(this);
     this.arena = arena;
-    this.alloc = arena === undefined ? (n) => new Float64Array(n) : (n) => arena.f32(n);
-    this.flat = this.alloc(parameterCount(config));
-    this.params = paramViews(config, this.flat);
-    this.gradFlat = this.alloc(0);
-    this.grads = this.params;
-    if (o.grads !== false) this.withGrads();
+    this.alloc = lease === undefined ? (n) => new Float64Array(n) : (n) => lease.f32(n);
+    try {
+      this.flat = this.alloc(parameterCount(config));
+      this.params = paramViews(config, this.flat);
+      this.gradFlat = this.alloc(0);
+      this.grads = this.params;
+      if (o.grads !== false) this.withGrads();
+    } catch (e) {
+      this.dispose(); // out of memory: give back what was taken
+      throw e;
+    }
   }
 
   /** Number of parameters. */
@@ -210,10 +224,28 @@ export class GPT implements Model {
     return this;
   }
 
-  /** Activations for batches of up to B sequences (with dropout masks if asked). */
-  activations(B: number, o: { dropout?: boolean; backward?: boolean } = {}): Activations {
-    const u16 = this.arena ? (n: number) => this.arena!.u16(n) : (n: number) => new Uint16Array(n);
-    return new Activations(this.config, B, this.alloc, u16, o.dropout ?? false, o.backward ?? true);
+  /**
+   * Activations for batches of up to B sequences (with dropout masks if asked), from the model's
+   * lease or another one (a trainer's, given back when it closes).
+   */
+  activations(
+    B: number,
+    o: { dropout?: boolean; backward?: boolean; lease?: Lease } = {},
+  ): Activations {
+    const lease = o.lease ?? this.lease;
+    const f32 = lease ? (n: number) => lease.f32(n) : this.alloc;
+    const u16 = lease ? (n: number) => lease.u16(n) : (n: number) => new Uint16Array(n);
+    return new Activations(this.config, B, f32, u16, o.dropout ?? false, o.backward ?? true);
+  }
+
+  /** Gives the model's memory back to the arena; the model cannot be used after. */
+  dispose(): void {
+    this.disposed = true;
+    this.lease?.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /** Zeroes the gradients. */

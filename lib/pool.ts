@@ -9,7 +9,7 @@
 
 import { BareGPTError, InputError } from "./errors.ts";
 import { isShared } from "./kernels/arena.ts";
-import { addInPlace, kernelMemory, kernelTier } from "./kernels/dispatch.ts";
+import { addInPlace, kernelMemory, kernelTier, type Lease } from "./kernels/dispatch.ts";
 import type { Dropout } from "./layers.ts";
 import { activationBytes, type Activations } from "./activations.ts";
 import { batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
@@ -84,11 +84,21 @@ export class WorkerPool {
   readonly acts: Activations;
   readonly #workers: WorkerHandle[];
 
-  private constructor(model: GPT, rows: number[], acts: Activations, workers: WorkerHandle[]) {
+  /** The pool's buffers: this thread's activations, each worker's gradients and activations. */
+  readonly #lease: Lease;
+
+  private constructor(
+    model: GPT,
+    rows: number[],
+    acts: Activations,
+    workers: WorkerHandle[],
+    lease: Lease,
+  ) {
     this.model = model;
     this.rows = rows;
     this.acts = acts;
     this.#workers = workers;
+    this.#lease = lease;
   }
 
   /** Starts threads - 1 workers for batches of B sequences. */
@@ -108,63 +118,68 @@ export class WorkerPool {
       throw new Error("a worker pool needs a shared WebAssembly memory");
     }
     const rows = shares(B, Math.min(threads, B));
-    const acts = model.activations(rows[0], { dropout });
+    // every buffer of the pool is its own, given back when it closes
+    const lease = arena.lease();
+    const acts = model.activations(rows[0], { dropout, lease });
     const c = model.config;
     const workers: WorkerHandle[] = [];
-    const stopAll = () => workers.forEach((w) => w.worker.terminate());
-    for (let i = 1; i < rows.length; i++) {
-      const grads = arena.f32(model.parameterCount);
-      const actsOffset = arena.reserve(activationBytes(c, rows[i], dropout));
-      let worker: Worker;
-      try {
-        worker = new Worker(WORKER_URL, { type: "module" });
-      } catch (e) {
-        stopAll();
-        throw workerStartError(WORKER_URL, rows.length, {
-          kind: "error",
-          message: `${(e as Error).name}: ${(e as Error).message}`,
-        });
+    try {
+      for (let i = 1; i < rows.length; i++) {
+        const grads = lease.f32(model.parameterCount);
+        const actsOffset = lease.reserve(activationBytes(c, rows[i], dropout));
+        let worker: Worker;
+        try {
+          worker = new Worker(WORKER_URL, { type: "module" });
+        } catch (e) {
+          throw workerStartError(WORKER_URL, rows.length, {
+            kind: "error",
+            message: `${(e as Error).name}: ${(e as Error).message}`,
+          });
+        }
+        const handle: WorkerHandle = {
+          worker,
+          grads,
+          inputs: new Uint16Array(0),
+          targets: new Uint16Array(0),
+          pending: null,
+        };
+        worker.onmessage = (e: MessageEvent<WorkerReply>) => {
+          const resolve = handle.pending;
+          handle.pending = null;
+          resolve?.(e.data);
+        };
+        worker.onerror = (e: ErrorEvent) => {
+          e.preventDefault();
+          const resolve = handle.pending;
+          handle.pending = null;
+          resolve?.({ kind: "error", message: e.message });
+        };
+        workers.push(handle);
+        const init: WorkerRequest = {
+          kind: "init",
+          tier,
+          memory,
+          config: c,
+          rows: rows[i],
+          paramsOffset: model.flat.byteOffset,
+          gradsOffset: grads.byteOffset,
+          actsOffset,
+          dropout,
+        };
+        const ready = await request(handle, init);
+        if (ready.kind !== "ready") {
+          throw workerStartError(WORKER_URL, rows.length, ready);
+        }
+        const T = c.blockSize;
+        handle.inputs = new Uint16Array(memory.buffer, ready.inputsOffset, rows[i] * T);
+        handle.targets = new Uint16Array(memory.buffer, ready.targetsOffset, rows[i] * T);
       }
-      const handle: WorkerHandle = {
-        worker,
-        grads,
-        inputs: new Uint16Array(0),
-        targets: new Uint16Array(0),
-        pending: null,
-      };
-      worker.onmessage = (e: MessageEvent<WorkerReply>) => {
-        const resolve = handle.pending;
-        handle.pending = null;
-        resolve?.(e.data);
-      };
-      worker.onerror = (e: ErrorEvent) => {
-        e.preventDefault();
-        const resolve = handle.pending;
-        handle.pending = null;
-        resolve?.({ kind: "error", message: e.message });
-      };
-      workers.push(handle);
-      const init: WorkerRequest = {
-        kind: "init",
-        tier,
-        memory,
-        config: c,
-        rows: rows[i],
-        paramsOffset: model.flat.byteOffset,
-        gradsOffset: grads.byteOffset,
-        actsOffset,
-        dropout,
-      };
-      const ready = await request(handle, init);
-      if (ready.kind !== "ready") {
-        stopAll();
-        throw workerStartError(WORKER_URL, rows.length, ready);
-      }
-      const T = c.blockSize;
-      handle.inputs = new Uint16Array(memory.buffer, ready.inputsOffset, rows[i] * T);
-      handle.targets = new Uint16Array(memory.buffer, ready.targetsOffset, rows[i] * T);
+    } catch (e) {
+      for (const w of workers) w.worker.terminate();
+      lease.release();
+      throw e;
     }
-    return new WorkerPool(model, rows, acts, workers);
+    return new WorkerPool(model, rows, acts, workers, lease);
   }
 
   /** Number of threads, the calling one included. */
@@ -254,6 +269,7 @@ export class WorkerPool {
   close(): void {
     for (const w of this.#workers) w.worker.terminate();
     this.#workers.length = 0;
+    this.#lease.release();
   }
 }
 

@@ -13,7 +13,7 @@ import { randomBatch, splitIndex } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { isShared } from "./kernels/arena.ts";
-import { kernelMemory, kernelTier } from "./kernels/dispatch.ts";
+import { kernelMemory, kernelTier, type Lease } from "./kernels/dispatch.ts";
 import type { Pass } from "./layers.ts";
 import { type Activations, batchPass, forward, type GPT, type Model } from "./model.ts";
 import {
@@ -243,6 +243,7 @@ export class Trainer {
   readonly #pass: Pass;
   #step = 0;
   #closed = false;
+  readonly #lease: Lease | undefined;
 
   private constructor(
     model: GPT,
@@ -260,10 +261,13 @@ export class Trainer {
     this.valTokens = tokens.subarray(split);
     this.#schedule = { lr: o.lr, minLr: o.minLr, warmup: o.warmup, steps: o.steps, decay: o.decay };
     const { beta1, beta2, weightDecay } = o;
-    this.#optimizer = new AdamW(model.config, model.alloc, { beta1, beta2, weightDecay });
+    // the optimizer's state and the activations are the trainer's, given back when it closes
+    const lease = this.#lease = model.arena?.lease(this);
+    const alloc = lease ? (n: number) => lease.f32(n) : model.alloc;
+    this.#optimizer = new AdamW(model.config, alloc, { beta1, beta2, weightDecay });
     this.#rng = new Rng(o.seed + 1);
     this.#pool = pool;
-    this.#acts = pool?.acts ?? model.activations(o.batch, { dropout: o.dropout > 0 });
+    this.#acts = pool?.acts ?? model.activations(o.batch, { dropout: o.dropout > 0, lease });
     this.#inputs = pool ? new Uint16Array(o.batch * T) : this.#acts.inputs;
     this.#targets = pool ? new Uint16Array(o.batch * T) : this.#acts.targets;
     const dropout = o.dropout > 0 ? { p: o.dropout, seed: 0, firstRow: 0 } : null;
@@ -333,7 +337,7 @@ export class Trainer {
 
   /** One optimizer step on a random batch, with what it did; throws when the loss is not finite. */
   async #trainStep(): Promise<StepInfo> {
-    if (this.#closed) throw new InputError("this trainer is closed; create a new one");
+    this.#checkOpen("create a new one");
     const model = this.#model, o = this.settings, B = o.batch, T = model.config.blockSize;
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
     // this step's dropout masks come from (seed, step): nothing to save for a resume
@@ -393,7 +397,7 @@ export class Trainer {
    * of the training text) by default, or on another text.
    */
   async evaluate(data?: string | Uint16Array, options: EvaluateOptions = {}): Promise<Evaluation> {
-    if (this.#closed) throw new InputError("this trainer is closed; use evaluate(model, text)");
+    this.#checkOpen("use evaluate(model, text)");
     if (data !== undefined) checkText("data", data);
     options = checkEvaluateOptions(options);
     const given = data === undefined ? null : evalTokensOf(this.#model, data, options.unknown);
@@ -426,6 +430,7 @@ export class Trainer {
    * Throws when the state holds NaN or Inf, so a good checkpoint is never replaced.
    */
   checkpoint(facts: Record<string, string> = {}): Uint8Array {
+    this.#checkOpen("its state is gone; checkpoint before closing");
     const { threads, ...recipe } = this.settings;
     return encodeCheckpoint(this.#model, this.#optimizer, this.#rng, this.#step, {
       ...facts,
@@ -442,6 +447,7 @@ export class Trainer {
    * step reached and the threads and kernels the checkpoint was made with.
    */
   restore(bytes: Uint8Array): { step: number; threads?: string; kernels?: string } {
+    this.#checkOpen("create a new one");
     let ckpt: Checkpoint;
     try {
       ckpt = Checkpoint.decode(bytes);
@@ -466,11 +472,23 @@ export class Trainer {
     return { step: ckpt.step, threads: ckpt.metadata.threads, kernels: ckpt.metadata.kernels };
   }
 
-  /** Stops the worker threads, if any. The trainer cannot step afterwards. */
+  /** InputError when the trainer is closed or its model disposed (`what` says what to do). */
+  #checkOpen(what: string): void {
+    if (this.#closed) throw new InputError(`this trainer is closed; ${what}`);
+    if (this.#model.disposed) {
+      throw new InputError("this trainer's model was disposed; load or make it again");
+    }
+  }
+
+  /**
+   * Stops the worker threads, if any, and gives back the trainer's memory (the optimizer's state
+   * and the activations). The trainer cannot step afterwards.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#pool?.close();
+    this.#lease?.release();
   }
 
   /** Same as {@linkcode Trainer.close}, for `using`. */

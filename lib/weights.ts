@@ -257,7 +257,12 @@ export function checkModelFile(bytes: Uint8Array): CheckedModelFile {
 export function buildModel(file: CheckedModelFile, options: GPTOptions = {}): GPT {
   const { config, tokenizer, facts, tensors } = file;
   const model = new GPT(config, { grads: false, tokenizer, facts, ...options });
-  readParams(tensors, config, model.flat);
+  try {
+    readParams(tensors, config, model.flat);
+  } catch (e) {
+    model.dispose(); // a failed load gives its memory back
+    throw e;
+  }
   return model;
 }
 

@@ -34,8 +34,9 @@ function handle(msg: WorkerRequest): WorkerReply {
       params = paramViews(config, new Float32Array(buffer, msg.paramsOffset, n));
       gradFlat = new Float32Array(buffer, msg.gradsOffset, n);
       grads = paramViews(config, gradFlat);
-      const arena = new Arena(msg.memory, msg.actsOffset);
-      const [f32, u16] = [(k: number) => arena.f32(k), (k: number) => arena.u16(k)];
+      // this worker's activations, in the range the pool reserved for them at actsOffset
+      const lease = new Arena(msg.memory, msg.actsOffset).lease();
+      const [f32, u16] = [(k: number) => lease.f32(k), (k: number) => lease.u16(k)];
       acts = new Activations(config, msg.rows, f32, u16, msg.dropout, true);
       return {
         kind: "ready",

@@ -39,7 +39,8 @@ forEachTier("AdamW: bias-corrected moments, decoupled weight decay on 2-D weight
   const specs = parameterSpecs(config);
   const n = specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
   const arena = defaultArena();
-  const alloc = (k: number) => arena.f32(k);
+  const lease = arena.lease();
+  const alloc = (k: number) => lease.f32(k);
   const opt = new AdamW(config, alloc, { beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.5 });
   const params = alloc(n), grad = alloc(n);
   for (let i = 0; i < n; i++) {

@@ -13,6 +13,7 @@ import {
   type AttentionMap,
   attentionMap,
   type Candidate,
+  clipAttention,
   displayChar,
   nextCharDistribution,
   renderAttentionSvg,
@@ -69,10 +70,15 @@ export function refreshView(): void {
   const { loaded, text } = page;
   if (loaded === null || text.length === 0) return;
   const { model } = loaded;
-  view = attentionMap(model, model.tokenizer.decode(text), {
-    layer: Number(ui.layer.value),
-    promptLength: page.promptLength,
-  });
+  // the part drawn (the last 256 positions, the first 16 heads of a large model) is the view:
+  // row marks, tooltips and the shaded text map onto the heatmaps as drawn
+  const clip = clipAttention(
+    attentionMap(model, model.tokenizer.decode(text), {
+      layer: Number(ui.layer.value),
+      promptLength: page.promptLength,
+    }),
+  );
+  view = clip.map;
   const n = view.tokens.length;
   ui.heatmaps.innerHTML = renderAttentionSvg(
     view,
@@ -81,7 +87,9 @@ export function refreshView(): void {
   );
   ui.heatmaps.dataset.window = String(n);
   ui.attentionCaption.textContent =
-    `layer ${view.layer}, one heatmap per head over the last ${n} characters (one forward pass over them); hover a cell`;
+    `layer ${view.layer}, one heatmap per head over the last ${n} characters (one forward pass over ${clip.positions}${
+      clip.heads > view.nHeads ? `; heads 0..${view.nHeads - 1} of ${clip.heads} drawn` : ""
+    }); hover a cell`;
   rowMarks = [...ui.heatmaps.querySelectorAll<SVGGElement>("g.cells")].map((g) => {
     const mark = document.createElementNS("http://www.w3.org/2000/svg", "path");
     mark.setAttribute("class", "row-mark");
@@ -171,20 +179,19 @@ export function showPosition(p: number): void {
   // attention of query q, per head: a strip of cells over the keys, a row mark in the
   // heatmaps, and the text shaded by the mean over heads
   const row = q >= 0 ? q : p;
-  const H = c.nHeads;
   let rows: Float32Array[] = [];
   let start = 0;
   if (view !== null && row >= view.start && row < view.start + view.tokens.length) {
     const n = view.tokens.length, r = row - view.start;
     start = view.start;
     rows = Array.from(
-      { length: H },
+      { length: view.nHeads },
       (_, h) => view!.probs.slice((h * n + r) * n, (h * n + r) * n + r + 1),
     );
     for (const mark of rowMarks) mark.setAttribute("d", `M0 ${r}h${r + 1}v1h${-r - 1}Z`);
   } else if (step !== undefined) {
     // while streaming: the row recorded at generation time, [H, window length]
-    const w = step.attention.length / H;
+    const H = c.nHeads, w = step.attention.length / H;
     start = step.windowStart;
     rows = Array.from({ length: H }, (_, h) => step.attention.slice(h * w, (h + 1) * w));
     for (const mark of rowMarks) mark.removeAttribute("d");
@@ -194,7 +201,7 @@ export function showPosition(p: number): void {
   shaded = [];
   for (let j = 0; j < keys; j++) {
     let wgt = 0;
-    for (const r of rows) wgt += r[j] / H;
+    for (const r of rows) wgt += r[j] / rows.length;
     if (wgt > 0 && spans[start + j] !== undefined) {
       spans[start + j].style.background = `rgba(250, 176, 5, ${
         (0.85 * scalePosition(wgt)).toFixed(3)

@@ -16,7 +16,7 @@ import type { KernelExports, KernelTier } from "./mod.ts";
 import { createKernels, createSharedMemory, detectTier } from "./mod.ts";
 
 export type { FloatArray } from "../tensor.ts";
-export { Arena } from "./arena.ts";
+export { Arena, type Lease } from "./arena.ts";
 
 let wasm: KernelExports | null = null;
 let tier: KernelTier = "js";
