@@ -11,7 +11,13 @@ import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import type { GPT, ModelConfig } from "./model.ts";
 import type { Rng } from "./rng.ts";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
-import { modelFromTensors, modelMetadata, modelTensors, readParams } from "./weights.ts";
+import {
+  MAX_MODEL_HEADER_BYTES,
+  modelFromTensors,
+  modelMetadata,
+  modelTensors,
+  readParams,
+} from "./weights.ts";
 
 /** True when every value of `a` is finite. */
 export function allFinite(a: ArrayLike<number>): boolean {
@@ -70,7 +76,10 @@ export class Checkpoint {
 
   /** Decodes and validates checkpoint bytes; throws WeightsError. */
   static decode(bytes: Uint8Array): Checkpoint {
-    const { tensors, metadata } = decodeSafetensors(bytes);
+    // the cap of a model file, which is sized for a checkpoint's entries: it loads as weights too
+    const { tensors, metadata } = decodeSafetensors(bytes, {
+      maxHeaderBytes: MAX_MODEL_HEADER_BYTES,
+    });
     const model = modelFromTensors(tensors, metadata, { dtype: "float64" }, "optimizer.");
     const n = model.parameterCount;
     const m = new Float32Array(n), v = new Float32Array(n);
