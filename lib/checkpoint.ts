@@ -50,12 +50,20 @@ export function encodeCheckpoint(
     ...modelTensors(model, "optimizer.m.", optimizer.m),
     ...modelTensors(model, "optimizer.v.", optimizer.v),
   ];
-  return encodeSafetensors(tensors, {
+  const bytes = encodeSafetensors(tensors, {
     ...modelMetadata(model, facts),
     step: String(step),
     adam_t: String(optimizer.t),
     rng_state: JSON.stringify([...rng.state]),
   });
+  const header = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+  if (header > MAX_MODEL_HEADER_BYTES) {
+    // it could not be read back: refuse now rather than write a checkpoint that cannot resume
+    throw new InputError(
+      `the checkpoint's metadata takes ${header} bytes, more than the ${MAX_MODEL_HEADER_BYTES} a file may have; store shorter facts`,
+    );
+  }
+  return bytes;
 }
 
 const CONFIG_KEYS = ["blockSize", "dModel", "nLayers", "nHeads", "vocabSize"] as const;
@@ -85,9 +93,30 @@ export class Checkpoint {
     const m = new Float32Array(n), v = new Float32Array(n);
     readParams(tensors, model.config, m, "optimizer.m.");
     readParams(tensors, model.config, v, "optimizer.v.");
+    // AdamW's second moment is a mean of squares: a negative one (a flipped sign bit) would put
+    // NaN into the weights at the next step
+    if (v.some((x) => x < 0)) {
+      throw new WeightsError(
+        "checkpoint's optimizer.v (AdamW's second moment) has negative values, which no run makes: it is corrupt; delete the checkpoint and start again",
+      );
+    }
+    const settings = metadata.train_settings;
+    if (settings !== undefined) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(settings);
+      } catch { /* reported below */ }
+      if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+        throw new WeightsError(
+          "checkpoint's train_settings is not a JSON object of settings: it is corrupt; delete the checkpoint and start again",
+        );
+      }
+    }
     const int = (key: string) => {
-      const x = Number(metadata[key]);
-      if (!Number.isInteger(x) || x < 0) {
+      // digits only: Number() would also read "", " ", "0x10" or "1e300"
+      const text = metadata[key] ?? "";
+      const x = /^(0|[1-9][0-9]{0,15})$/.test(text) ? Number(text) : NaN;
+      if (!Number.isSafeInteger(x)) {
         throw new WeightsError(
           `checkpoint's ${key} is missing or invalid; delete the checkpoint and start again`,
         );

@@ -364,9 +364,13 @@ function readFloat32(bytes: Uint8Array, view: DataView, byteIndex: number, count
   return out;
 }
 
-/** A name from the file, quoted and escaped so that it stays on one short line. */
-function quote(s: string): string {
-  const q = [...JSON.stringify(s)]; // by code point, so a pair is never cut in half
+/** A name from a file, quoted and escaped (controls, line separators) to stay on one short line. */
+export function quote(s: string): string {
+  const escaped = JSON.stringify(s).replace(
+    /[\u007f-\u009f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  const q = [...escaped]; // by code point, so a pair is never cut in half
   return q.length <= 64 ? q.join("") : `${q.slice(0, 60).join("")}..."`;
 }
 

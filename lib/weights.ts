@@ -8,7 +8,7 @@
 import { WeightsError } from "./errors.ts";
 import { GPT, type GPTOptions, type ModelConfig, parameterCount, parameterSpecs } from "./model.ts";
 import { validateConfig } from "./options.ts";
-import { decodeSafetensors, encodeSafetensors, type TensorEntry } from "./safetensors.ts";
+import { decodeSafetensors, encodeSafetensors, quote, type TensorEntry } from "./safetensors.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 /**
@@ -311,7 +311,9 @@ export function checkModelTensors(
   for (const name of tensors.keys()) {
     if (!expected.has(name) && !(otherPrefix && name.startsWith(otherPrefix))) {
       throw new WeightsError(
-        `weights file has an unexpected tensor ${name}; it is not a BareGPT model of this config`,
+        `weights file has an unexpected tensor ${
+          quote(name)
+        }; it is not a BareGPT model of this config`,
       );
     }
   }

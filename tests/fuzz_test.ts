@@ -2005,8 +2005,13 @@ Deno.test(
 Deno.test("checkpoint: a header over the model-file cap is refused before it is parsed", async () => {
   const { model, trainer, base } = await checkpointSetup();
   try {
-    // a real checkpoint whose facts make its header longer than the cap
-    const big = trainer.checkpoint({ note: "x".repeat(MAX_MODEL_HEADER_BYTES) });
+    // a real checkpoint whose metadata is made longer than the cap (Trainer.checkpoint refuses
+    // to write one, so it is re-encoded)
+    const decoded = decodeSafetensors(base);
+    const big = encodeSafetensors(
+      [...decoded.tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+      { ...decoded.metadata, note: "x".repeat(MAX_MODEL_HEADER_BYTES) },
+    );
     const over = new RegExp(`larger than the limit of ${MAX_MODEL_HEADER_BYTES} bytes`);
     assert.throws(
       () => Checkpoint.decode(big),
