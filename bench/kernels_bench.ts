@@ -3,16 +3,20 @@
  *
  * - `deno bench bench/kernels_bench.ts`: Deno.bench, time per call of every matmul form (and
  *   attention, layernorm, GELU, softmax) for both tiers.
- * - `deno run bench/kernels_bench.ts [--mhz=N]`: a quick table of GFLOP/s per matmul form and
- *   tier, and the theoretical single-core peak at N MHz (or the clock in /proc/cpuinfo, which
- *   Deno reads only with --allow-all); then causal attention (GFLOP/s counting the causal half
- *   only), the few-rows matmuls of sampling (GB/s of weights read) and the KV-cache attention.
+ * - `deno run bench/kernels_bench.ts`: a table of GFLOP/s per matmul form, tier and variant,
+ *   and the best as a share of the tier's measured multiply-add peak; then causal attention
+ *   (GFLOP/s counting the causal half only), the few-rows matmuls of sampling (GB/s of weights read) and the KV-cache attention.
  *   Times are the median of 9 runs (and the best, as other jobs on the machine add noise).
  *
  * @module
  */
 
-import { createKernels, createSharedMemory, type KernelExports } from "../lib/kernels/mod.ts";
+import {
+  createKernels,
+  createSharedMemory,
+  type KernelExports,
+  PACK_BYTES,
+} from "../lib/kernels/mod.ts";
 
 /** A matmul form at one shape. */
 interface MatmulCase {
@@ -20,7 +24,9 @@ interface MatmulCase {
   M: number;
   K: number;
   N: number;
-  run: (k: KernelExports, p: Pointers) => void;
+  /** Which variants: 0 = the register-tile forms, 1 = the dot-product (NT) forms. */
+  form: number;
+  run: (k: KernelExports, p: Pointers, variant?: number) => void;
 }
 
 /** Byte offsets of the operands of every case (sized for the largest). */
@@ -29,6 +35,8 @@ interface Pointers {
   w: number;
   bias: number;
   out: number;
+  /** The packed variants' scratch. */
+  scratch: number;
 }
 
 const M = 2048; // batch 16 x block 128
@@ -41,28 +49,35 @@ export const MATMUL_CASES: MatmulCase[] = SHAPES.flatMap(([K, N]) => [
     M,
     K,
     N,
-    run: (k: KernelExports, p: Pointers) => k.matmul(p.out, p.x, p.w, p.bias, M, K, N),
+    form: 0,
+    run: (k: KernelExports, p: Pointers, v?: number) =>
+      k.matmul(p.out, p.x, p.w, p.bias, M, K, N, v, p.scratch),
   },
   {
     name: `matmul_nt ${M}x${K} . (${N}x${K})^T`,
     M,
     K,
     N,
-    run: (k: KernelExports, p: Pointers) => k.matmul_nt(p.out, p.x, p.w, M, K, N),
+    form: 1,
+    run: (k: KernelExports, p: Pointers, v?: number) => k.matmul_nt(p.out, p.x, p.w, M, K, N, v),
   },
   {
     name: `backward_input ${M}x${N} . (${K}x${N})^T`,
     M,
     K,
     N,
-    run: (k: KernelExports, p: Pointers) => k.matmul_backward_input(p.x, p.out, p.w, M, K, N),
+    form: 1,
+    run: (k: KernelExports, p: Pointers, v?: number) =>
+      k.matmul_backward_input(p.x, p.out, p.w, M, K, N, v),
   },
   {
     name: `backward_weight (${M}x${K})^T . ${M}x${N}`,
     M,
     K,
     N,
-    run: (k: KernelExports, p: Pointers) => k.matmul_backward_weight(p.w, p.x, p.out, M, K, N),
+    form: 0,
+    run: (k: KernelExports, p: Pointers, v?: number) =>
+      k.matmul_backward_weight(p.w, p.x, p.out, M, K, N, v, p.scratch),
   },
 ]);
 
@@ -81,6 +96,7 @@ const pointers: Pointers = {
   w: alloc(1024 * 1024),
   bias: alloc(1024),
   out: alloc(M * 1024),
+  scratch: alloc(PACK_BYTES / 4),
 };
 // attention: B 16, T 128, C 256, H 4
 const [B, T, C, H] = [16, 128, 256, 4];
@@ -166,37 +182,33 @@ function timeMs(fn: () => void, reps = 1): { median: number; best: number } {
   return { median: times[4], best: times[0] };
 }
 
-/**
- * Single-core peak of 128-bit FMA: 2 FMA units x 4 lanes x 2 flops per cycle, at the clock given
- * as `--mhz=N` or read from /proc/cpuinfo (Deno allows that file only with --allow-all).
- */
-function peakGflops(): number | undefined {
-  let mhz = Number(Deno.args.find((a) => a.startsWith("--mhz="))?.slice(6));
-  if (!Number.isFinite(mhz)) {
-    try {
-      const info = Deno.readTextFileSync("/proc/cpuinfo");
-      mhz = Number(/cpu MHz\s*:\s*([\d.]+)/.exec(info)?.[1]);
-    } catch {
-      return undefined;
-    }
-  }
-  return Number.isFinite(mhz) && mhz > 0 ? (mhz / 1000) * 16 : undefined;
+/** This machine's peak of a tier's multiply-add (12 independent f32x4 chains), GFLOP/s. */
+function maddPeak(k: KernelExports): number {
+  const ms = timeMs(() => k.madd_peak(5e6)).best;
+  return (5e6 * 96) / ms / 1e6;
 }
 
 if (import.meta.main) {
-  const peak = peakGflops();
-  console.log(
-    `single-thread GFLOP/s, M = ${M}` +
-      (peak ? ` (128-bit FMA peak at the nominal clock: ${peak.toFixed(1)})` : ""),
-  );
-  console.log(`${"form".padEnd(42)} ${TIERS.map((t) => t.padStart(9)).join(" ")}`);
   const kernels = TIERS.map((t) => createKernels(t, memory));
+  const peaks = kernels.map(maddPeak);
+  console.log(
+    `single-thread GFLOP/s at M = ${M} of every variant (v0 v1 ...), and the best as a share of ` +
+      `the tier's multiply-add peak: ${
+        TIERS.map((t, i) => `${t} ${peaks[i].toFixed(1)} GFLOP/s`).join(", ")
+      }`,
+  );
   for (const c of MATMUL_CASES) {
-    const cells = kernels.map((k) => {
-      const ms = timeMs(() => c.run(k, pointers)).median;
-      return ((2 * c.M * c.K * c.N) / ms / 1e6).toFixed(1).padStart(9);
+    const cells = kernels.map((k, i) => {
+      const rates = Array.from({ length: k.variant_count(c.form) }, (_, v) => {
+        const ms = timeMs(() => c.run(k, pointers, v)).median;
+        return (2 * c.M * c.K * c.N) / ms / 1e6;
+      });
+      const best = Math.max(...rates);
+      return `${TIERS[i]} ${rates.map((r) => r.toFixed(1)).join(" ")} (${
+        (100 * best / peaks[i]).toFixed(0)
+      }%)`;
     });
-    console.log(`${c.name.padEnd(42)} ${cells.join(" ")}`);
+    console.log(`${c.name.padEnd(42)} ${cells.join("   ")}`);
   }
   // causal attention: B·H·T(T+1)/2·hs multiply-adds per product, 2 products forward, 4 backward
   const causal = B * H * (T * (T + 1) / 2) * (C / H) * 2;

@@ -1,9 +1,14 @@
 /**
  * `deno task bench`: the performance report of the default model on this machine.
  *
+ * - the roof: this machine's peak of the WebAssembly multiply-add the matmul tiles use (12
+ *   independent chains of `f32x4.relaxed_madd`, or `f32x4.mul` + `f32x4.add` for the simd tier),
+ *   one thread;
  * - training step (16 x 128 tokens, d_model 256, 2 layers, 4 heads): median/min/max ms over 20
- *   steps after 3 warm-up steps, on 1 thread and on all threads;
- * - GFLOP/s of each matrix-product form at M = 2048 on one thread;
+ *   steps after 12 warm-up steps (in which the matmul variants are timed and chosen), on 1 thread
+ *   and on all threads; where the 1-thread step's time goes, kernel by kernel;
+ * - GFLOP/s of each matrix-product form at M = 2048 on one thread, as a share of the roof, with
+ *   the variant chosen;
  * - sampling characters per second with the KV cache on one thread (1,000 characters from a short
  *   prompt, slides included);
  * - peak resident memory of a default training run (a child `cli.ts train` process).
@@ -19,7 +24,7 @@ import { makeCorpus } from "../lib/data.ts";
 import { GPT, type ModelConfig } from "../lib/model.ts";
 import { Rng } from "../lib/rng.ts";
 import { decodeSteps } from "../lib/sample.ts";
-import type { KernelTier } from "../lib/kernels/mod.ts";
+import { createKernels, createSharedMemory, type KernelTier } from "../lib/kernels/mod.ts";
 import {
   attentionBackward,
   attentionForward,
@@ -29,7 +34,9 @@ import {
   matmulBackwardInput,
   matmulBackwardWeight,
   matmulNT,
+  profileKernels,
   setupKernels,
+  variantChoices,
 } from "../lib/kernels/dispatch.ts";
 import { Trainer } from "../lib/trainer.ts";
 
@@ -51,7 +58,7 @@ if (values.help) {
 }
 const quick = values.quick === true;
 const STEPS = quick ? 3 : 20;
-const WARMUP = quick ? 1 : 3;
+const WARMUP = quick ? 1 : 12;
 const cores = navigator.hardwareConcurrency ?? 1;
 
 function stats(ms: number[]) {
@@ -88,26 +95,78 @@ const config: ModelConfig = {
   nHeads: 4,
 };
 
-async function trainSteps(threads: number) {
+/**
+ * This machine's peak of the multiply-add of a tier's matmul tiles, one thread, GFLOP/s: the best
+ * of 5 runs of 12 independent f32x4 chains (96 flops a round).
+ */
+function maddPeak(t: "relaxed" | "simd"): number {
+  const k = createKernels(t, createSharedMemory(1 << 16));
+  const rounds = quick ? 2e6 : 1e7;
+  k.madd_peak(rounds / 10);
+  let best = Infinity;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    k.madd_peak(rounds);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return (rounds * 96) / best / 1e6;
+}
+
+/** Kernels by what they do, for the step's profile. */
+const KERNEL_GROUPS: [string, RegExp][] = [
+  ["matrix products", /^matmul/],
+  ["attention", /^attention/],
+  ["LayerNorm", /^layernorm/],
+  ["GELU", /^gelu/],
+  ["softmax and cross-entropy", /softmax|crossentropy/],
+  ["AdamW and gradient clipping", /^adamw|^sum_squares|^scale_inplace/],
+  ["bias gradients, residual adds, reduction between threads", /^bias_backward|^add/],
+];
+
+async function trainSteps(threads: number, withProfile = false) {
   setupKernels(tier);
   const model = new GPT(config, { tokenizer: corpus.tokenizer }).init(1);
   // the trainer trains on the text's first 90%, as `cli.ts train` does
   const trainer = await Trainer.create(model, corpus.tokens, { threads, steps: 1000, batch: 16 });
   const times: number[] = [];
+  let spent = new Map<string, { ms: number; calls: number }>();
   try {
     for (let i = 0; i < WARMUP + STEPS; i++) {
+      if (withProfile && i === WARMUP) profileKernels(true);
       const t0 = performance.now();
       await trainer.step();
       if (i >= WARMUP) times.push(performance.now() - t0);
     }
   } finally {
+    if (withProfile) spent = profileKernels(false);
     trainer.close();
   }
-  return { threads: trainer.threads, ...stats(times) };
+  const total = times.reduce((a, b) => a + b, 0);
+  const groups: { what: string; msPerStep: number; share: number }[] = [];
+  const left = new Map(spent);
+  for (const [what, pattern] of KERNEL_GROUPS) {
+    let ms = 0;
+    for (const [name, e] of left) if (pattern.test(name)) (ms += e.ms, left.delete(name));
+    groups.push({ what, msPerStep: ms / times.length, share: ms / total });
+  }
+  const other = [...left.values()].reduce((a, e) => a + e.ms, 0);
+  groups.push({ what: "other kernels", msPerStep: other / times.length, share: other / total });
+  const inKernels = [...spent.values()].reduce((a, e) => a + e.ms, 0);
+  groups.push({
+    what: "outside the kernels (JavaScript: batches, dispatch)",
+    msPerStep: (total - inKernels) / times.length,
+    share: (total - inKernels) / total,
+  });
+  return {
+    threads: trainer.threads,
+    ...stats(times),
+    profile: withProfile ? groups : undefined,
+    variants: variantChoices(),
+  };
 }
 
 function timeIt(fn: () => void, minMs = quick ? 50 : 400): number {
-  fn();
+  for (let i = 0; i < 30; i++) fn(); // compiled code warm, the matmul variants chosen
   let reps = 0;
   const t0 = performance.now();
   while (performance.now() - t0 < minMs) {
@@ -119,14 +178,30 @@ function timeIt(fn: () => void, minMs = quick ? 50 : 400): number {
 
 function matmulForms() {
   setupKernels(tier);
-  const arena = defaultArena();
+  const lease = defaultArena().lease();
   const f32 = (n: number) => {
-    const a = arena.f32(n);
+    const a = lease.f32(n);
     for (let i = 0; i < n; i++) a[i] = Math.sin(i) * 0.5;
     return a;
   };
   const M = 2048;
-  const rows: { form: string; shape: string; ms: number; gflops: number; target: boolean }[] = [];
+  const rows: {
+    form: string;
+    shape: string;
+    ms: number;
+    gflops: number;
+    share: number;
+    target: boolean;
+  }[] = [];
+  const row = (form: string, shape: string, ms: number, flops: number, target: boolean) =>
+    rows.push({
+      form,
+      shape,
+      ms,
+      gflops: flops / ms / 1e6,
+      share: flops / ms / 1e6 / roof,
+      target,
+    });
   for (
     const [K, N, name] of [[256, 768, "c_attn"], [256, 1024, "c_fc"], [
       1024,
@@ -141,10 +216,8 @@ function matmulForms() {
       dx = f32(M * K),
       dw = f32(K * N);
     const flops = 2 * M * K * N;
-    const add = (form: string, shape: string, fn: () => void, target = true) => {
-      const ms = timeIt(fn);
-      rows.push({ form, shape, ms, gflops: flops / ms / 1e6, target });
-    };
+    const add = (form: string, shape: string, fn: () => void) =>
+      row(form, shape, timeIt(fn), flops, true);
     add(`Y = X·W (${name})`, `[${M},${K}]·[${K},${N}]`, () => matmul(y, x, w, b, M, K, N));
     add(
       `dX = dY·Wᵀ (${name})`,
@@ -161,13 +234,7 @@ function matmulForms() {
   const V = config.vocabSize, C = 256;
   const x = f32(M * C), wte = f32(V * C), logits = f32(M * V);
   let ms = timeIt(() => matmulNT(logits, x, wte, M, C, V));
-  rows.push({
-    form: "logits = X·wteᵀ",
-    shape: `[${M},${C}]·[${C},${V}]`,
-    ms,
-    gflops: (2 * M * C * V) / ms / 1e6,
-    target: false,
-  });
+  row("logits = X·wteᵀ", `[${M},${C}]·[${C},${V}]`, ms, 2 * M * C * V, false);
   const B = 16, T = 128, H = 4;
   const qkv = f32(B * T * 3 * C),
     out = f32(B * T * C),
@@ -176,23 +243,12 @@ function matmulForms() {
   const scratch = f32(attentionScratchSize(T, C, H));
   // causal: per (b, h), about T²/2 · hs multiply-adds for q·kᵀ and as many for probs·v
   const attnFlops = B * H * (T * (T + 1) / 2) * (C / H) * 2 * 2;
+  const shape = `B ${B}, T ${T}, ${H} heads`;
   ms = timeIt(() => attentionForward(out, probs, qkv, B, T, C, H));
-  rows.push({
-    form: "attention forward (causal)",
-    shape: `B ${B}, T ${T}, ${H} heads`,
-    ms,
-    gflops: attnFlops / ms / 1e6,
-    target: false,
-  });
+  row("attention forward (causal)", shape, ms, attnFlops, false);
   ms = timeIt(() => attentionBackward(dqkv, scratch, out, qkv, probs, B, T, C, H));
-  rows.push({
-    form: "attention backward (causal)",
-    shape: `B ${B}, T ${T}, ${H} heads`,
-    ms,
-    gflops: (2 * attnFlops) / ms / 1e6,
-    target: false,
-  });
-  return rows;
+  row("attention backward (causal)", shape, ms, 2 * attnFlops, false);
+  return { rows, variants: variantChoices() };
 }
 
 function sampling() {
@@ -265,40 +321,69 @@ async function peakRss() {
 console.error(
   `kernel tier ${tier}, ${cores} cores, Deno ${Deno.version.deno}, V8 ${Deno.version.v8}`,
 );
-const one = await trainSteps(1);
+const peaks = {
+  relaxed: tier === "relaxed" ? maddPeak("relaxed") : undefined,
+  simd: tier === "js" ? undefined : maddPeak("simd"),
+};
+/** The roof of this tier's matmul tiles (the plain TypeScript tier: the simd one, for scale). */
+const roof = (tier === "relaxed" ? peaks.relaxed : peaks.simd) ?? NaN;
+const one = await trainSteps(1, true);
 const all = cores > 1 ? await trainSteps(cores) : one;
-const forms = matmulForms();
+const { rows: forms, variants } = matmulForms();
 const sample = sampling();
 const memory = await peakRss();
 
 const fmt = (x: number, d = 1) => x.toFixed(d);
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+/** The variant chosen for a form's benchmark shape (M x K x N of the product as timed). */
+function variantOf(form: string, shape: string): string {
+  const [m, k, n] = shape.match(/\d+/g)!.map(Number);
+  if (form.startsWith("Y = X·W")) return `, variant ${variants.matmul[`${m}x${k}x${n}`] ?? 0}`;
+  if (form.startsWith("dW")) return `, variant ${variants.backwardWeight[`${k}x${m}x${n}`] ?? 0}`;
+  if (form.startsWith("dX")) return `, variant ${variants.nt[`${m}x${n}x${k}`] ?? 0}`;
+  return "";
+}
 const lines = [
   `BareGPT benchmark: kernel tier ${tier}, ${cores} cores, Deno ${Deno.version.deno}`,
   "",
   "| what | figure |",
   "| --- | --- |",
+  `| roof: WebAssembly multiply-add peak, 1 thread | ${
+    peaks.relaxed ? `relaxed_madd ${fmt(peaks.relaxed)} GFLOP/s, ` : ""
+  }${peaks.simd ? `mul + add ${fmt(peaks.simd)} GFLOP/s` : "none (js tier)"} |`,
   `| training step, 1 thread (median / min / max of ${one.n}) | ${fmt(one.median, 0)} / ${
     fmt(one.min, 0)
   } / ${fmt(one.max, 0)} ms |`,
   `| training step, ${all.threads} threads (median / min / max of ${all.n}) | ${
     fmt(all.median, 0)
   } / ${fmt(all.min, 0)} / ${fmt(all.max, 0)} ms |`,
+  `| 2-thread step over 1-thread step (speed-up) | ${fmt(one.median / all.median, 2)}x |`,
   ...forms.map((r) =>
-    `| ${r.form} ${r.shape}${r.target ? "" : " (reported)"} | ${fmt(r.gflops)} GFLOP/s (${
-      fmt(r.ms, 2)
-    } ms) |`
+    `| ${r.form} ${r.shape}${r.target ? "" : " (reported)"} | ${fmt(r.gflops)} GFLOP/s, ${
+      pct(r.share)
+    } of the roof (${fmt(r.ms, 2)} ms${variantOf(r.form, r.shape)}) |`
   ),
   `| sampling with the KV cache, 1 thread | ${fmt(sample.charsPerSecond, 0)} characters/s |`,
   `| peak resident memory of a default training run | ${fmt(memory.peakMb, 0)} MB |`,
 ];
+lines.push(
+  "",
+  `Where the 1-thread training step's ${fmt(one.median, 0)} ms go (mean of ${one.n} steps):`,
+  "",
+  "| part | ms per step | share |",
+  "| --- | ---: | ---: |",
+  ...one.profile!.map((g) => `| ${g.what} | ${fmt(g.msPerStep)} | ${pct(g.share)} |`),
+);
 console.log(lines.join("\n"));
 if (values.json) {
   const report = {
     tier,
     cores,
     deno: Deno.version.deno,
+    peakGflops: { ...peaks, roof },
     trainStepMs: { oneThread: one, allThreads: all },
     matmul: forms,
+    variants,
     sampling: sample,
     peakRssMb: memory.peakMb,
   };

@@ -35,8 +35,8 @@ import {
 } from "./options.ts";
 import { WorkerPool } from "./pool.ts";
 import { Tokenizer } from "./tokenizer.ts";
-import { evalTokensOf, type EvaluateOptions, Trainer, type TrainerOptions } from "./trainer.ts";
-import { splitIndex } from "./data.ts";
+import { type EvaluateOptions, Trainer, type TrainerOptions } from "./trainer.ts";
+import { evalTokensOf, splitIndex } from "./data.ts";
 
 export type { KernelTier } from "./kernels/mod.ts";
 

@@ -6,8 +6,12 @@
  */
 
 import { InputError } from "./errors.ts";
+import type { ModelConfig } from "./model.ts";
 import type { Rng } from "./rng.ts";
 import { Tokenizer } from "./tokenizer.ts";
+
+/** What reading a text for a model needs of it: its vocabulary and block size. */
+type TextModel = { tokenizer: Tokenizer; config: Readonly<ModelConfig> };
 
 /** A tokenized corpus with its split. */
 export interface Corpus {
@@ -174,4 +178,56 @@ export function windowBatch(
     inputs.set(tokens.subarray(s, s + T), b * T);
     targets.set(tokens.subarray(s + 1, s + T + 1), b * T);
   }
+}
+
+/** The token ids of a text, checked against a model's vocabulary. */
+export function tokensOf(
+  model: TextModel,
+  data: string | Uint16Array,
+  name = "the text",
+): Uint16Array {
+  if (typeof data === "string") return model.tokenizer.encode(data, name);
+  const V = model.config.vocabSize;
+  const bad = data.findIndex((id) => id >= V);
+  if (bad >= 0) {
+    throw new InputError(
+      `token id ${
+        data[bad]
+      } at index ${bad} is outside the vocabulary of ${V}; encode the text with the model's tokenizer`,
+    );
+  }
+  return data;
+}
+
+/**
+ * The token ids of a text to evaluate, with the characters outside the vocabulary dropped first
+ * when `unknown` is "drop" (how many: `dropped`).
+ */
+export function evalTokensOf(
+  model: TextModel,
+  data: string | Uint16Array,
+  unknown: "error" | "drop" = "error",
+): { tokens: Uint16Array; dropped: number } {
+  if (unknown !== "error" && unknown !== "drop") {
+    throw new InputError(
+      `unknown ${JSON.stringify(unknown)} is not a choice; use "error" or "drop"`,
+      {
+        options: ["unknown"],
+      },
+    );
+  }
+  if (unknown === "error" || typeof data !== "string") {
+    return { tokens: tokensOf(model, data), dropped: 0 };
+  }
+  const chars = [...data], kept = chars.filter((ch) => model.tokenizer.has(ch));
+  const dropped = chars.length - kept.length, T = model.config.blockSize;
+  if (dropped > 0 && kept.length < T + 1) {
+    throw new InputError(
+      `the text has ${dropped} characters outside the model's vocabulary and only ${kept.length} in it, fewer than blockSize + 1 = ${
+        T + 1
+      }; use a text written in the model's characters`,
+      { options: ["blockSize"] },
+    );
+  }
+  return { tokens: model.tokenizer.encode(kept.join("")), dropped };
 }

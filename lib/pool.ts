@@ -9,9 +9,17 @@
 
 import { BareGPTError, InputError } from "./errors.ts";
 import { isShared } from "./kernels/arena.ts";
-import { addInPlace, kernelMemory, kernelTier, type Lease } from "./kernels/dispatch.ts";
+import {
+  addInPlace,
+  forcedVariants,
+  kernelMemory,
+  kernelTier,
+  type KernelVariants,
+  type Lease,
+} from "./kernels/dispatch.ts";
 import type { Dropout } from "./layers.ts";
 import { activationBytes, type Activations } from "./activations.ts";
+import { PACK_BYTES } from "./kernels/mod.ts";
 import { batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
 import { gradients } from "./train.ts";
 
@@ -27,6 +35,7 @@ export type WorkerRequest =
     gradsOffset: number;
     actsOffset: number;
     dropout: boolean;
+    variants: KernelVariants;
   }
   | { kind: "step"; rows: number; lossScale: number; drop: Dropout | null }
   | { kind: "forward"; rows: number };
@@ -126,7 +135,7 @@ export class WorkerPool {
     try {
       for (let i = 1; i < rows.length; i++) {
         const grads = lease.f32(model.parameterCount);
-        const actsOffset = lease.reserve(activationBytes(c, rows[i], dropout));
+        const actsOffset = lease.reserve(activationBytes(c, rows[i], dropout) + PACK_BYTES);
         let worker: Worker;
         try {
           worker = new Worker(WORKER_URL, { type: "module" });
@@ -165,6 +174,7 @@ export class WorkerPool {
           gradsOffset: grads.byteOffset,
           actsOffset,
           dropout,
+          variants: forcedVariants(),
         };
         const ready = await request(handle, init);
         if (ready.kind !== "ready") {

@@ -9,7 +9,7 @@
 
 import { AdamW, type Schedule } from "./adam.ts";
 import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
-import { randomBatch, splitIndex } from "./data.ts";
+import { evalTokensOf, randomBatch, splitIndex, tokensOf } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { isShared } from "./kernels/arena.ts";
@@ -132,54 +132,6 @@ export interface EvaluateOptions {
   threads?: number;
 }
 
-/** The token ids of a text, checked against a model's vocabulary. */
-export function tokensOf(model: GPT, data: string | Uint16Array, name = "the text"): Uint16Array {
-  if (typeof data === "string") return model.tokenizer.encode(data, name);
-  const V = model.config.vocabSize;
-  const bad = data.findIndex((id) => id >= V);
-  if (bad >= 0) {
-    throw new InputError(
-      `token id ${
-        data[bad]
-      } at index ${bad} is outside the vocabulary of ${V}; encode the text with the model's tokenizer`,
-    );
-  }
-  return data;
-}
-
-/**
- * The token ids of a text to evaluate, with the characters outside the vocabulary dropped first
- * when `unknown` is "drop" (how many: `dropped`).
- */
-export function evalTokensOf(
-  model: GPT,
-  data: string | Uint16Array,
-  unknown: EvaluateOptions["unknown"] = "error",
-): { tokens: Uint16Array; dropped: number } {
-  if (unknown !== "error" && unknown !== "drop") {
-    throw new InputError(
-      `unknown ${JSON.stringify(unknown)} is not a choice; use "error" or "drop"`,
-      {
-        options: ["unknown"],
-      },
-    );
-  }
-  if (unknown === "error" || typeof data !== "string") {
-    return { tokens: tokensOf(model, data), dropped: 0 };
-  }
-  const chars = [...data], kept = chars.filter((ch) => model.tokenizer.has(ch));
-  const dropped = chars.length - kept.length, T = model.config.blockSize;
-  if (dropped > 0 && kept.length < T + 1) {
-    throw new InputError(
-      `the text has ${dropped} characters outside the model's vocabulary and only ${kept.length} in it, fewer than blockSize + 1 = ${
-        T + 1
-      }; use a text written in the model's characters`,
-      { options: ["blockSize"] },
-    );
-  }
-  return { tokens: model.tokenizer.encode(kept.join("")), dropped };
-}
-
 /** The sha256 of a text's UTF-8 bytes (for ids, of the text they decode to). */
 async function sha256Hex(data: string | Uint16Array, model: GPT): Promise<string> {
   const text = typeof data === "string" ? data : model.tokenizer.decode(data);
@@ -242,6 +194,8 @@ export class Trainer {
   /** The pass of a training step (its dropout's seed changes every step). */
   readonly #pass: Pass;
   #step = 0;
+  /** True from a restore to the step after it. */
+  #restored = false;
   #closed = false;
   readonly #lease: Lease | undefined;
 
@@ -347,11 +301,17 @@ export class Trainer {
       ? await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T), drop)
       : gradients(model, this.#acts, this.#pass, 1 / (B * T));
     const loss = lossSum / (B * T);
+    const restored = this.#restored;
+    this.#restored = false;
     if (!Number.isFinite(loss)) {
+      // right after a restore, the checkpoint's own weights overflow: a run that was diverging
+      // when it was saved, or a corrupt file
       throw new BareGPTError(
-        `the loss became ${loss} at step ${
-          this.#step + 1
-        }; lower lr or check the text (the last checkpoint is kept)`,
+        `the loss became ${loss} at step ${this.#step + 1}; ${
+          restored
+            ? "the first after the checkpoint, whose weights overflow (a diverging run or a corrupt file): delete it and train again with a lower lr"
+            : "lower lr or check the text (the last checkpoint is kept)"
+        }`,
         { options: ["lr"] },
       );
     }
@@ -469,6 +429,7 @@ export class Trainer {
     this.#optimizer.t = ckpt.adamT;
     this.#rng.state.set(ckpt.rngState);
     this.#step = ckpt.step;
+    this.#restored = true;
     return { step: ckpt.step, threads: ckpt.metadata.threads, kernels: ckpt.metadata.kernels };
   }
 

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { Arena, useKernels } from "./kernels/dispatch.ts";
+import { Arena, forceVariants, useKernels } from "./kernels/dispatch.ts";
+import { PACK_BYTES } from "./kernels/mod.ts";
 import {
   Activations,
   backward,
@@ -27,15 +28,16 @@ let acts: Activations;
 function handle(msg: WorkerRequest): WorkerReply {
   switch (msg.kind) {
     case "init": {
-      useKernels(msg.tier, msg.memory);
+      // this worker's activations and matmul scratch, in the range the pool reserved at actsOffset
+      const lease = new Arena(msg.memory, msg.actsOffset).lease();
+      forceVariants(msg.variants);
+      useKernels(msg.tier, msg.memory, lease.reserve(PACK_BYTES));
       config = msg.config;
       const buffer = msg.memory.buffer;
       const n = parameterCount(config);
       params = paramViews(config, new Float32Array(buffer, msg.paramsOffset, n));
       gradFlat = new Float32Array(buffer, msg.gradsOffset, n);
       grads = paramViews(config, gradFlat);
-      // this worker's activations, in the range the pool reserved for them at actsOffset
-      const lease = new Arena(msg.memory, msg.actsOffset).lease();
       const [f32, u16] = [(k: number) => lease.f32(k), (k: number) => lease.u16(k)];
       acts = new Activations(config, msg.rows, f32, u16, msg.dropout, true);
       return {

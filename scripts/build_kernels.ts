@@ -38,9 +38,9 @@
 import wabtInit from "npm:wabt@1.0.39";
 import { attentionExports, causalDriver } from "./kernels/attention.ts";
 import { causalSoftmaxHelpers, transposeHelper } from "./kernels/attention_helpers.ts";
-import { TILE, type WasmTier, WIDE } from "./kernels/common.ts";
+import type { WasmTier } from "./kernels/common.ts";
 import { elementwiseExports, mathHelpers } from "./kernels/elementwise.ts";
-import { gemmColumn, gemmDriver, gemmTile, matmulExports } from "./kernels/gemm.ts";
+import { gemmColumn, gemmVariants, matmulExports } from "./kernels/gemm.ts";
 import { ntDriver, ntTile } from "./kernels/gemm_nt.ts";
 import { smallDriver, smallGemm } from "./kernels/gemm_small.ts";
 import { rowExports } from "./kernels/rows.ts";
@@ -69,11 +69,8 @@ export function generateWat(tier: WasmTier): string {
     `(import "env" "memory" (memory 1 65536 shared))`,
     "",
   );
-  for (const r of [TILE[tier].rows, 1]) {
-    for (const v of [TILE[tier].vecs, 1]) parts.push(gemmTile(tier, r, v), "");
-  }
-  parts.push(gemmTile(tier, 1, WIDE / 4), "");
-  parts.push(gemmColumn(), "", gemmDriver(tier), "");
+  parts.push(gemmVariants(tier));
+  parts.push(gemmColumn(), "");
   // 2-row tiles, and single rows with two partial sums per output (twice the independent chains)
   for (const c of [4, 1]) parts.push(ntTile(tier, 2, c), "", ntTile(tier, 1, c, 2), "");
   for (const m of [1, 2, 3]) parts.push(smallGemm(tier, m), "");

@@ -13,7 +13,8 @@ import * as ref from "../tensor.ts";
 import type { AdamWStep, FloatArray } from "../tensor.ts";
 import { Arena, memoryOf, registerMemory } from "./arena.ts";
 import type { KernelExports, KernelTier } from "./mod.ts";
-import { createKernels, createSharedMemory, detectTier } from "./mod.ts";
+import { createKernels, createSharedMemory, detectTier, PACK_BYTES } from "./mod.ts";
+import { VariantChooser } from "./tune.ts";
 
 export type { FloatArray } from "../tensor.ts";
 export { Arena, type Lease } from "./arena.ts";
@@ -24,18 +25,132 @@ let memory: WebAssembly.Memory | null = null;
 /** The arena every model of this thread allocates from by default. */
 let arena: Arena | null = null;
 
+/** The matmul forms with variants: the register-tile forms and the dot-product forms. */
+export interface KernelVariants {
+  /** Variant of `matmul` (Y = X·W), -1 or absent: chosen by timing. */
+  matmul?: number;
+  /** Variant of `matmul_backward_weight` (dW += Xᵀ·dY). */
+  backwardWeight?: number;
+  /** Variant of `matmul_nt` and `matmul_backward_input` (products with a transposed operand). */
+  nt?: number;
+}
+/** Time spent in each kernel of this thread while profiling (see profileKernels), else null. */
+let profile: Map<string, { ms: number; calls: number }> | null = null;
+/** The kernels without the profiling wrapper. */
+let plainWasm: KernelExports | null = null;
+
+/**
+ * Starts (true) or stops (false) timing every kernel call of this thread; returns the time spent
+ * in each kernel since the last start (ms and calls, by export name). For the benchmark: the
+ * timing costs about a microsecond a call.
+ */
+export function profileKernels(on: boolean): Map<string, { ms: number; calls: number }> {
+  const spent = profile ?? new Map();
+  profile = on ? new Map() : null;
+  wasm = on && plainWasm !== null ? timed(plainWasm, profile!) : plainWasm;
+  return spent;
+}
+
+/** The kernels with each call timed into `into`. */
+function timed(k: KernelExports, into: Map<string, { ms: number; calls: number }>): KernelExports {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(k)) {
+    if (typeof f !== "function") continue;
+    wrapped[name] = (...args: number[]) => {
+      const t0 = performance.now();
+      const result = f(...args);
+      const entry = into.get(name) ?? { ms: 0, calls: 0 };
+      entry.ms += performance.now() - t0;
+      entry.calls++;
+      into.set(name, entry);
+      return result;
+    };
+  }
+  return wrapped as unknown as KernelExports;
+}
+
+/** Forced variants, kept across useKernels (workers get them in their start message). */
+let forced: KernelVariants = {};
+let choosers = {
+  matmul: new VariantChooser(1),
+  backwardWeight: new VariantChooser(1),
+  nt: new VariantChooser(1),
+};
+
+/**
+ * Forces variants of the matmul forms for this thread (absent or -1: chosen by timing at first
+ * use). Every variant gives the same bits; this is for measuring them. RangeError past the count.
+ */
+export function forceVariants(variants: KernelVariants): void {
+  const before = forced;
+  forced = { ...variants };
+  try {
+    if (wasm !== null) choosers = makeChoosers(wasm);
+  } catch (e) {
+    forced = before;
+    throw e;
+  }
+}
+
+/** The forced variants (for workers to force the same). */
+export function forcedVariants(): KernelVariants {
+  return { ...forced };
+}
+
+/** The variant chosen so far per form and shape ("MxKxN"), for the benchmark's report. */
+export function variantChoices(): Record<keyof KernelVariants, Record<string, number>> {
+  return {
+    matmul: choosers.matmul.choices(),
+    backwardWeight: choosers.backwardWeight.choices(),
+    nt: choosers.nt.choices(),
+  };
+}
+
+function makeChoosers(k: KernelExports) {
+  const chooser = (form: number, v: number | undefined) => {
+    const count = k.variant_count(form);
+    if (v !== undefined && v >= count) {
+      throw new RangeError(`variant ${v} does not exist: this form has ${count} (0..${count - 1})`);
+    }
+    return new VariantChooser(count, v ?? -1);
+  };
+  return {
+    matmul: chooser(0, forced.matmul),
+    backwardWeight: chooser(0, forced.backwardWeight),
+    nt: chooser(1, forced.nt),
+  };
+}
+
+/**
+ * The scratch of the packed matmul variants in this thread (PACK_BYTES at this byte offset), or 0
+ * to take it from the thread's arena at first use (a worker is given its own).
+ */
+let scratch = 0;
+
+/** This thread's scratch for the packed matmul variants. */
+function packScratch(): number {
+  if (scratch === 0) scratch = defaultArena().lease().reserve(PACK_BYTES);
+  return scratch;
+}
+
 /**
  * Routes the kernels of this thread to a WebAssembly tier over `memory` (shared, or plain for a
- * page without cross-origin isolation), or back to plain TypeScript with tier "js".
+ * page without cross-origin isolation), or back to plain TypeScript with tier "js". A worker
+ * gives the offset of its scratch for the packed matmul variants (PACK_BYTES); the main thread
+ * takes one from its arena.
  */
-export function useKernels(chosen: KernelTier, over?: WebAssembly.Memory): void {
+export function useKernels(chosen: KernelTier, over?: WebAssembly.Memory, scratchAt = 0): void {
   tier = chosen;
+  scratch = scratchAt;
   arena = null;
   wasm = null;
+  plainWasm = null;
   memory = null;
   if (chosen === "js") return;
   if (!over) throw new Error(`kernel tier ${chosen} needs a WebAssembly.Memory`);
-  wasm = createKernels(chosen, over);
+  plainWasm = createKernels(chosen, over);
+  wasm = profile === null ? plainWasm : timed(plainWasm, profile);
+  choosers = makeChoosers(plainWasm);
   memory = over;
   registerMemory(over);
 }
@@ -102,8 +217,11 @@ export function matmul(
   K: number,
   N: number,
 ): void {
-  if (onWasm(out, inp, w, bias)) wasm!.matmul(ptr(out), ptr(inp), ptr(w), ptr(bias), M, K, N);
-  else ref.matmul(out, inp, w, bias, M, K, N);
+  if (onWasm(out, inp, w, bias)) {
+    const [o, x, wp, b] = [ptr(out), ptr(inp), ptr(w), ptr(bias)];
+    const sc = packScratch();
+    choosers.matmul.run(M, K, N, (v) => wasm!.matmul(o, x, wp, b, M, K, N, v, sc));
+  } else ref.matmul(out, inp, w, bias, M, K, N);
 }
 
 export function matmulNT(
@@ -114,8 +232,10 @@ export function matmulNT(
   K: number,
   N: number,
 ): void {
-  if (onWasm(out, a, b)) wasm!.matmul_nt(ptr(out), ptr(a), ptr(b), M, K, N);
-  else ref.matmulNT(out, a, b, M, K, N);
+  if (onWasm(out, a, b)) {
+    const [o, ap, bp] = [ptr(out), ptr(a), ptr(b)];
+    choosers.nt.run(M, K, N, (v) => wasm!.matmul_nt(o, ap, bp, M, K, N, v));
+  } else ref.matmulNT(out, a, b, M, K, N);
 }
 
 export function matmulBackwardInput(
@@ -126,8 +246,10 @@ export function matmulBackwardInput(
   K: number,
   N: number,
 ): void {
-  if (onWasm(dInp, dOut, w)) wasm!.matmul_backward_input(ptr(dInp), ptr(dOut), ptr(w), M, K, N);
-  else ref.matmulNT(dInp, dOut, w, M, N, K); // the same product as matmulNT, K and N swapped
+  if (onWasm(dInp, dOut, w)) {
+    const [d, dy, wp] = [ptr(dInp), ptr(dOut), ptr(w)];
+    choosers.nt.run(M, N, K, (v) => wasm!.matmul_backward_input(d, dy, wp, M, K, N, v));
+  } else ref.matmulNT(dInp, dOut, w, M, N, K); // the same product as matmulNT, K and N swapped
 }
 
 export function matmulBackwardWeight(
@@ -138,8 +260,16 @@ export function matmulBackwardWeight(
   K: number,
   N: number,
 ): void {
-  if (onWasm(dW, inp, dOut)) wasm!.matmul_backward_weight(ptr(dW), ptr(inp), ptr(dOut), M, K, N);
-  else ref.matmulBackwardWeight(dW, inp, dOut, M, K, N);
+  if (onWasm(dW, inp, dOut)) {
+    const [d, x, dy] = [ptr(dW), ptr(inp), ptr(dOut)];
+    const sc = packScratch();
+    choosers.backwardWeight.run(
+      K,
+      M,
+      N,
+      (v) => wasm!.matmul_backward_weight(d, x, dy, M, K, N, v, sc),
+    );
+  } else ref.matmulBackwardWeight(dW, inp, dOut, M, K, N);
 }
 
 export function biasBackward(dBias: FloatArray, dOut: FloatArray, M: number, N: number): void {

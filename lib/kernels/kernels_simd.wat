@@ -221,38 +221,286 @@
   (v128.store offset=112 (local.get $pc0) (local.get $acc0_7))
 )
 
-;; C[rows, 1] column: scalar C (+)= A . B for the last N % 4 columns
-(func $gemm_col
+;; C[3, 8] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
+(func $gemm_tile_3x8
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
-  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32) (param $rows i32)
-  (local $acc f32) (local $pa i32) (local $pb i32) (local $s i32)
-  (if (local.get $rows) (then (loop $row
-    (local.set $acc (f32.const 0))
-    (if (i32.eq (local.get $mode) (i32.const 1)) (then (local.set $acc (f32.load (local.get $bias)))))
-    (if (i32.eq (local.get $mode) (i32.const 2)) (then (local.set $acc (f32.load (local.get $c)))))
-    (local.set $pa (local.get $a))
-    (local.set $pb (local.get $b))
-    (local.set $s (local.get $n))
-    (if (local.get $s) (then (loop $k
-      (local.set $acc (f32.add (local.get $acc)
-        (f32.mul (f32.load (local.get $pa)) (f32.load (local.get $pb)))))
-      (local.set $pa (i32.add (local.get $pa) (local.get $ass)))
-      (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
-      (br_if $k (local.tee $s (i32.sub (local.get $s) (i32.const 1)))))))
-    (f32.store (local.get $c) (local.get $acc))
-    (local.set $c (i32.add (local.get $c) (local.get $cs)))
-    (local.set $a (i32.add (local.get $a) (local.get $ars)))
-    (br_if $row (local.tee $rows (i32.sub (local.get $rows) (i32.const 1))))))))
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
+  (local $acc0_0 v128) (local $acc0_1 v128) (local $acc1_0 v128) (local $acc1_1 v128) (local $acc2_0 v128) (local $acc2_1 v128)
+  (local $b0 v128) (local $b1 v128) (local $x v128)
+  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pa2 i32) (local $pc2 i32) (local $pb i32)
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
+  (local.set $pa2 (i32.add (local.get $pa1) (local.get $ars))) (local.set $pc2 (i32.add (local.get $pc1) (local.get $cs)))
+  (if (i32.eq (local.get $mode) (i32.const 2))
+    (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
+      (local.set $acc0_1 (v128.load offset=16 (local.get $pc0)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
+      (local.set $acc1_1 (v128.load offset=16 (local.get $pc1)))
+      (local.set $acc2_0 (v128.load offset=0 (local.get $pc2)))
+      (local.set $acc2_1 (v128.load offset=16 (local.get $pc2)))
+    )
+    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc0_1 (v128.load offset=16 (local.get $bias)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc1_1 (v128.load offset=16 (local.get $bias)))
+      (local.set $acc2_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc2_1 (v128.load offset=16 (local.get $bias)))
+    ))))
+  (local.set $pb (local.get $b))
+  (if (local.get $n) (then (loop $s
+    (local.set $b0 (v128.load offset=0 (local.get $pb)))
+    (local.set $b1 (v128.load offset=16 (local.get $pb)))
+    (local.set $x (v128.load32_splat (local.get $pa0)))
+    (local.set $acc0_0 (f32x4.add (local.get $acc0_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $acc0_1 (f32x4.add (local.get $acc0_1) (f32x4.mul (local.get $x) (local.get $b1))))
+    (local.set $x (v128.load32_splat (local.get $pa1)))
+    (local.set $acc1_0 (f32x4.add (local.get $acc1_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $acc1_1 (f32x4.add (local.get $acc1_1) (f32x4.mul (local.get $x) (local.get $b1))))
+    (local.set $x (v128.load32_splat (local.get $pa2)))
+    (local.set $acc2_0 (f32x4.add (local.get $acc2_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $acc2_1 (f32x4.add (local.get $acc2_1) (f32x4.mul (local.get $x) (local.get $b1))))
+    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
+    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
+    (local.set $pa2 (i32.add (local.get $pa2) (local.get $ass)))
+    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
+  (v128.store offset=16 (local.get $pc0) (local.get $acc0_1))
+  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
+  (v128.store offset=16 (local.get $pc1) (local.get $acc1_1))
+  (v128.store offset=0 (local.get $pc2) (local.get $acc2_0))
+  (v128.store offset=16 (local.get $pc2) (local.get $acc2_1))
+)
 
-;; C[M, N] (+)= A(M x S) . B[S, N]; see gemmDriver in scripts/build_kernels.ts.
+;; C[3, 4] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
+(func $gemm_tile_3x4
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
+  (local $acc0_0 v128) (local $acc1_0 v128) (local $acc2_0 v128)
+  (local $b0 v128) (local $x v128)
+  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pa2 i32) (local $pc2 i32) (local $pb i32)
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
+  (local.set $pa2 (i32.add (local.get $pa1) (local.get $ars))) (local.set $pc2 (i32.add (local.get $pc1) (local.get $cs)))
+  (if (i32.eq (local.get $mode) (i32.const 2))
+    (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
+      (local.set $acc2_0 (v128.load offset=0 (local.get $pc2)))
+    )
+    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc2_0 (v128.load offset=0 (local.get $bias)))
+    ))))
+  (local.set $pb (local.get $b))
+  (if (local.get $n) (then (loop $s
+    (local.set $b0 (v128.load offset=0 (local.get $pb)))
+    (local.set $x (v128.load32_splat (local.get $pa0)))
+    (local.set $acc0_0 (f32x4.add (local.get $acc0_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa1)))
+    (local.set $acc1_0 (f32x4.add (local.get $acc1_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa2)))
+    (local.set $acc2_0 (f32x4.add (local.get $acc2_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
+    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
+    (local.set $pa2 (i32.add (local.get $pa2) (local.get $ass)))
+    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
+  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
+  (v128.store offset=0 (local.get $pc2) (local.get $acc2_0))
+)
+
+;; C[2, 12] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
+(func $gemm_tile_2x12
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
+  (local $acc0_0 v128) (local $acc0_1 v128) (local $acc0_2 v128) (local $acc1_0 v128) (local $acc1_1 v128) (local $acc1_2 v128)
+  (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $x v128)
+  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pb i32)
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
+  (if (i32.eq (local.get $mode) (i32.const 2))
+    (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
+      (local.set $acc0_1 (v128.load offset=16 (local.get $pc0)))
+      (local.set $acc0_2 (v128.load offset=32 (local.get $pc0)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
+      (local.set $acc1_1 (v128.load offset=16 (local.get $pc1)))
+      (local.set $acc1_2 (v128.load offset=32 (local.get $pc1)))
+    )
+    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc0_1 (v128.load offset=16 (local.get $bias)))
+      (local.set $acc0_2 (v128.load offset=32 (local.get $bias)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc1_1 (v128.load offset=16 (local.get $bias)))
+      (local.set $acc1_2 (v128.load offset=32 (local.get $bias)))
+    ))))
+  (local.set $pb (local.get $b))
+  (if (local.get $n) (then (loop $s
+    (local.set $b0 (v128.load offset=0 (local.get $pb)))
+    (local.set $b1 (v128.load offset=16 (local.get $pb)))
+    (local.set $b2 (v128.load offset=32 (local.get $pb)))
+    (local.set $x (v128.load32_splat (local.get $pa0)))
+    (local.set $acc0_0 (f32x4.add (local.get $acc0_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $acc0_1 (f32x4.add (local.get $acc0_1) (f32x4.mul (local.get $x) (local.get $b1))))
+    (local.set $acc0_2 (f32x4.add (local.get $acc0_2) (f32x4.mul (local.get $x) (local.get $b2))))
+    (local.set $x (v128.load32_splat (local.get $pa1)))
+    (local.set $acc1_0 (f32x4.add (local.get $acc1_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $acc1_1 (f32x4.add (local.get $acc1_1) (f32x4.mul (local.get $x) (local.get $b1))))
+    (local.set $acc1_2 (f32x4.add (local.get $acc1_2) (f32x4.mul (local.get $x) (local.get $b2))))
+    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
+    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
+    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
+  (v128.store offset=16 (local.get $pc0) (local.get $acc0_1))
+  (v128.store offset=32 (local.get $pc0) (local.get $acc0_2))
+  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
+  (v128.store offset=16 (local.get $pc1) (local.get $acc1_1))
+  (v128.store offset=32 (local.get $pc1) (local.get $acc1_2))
+)
+
+;; C[2, 4] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
+(func $gemm_tile_2x4
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
+  (local $acc0_0 v128) (local $acc1_0 v128)
+  (local $b0 v128) (local $x v128)
+  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pb i32)
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
+  (if (i32.eq (local.get $mode) (i32.const 2))
+    (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
+    )
+    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
+    ))))
+  (local.set $pb (local.get $b))
+  (if (local.get $n) (then (loop $s
+    (local.set $b0 (v128.load offset=0 (local.get $pb)))
+    (local.set $x (v128.load32_splat (local.get $pa0)))
+    (local.set $acc0_0 (f32x4.add (local.get $acc0_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa1)))
+    (local.set $acc1_0 (f32x4.add (local.get $acc1_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
+    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
+    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
+  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
+)
+
+;; C[1, 12] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
+(func $gemm_tile_1x12
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
+  (local $acc0_0 v128) (local $acc0_1 v128) (local $acc0_2 v128)
+   (local $x v128)
+  (local $pa0 i32) (local $pc0 i32) (local $pb i32)
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+  (if (i32.eq (local.get $mode) (i32.const 2))
+    (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
+      (local.set $acc0_1 (v128.load offset=16 (local.get $pc0)))
+      (local.set $acc0_2 (v128.load offset=32 (local.get $pc0)))
+    )
+    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc0_1 (v128.load offset=16 (local.get $bias)))
+      (local.set $acc0_2 (v128.load offset=32 (local.get $bias)))
+    ))))
+  (local.set $pb (local.get $b))
+  (if (local.get $n) (then (loop $s
+    (local.set $x (v128.load32_splat (local.get $pa0)))
+    (local.set $acc0_0 (f32x4.add (local.get $acc0_0) (f32x4.mul (local.get $x) (v128.load offset=0 (local.get $pb)))))
+    (local.set $acc0_1 (f32x4.add (local.get $acc0_1) (f32x4.mul (local.get $x) (v128.load offset=16 (local.get $pb)))))
+    (local.set $acc0_2 (f32x4.add (local.get $acc0_2) (f32x4.mul (local.get $x) (v128.load offset=32 (local.get $pb)))))
+    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
+    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
+  (v128.store offset=16 (local.get $pc0) (local.get $acc0_1))
+  (v128.store offset=32 (local.get $pc0) (local.get $acc0_2))
+)
+
+;; C[6, 4] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
+(func $gemm_tile_6x4
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
+  (local $acc0_0 v128) (local $acc1_0 v128) (local $acc2_0 v128) (local $acc3_0 v128) (local $acc4_0 v128) (local $acc5_0 v128)
+  (local $b0 v128) (local $x v128)
+  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pa2 i32) (local $pc2 i32) (local $pa3 i32) (local $pc3 i32) (local $pa4 i32) (local $pc4 i32) (local $pa5 i32) (local $pc5 i32) (local $pb i32)
+  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
+  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
+  (local.set $pa2 (i32.add (local.get $pa1) (local.get $ars))) (local.set $pc2 (i32.add (local.get $pc1) (local.get $cs)))
+  (local.set $pa3 (i32.add (local.get $pa2) (local.get $ars))) (local.set $pc3 (i32.add (local.get $pc2) (local.get $cs)))
+  (local.set $pa4 (i32.add (local.get $pa3) (local.get $ars))) (local.set $pc4 (i32.add (local.get $pc3) (local.get $cs)))
+  (local.set $pa5 (i32.add (local.get $pa4) (local.get $ars))) (local.set $pc5 (i32.add (local.get $pc4) (local.get $cs)))
+  (if (i32.eq (local.get $mode) (i32.const 2))
+    (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
+      (local.set $acc2_0 (v128.load offset=0 (local.get $pc2)))
+      (local.set $acc3_0 (v128.load offset=0 (local.get $pc3)))
+      (local.set $acc4_0 (v128.load offset=0 (local.get $pc4)))
+      (local.set $acc5_0 (v128.load offset=0 (local.get $pc5)))
+    )
+    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
+      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc2_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc3_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc4_0 (v128.load offset=0 (local.get $bias)))
+      (local.set $acc5_0 (v128.load offset=0 (local.get $bias)))
+    ))))
+  (local.set $pb (local.get $b))
+  (if (local.get $n) (then (loop $s
+    (local.set $b0 (v128.load offset=0 (local.get $pb)))
+    (local.set $x (v128.load32_splat (local.get $pa0)))
+    (local.set $acc0_0 (f32x4.add (local.get $acc0_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa1)))
+    (local.set $acc1_0 (f32x4.add (local.get $acc1_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa2)))
+    (local.set $acc2_0 (f32x4.add (local.get $acc2_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa3)))
+    (local.set $acc3_0 (f32x4.add (local.get $acc3_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa4)))
+    (local.set $acc4_0 (f32x4.add (local.get $acc4_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $x (v128.load32_splat (local.get $pa5)))
+    (local.set $acc5_0 (f32x4.add (local.get $acc5_0) (f32x4.mul (local.get $x) (local.get $b0))))
+    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
+    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
+    (local.set $pa2 (i32.add (local.get $pa2) (local.get $ass)))
+    (local.set $pa3 (i32.add (local.get $pa3) (local.get $ass)))
+    (local.set $pa4 (i32.add (local.get $pa4) (local.get $ass)))
+    (local.set $pa5 (i32.add (local.get $pa5) (local.get $ass)))
+    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
+  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
+  (v128.store offset=0 (local.get $pc2) (local.get $acc2_0))
+  (v128.store offset=0 (local.get $pc3) (local.get $acc3_0))
+  (v128.store offset=0 (local.get $pc4) (local.get $acc4_0))
+  (v128.store offset=0 (local.get $pc5) (local.get $acc5_0))
+)
+
+;; C[M, N] (+)= A(M x S) . B[S, N] by 4x8 tiles; see gemmDriver in scripts/kernels/gemm.ts.
 ;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
-(func $gemm
+(func $gemm_4x8
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
-  (local $bblk i32)
+  (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -277,15 +525,30 @@
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
         (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $N)))
+        (local.set $pb (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $pbs (local.get $bs))
+        (if (i32.and (i32.ne (local.get $pack) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+          (then
+            (local.set $src (local.get $pb))
+            (local.set $dst (local.get $pack))
+            (local.set $q (local.get $kn))
+            (loop $copy
+              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $src)))
+              (v128.store offset=16 (local.get $dst) (v128.load offset=16 (local.get $src)))
+              (local.set $src (i32.add (local.get $src) (local.get $bs)))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+              (br_if $copy (local.tee $q (i32.sub (local.get $q) (i32.const 1)))))
+            (local.set $pb (local.get $pack))
+            (local.set $pbs (i32.const 32))))
         (local.set $i (local.get $i0))
         (block $rdone (loop $rows
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_4x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
             (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $pb)
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 4)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
@@ -360,6 +623,425 @@
     (local.set $s0 (i32.add (local.get $s0) (local.get $kn)))
     (br_if $sblocks (i32.lt_u (local.get $s0) (local.get $S))))
 )
+
+;; C[M, N] (+)= A(M x S) . B[S, N] by 3x8 tiles; see gemmDriver in scripts/kernels/gemm.ts.
+;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
+(func $gemm_3x8
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
+  (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
+  (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
+  (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
+  (local.set $cs (local.get $bs))
+  (local.set $s0 (i32.const 0))
+  (loop $sblocks
+    ;; kn = min(kc, S - s0); the first block initialises C, the others accumulate into it
+    (local.set $kn (i32.sub (local.get $S) (local.get $s0)))
+    (if (i32.gt_u (local.get $kn) (local.get $kc)) (then (local.set $kn (local.get $kc))))
+    (local.set $mode (i32.const 2))
+    (if (i32.and (i32.eqz (local.get $s0)) (i32.eqz (local.get $accumulate)))
+      (then (local.set $mode (select (i32.const 1) (i32.const 0) (local.get $bias)))))
+    (local.set $ablk (i32.add (local.get $a) (i32.mul (local.get $s0) (local.get $ass))))
+    (local.set $bblk (i32.add (local.get $b) (i32.mul (local.get $s0) (local.get $bs))))
+    (local.set $i0 (i32.const 0))
+    (block $idone (loop $iblocks
+      (br_if $idone (i32.ge_u (local.get $i0) (local.get $M)))
+      (local.set $iend (i32.add (local.get $i0) (i32.const 96)))
+      (if (i32.gt_u (local.get $iend) (local.get $M)) (then (local.set $iend (local.get $M))))
+      ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
+      (local.set $iR (i32.sub (local.get $iend)
+        (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 3))))
+      ;; full-width column panels
+      (local.set $j (i32.const 0))
+      (block $jdone (loop $cols
+        (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $N)))
+        (local.set $pb (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $pbs (local.get $bs))
+        (if (i32.and (i32.ne (local.get $pack) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+          (then
+            (local.set $src (local.get $pb))
+            (local.set $dst (local.get $pack))
+            (local.set $q (local.get $kn))
+            (loop $copy
+              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $src)))
+              (v128.store offset=16 (local.get $dst) (v128.load offset=16 (local.get $src)))
+              (local.set $src (i32.add (local.get $src) (local.get $bs)))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+              (br_if $copy (local.tee $q (i32.sub (local.get $q) (i32.const 1)))))
+            (local.set $pb (local.get $pack))
+            (local.set $pbs (i32.const 32))))
+        (local.set $i (local.get $i0))
+        (block $rdone (loop $rows
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
+          (call $gemm_tile_3x8
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (local.get $pb)
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+          (local.set $i (i32.add (local.get $i) (i32.const 3)))
+          (br $rows)))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br $cols)))
+      ;; 4-wide column panels
+      (block $j4done (loop $cols4
+        (br_if $j4done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+        (local.set $i (local.get $i0))
+        (block $rdone (loop $rows
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
+          (call $gemm_tile_3x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $i (i32.add (local.get $i) (i32.const 3)))
+          (br $rows)))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $cols4)))
+      ;; the last N % 4 columns, one at a time
+      (block $j1done (loop $cols1
+        (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
+        (call $gemm_col
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+          (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $cols1)))
+      ;; the single rows: 32-wide tiles (independent chains), then 8, then 4
+      (local.set $i (local.get $iR))
+      (block $r1done (loop $rows1
+        (br_if $r1done (i32.ge_u (local.get $i) (local.get $iend)))
+        (local.set $j (i32.const 0))
+        (block $done32 (loop $cols32
+          (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
+          (call $gemm_tile_1x32
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 32)))
+          (br $cols32)))
+        (block $done8 (loop $cols8
+          (br_if $done8 (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $N)))
+          (call $gemm_tile_1x8
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 8)))
+          (br $cols8)))
+        (block $done4 (loop $cols4
+          (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+          (call $gemm_tile_1x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))
+          (br $cols4)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows1)))
+      (local.set $i0 (local.get $iend))
+      (br $iblocks)))
+    (local.set $s0 (i32.add (local.get $s0) (local.get $kn)))
+    (br_if $sblocks (i32.lt_u (local.get $s0) (local.get $S))))
+)
+
+;; C[M, N] (+)= A(M x S) . B[S, N] by 2x12 tiles; see gemmDriver in scripts/kernels/gemm.ts.
+;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
+(func $gemm_2x12
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
+  (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
+  (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
+  (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
+  (local.set $cs (local.get $bs))
+  (local.set $s0 (i32.const 0))
+  (loop $sblocks
+    ;; kn = min(kc, S - s0); the first block initialises C, the others accumulate into it
+    (local.set $kn (i32.sub (local.get $S) (local.get $s0)))
+    (if (i32.gt_u (local.get $kn) (local.get $kc)) (then (local.set $kn (local.get $kc))))
+    (local.set $mode (i32.const 2))
+    (if (i32.and (i32.eqz (local.get $s0)) (i32.eqz (local.get $accumulate)))
+      (then (local.set $mode (select (i32.const 1) (i32.const 0) (local.get $bias)))))
+    (local.set $ablk (i32.add (local.get $a) (i32.mul (local.get $s0) (local.get $ass))))
+    (local.set $bblk (i32.add (local.get $b) (i32.mul (local.get $s0) (local.get $bs))))
+    (local.set $i0 (i32.const 0))
+    (block $idone (loop $iblocks
+      (br_if $idone (i32.ge_u (local.get $i0) (local.get $M)))
+      (local.set $iend (i32.add (local.get $i0) (i32.const 96)))
+      (if (i32.gt_u (local.get $iend) (local.get $M)) (then (local.set $iend (local.get $M))))
+      ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
+      (local.set $iR (i32.sub (local.get $iend)
+        (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2))))
+      ;; full-width column panels
+      (local.set $j (i32.const 0))
+      (block $jdone (loop $cols
+        (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 12)) (local.get $N)))
+        (local.set $pb (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $pbs (local.get $bs))
+        (if (i32.and (i32.ne (local.get $pack) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+          (then
+            (local.set $src (local.get $pb))
+            (local.set $dst (local.get $pack))
+            (local.set $q (local.get $kn))
+            (loop $copy
+              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $src)))
+              (v128.store offset=16 (local.get $dst) (v128.load offset=16 (local.get $src)))
+              (v128.store offset=32 (local.get $dst) (v128.load offset=32 (local.get $src)))
+              (local.set $src (i32.add (local.get $src) (local.get $bs)))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 48)))
+              (br_if $copy (local.tee $q (i32.sub (local.get $q) (i32.const 1)))))
+            (local.set $pb (local.get $pack))
+            (local.set $pbs (i32.const 48))))
+        (local.set $i (local.get $i0))
+        (block $rdone (loop $rows
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
+          (call $gemm_tile_2x12
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (local.get $pb)
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+          (local.set $i (i32.add (local.get $i) (i32.const 2)))
+          (br $rows)))
+        (local.set $j (i32.add (local.get $j) (i32.const 12)))
+        (br $cols)))
+      ;; 4-wide column panels
+      (block $j4done (loop $cols4
+        (br_if $j4done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+        (local.set $i (local.get $i0))
+        (block $rdone (loop $rows
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
+          (call $gemm_tile_2x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $i (i32.add (local.get $i) (i32.const 2)))
+          (br $rows)))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $cols4)))
+      ;; the last N % 4 columns, one at a time
+      (block $j1done (loop $cols1
+        (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
+        (call $gemm_col
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+          (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $cols1)))
+      ;; the single rows: 32-wide tiles (independent chains), then 12, then 4
+      (local.set $i (local.get $iR))
+      (block $r1done (loop $rows1
+        (br_if $r1done (i32.ge_u (local.get $i) (local.get $iend)))
+        (local.set $j (i32.const 0))
+        (block $done32 (loop $cols32
+          (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
+          (call $gemm_tile_1x32
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 32)))
+          (br $cols32)))
+        (block $done12 (loop $cols12
+          (br_if $done12 (i32.gt_u (i32.add (local.get $j) (i32.const 12)) (local.get $N)))
+          (call $gemm_tile_1x12
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 12)))
+          (br $cols12)))
+        (block $done4 (loop $cols4
+          (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+          (call $gemm_tile_1x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))
+          (br $cols4)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows1)))
+      (local.set $i0 (local.get $iend))
+      (br $iblocks)))
+    (local.set $s0 (i32.add (local.get $s0) (local.get $kn)))
+    (br_if $sblocks (i32.lt_u (local.get $s0) (local.get $S))))
+)
+
+;; C[M, N] (+)= A(M x S) . B[S, N] by 6x4 tiles; see gemmDriver in scripts/kernels/gemm.ts.
+;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
+(func $gemm_6x4
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
+  (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
+  (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
+  (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
+  (local.set $cs (local.get $bs))
+  (local.set $s0 (i32.const 0))
+  (loop $sblocks
+    ;; kn = min(kc, S - s0); the first block initialises C, the others accumulate into it
+    (local.set $kn (i32.sub (local.get $S) (local.get $s0)))
+    (if (i32.gt_u (local.get $kn) (local.get $kc)) (then (local.set $kn (local.get $kc))))
+    (local.set $mode (i32.const 2))
+    (if (i32.and (i32.eqz (local.get $s0)) (i32.eqz (local.get $accumulate)))
+      (then (local.set $mode (select (i32.const 1) (i32.const 0) (local.get $bias)))))
+    (local.set $ablk (i32.add (local.get $a) (i32.mul (local.get $s0) (local.get $ass))))
+    (local.set $bblk (i32.add (local.get $b) (i32.mul (local.get $s0) (local.get $bs))))
+    (local.set $i0 (i32.const 0))
+    (block $idone (loop $iblocks
+      (br_if $idone (i32.ge_u (local.get $i0) (local.get $M)))
+      (local.set $iend (i32.add (local.get $i0) (i32.const 96)))
+      (if (i32.gt_u (local.get $iend) (local.get $M)) (then (local.set $iend (local.get $M))))
+      ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
+      (local.set $iR (i32.sub (local.get $iend)
+        (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 6))))
+      ;; full-width column panels
+      (local.set $j (i32.const 0))
+      (block $jdone (loop $cols
+        (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+        (local.set $pb (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $pbs (local.get $bs))
+        (if (i32.and (i32.ne (local.get $pack) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+          (then
+            (local.set $src (local.get $pb))
+            (local.set $dst (local.get $pack))
+            (local.set $q (local.get $kn))
+            (loop $copy
+              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $src)))
+              (local.set $src (i32.add (local.get $src) (local.get $bs)))
+              (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+              (br_if $copy (local.tee $q (i32.sub (local.get $q) (i32.const 1)))))
+            (local.set $pb (local.get $pack))
+            (local.set $pbs (i32.const 16))))
+        (local.set $i (local.get $i0))
+        (block $rdone (loop $rows
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
+          (call $gemm_tile_6x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (local.get $pb)
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+          (local.set $i (i32.add (local.get $i) (i32.const 6)))
+          (br $rows)))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $cols)))
+      ;; 4-wide column panels
+      (block $j4done (loop $cols4
+        (br_if $j4done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+        (local.set $i (local.get $i0))
+        (block $rdone (loop $rows
+          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
+          (call $gemm_tile_6x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $i (i32.add (local.get $i) (i32.const 6)))
+          (br $rows)))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $cols4)))
+      ;; the last N % 4 columns, one at a time
+      (block $j1done (loop $cols1
+        (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
+        (call $gemm_col
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+          (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $cols1)))
+      ;; the single rows: 32-wide tiles (independent chains), then 4, then 4
+      (local.set $i (local.get $iR))
+      (block $r1done (loop $rows1
+        (br_if $r1done (i32.ge_u (local.get $i) (local.get $iend)))
+        (local.set $j (i32.const 0))
+        (block $done32 (loop $cols32
+          (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
+          (call $gemm_tile_1x32
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 32)))
+          (br $cols32)))
+        (block $done4 (loop $cols4
+          (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+          (call $gemm_tile_1x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))
+          (br $cols4)))
+        (block $done4 (loop $cols4
+          (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+          (call $gemm_tile_1x4
+            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
+            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+          (local.set $j (i32.add (local.get $j) (i32.const 4)))
+          (br $cols4)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $rows1)))
+      (local.set $i0 (local.get $iend))
+      (br $iblocks)))
+    (local.set $s0 (i32.add (local.get $s0) (local.get $kn)))
+    (br_if $sblocks (i32.lt_u (local.get $s0) (local.get $S))))
+)
+
+;; C[rows, 1] column: scalar C (+)= A . B for the last N % 4 columns
+(func $gemm_col
+  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
+  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32) (param $rows i32)
+  (local $acc f32) (local $pa i32) (local $pb i32) (local $s i32)
+  (if (local.get $rows) (then (loop $row
+    (local.set $acc (f32.const 0))
+    (if (i32.eq (local.get $mode) (i32.const 1)) (then (local.set $acc (f32.load (local.get $bias)))))
+    (if (i32.eq (local.get $mode) (i32.const 2)) (then (local.set $acc (f32.load (local.get $c)))))
+    (local.set $pa (local.get $a))
+    (local.set $pb (local.get $b))
+    (local.set $s (local.get $n))
+    (if (local.get $s) (then (loop $k
+      (local.set $acc (f32.add (local.get $acc)
+        (f32.mul (f32.load (local.get $pa)) (f32.load (local.get $pb)))))
+      (local.set $pa (i32.add (local.get $pa) (local.get $ass)))
+      (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
+      (br_if $k (local.tee $s (i32.sub (local.get $s) (i32.const 1)))))))
+    (f32.store (local.get $c) (local.get $acc))
+    (local.set $c (i32.add (local.get $c) (local.get $cs)))
+    (local.set $a (i32.add (local.get $a) (local.get $ars)))
+    (br_if $row (local.tee $rows (i32.sub (local.get $rows) (i32.const 1))))))))
 
 ;; C[2, 4] = A[2, S] . B[4, S]^T (see ntTile in scripts/build_kernels.ts)
 (func $nt_tile_2x4
@@ -1104,67 +1786,111 @@
     (br $rows)))
 )
 
-;; C[M, N] = A[M, S] . B[N, S]^T, row-major, overwriting C. Row blocks of 64 keep the
-;; A rows in L1/L2 while every B row streams past them.
+;; C[M, N] = A[M, S] . B[N, S]^T, row-major, overwriting C, by row blocks of mb rows.
 (func $gemm_nt
   (param $c i32) (param $a i32) (param $b i32) (param $M i32) (param $S i32) (param $N i32)
-  (local $as i32) (local $cs i32) (local $i i32) (local $j i32)
+  (param $mb i32)
+  (local $as i32) (local $cs i32) (local $i i32) (local $j i32) (local $i0 i32) (local $iend i32)
   (local.set $as (i32.shl (local.get $S) (i32.const 2)))
   (local.set $cs (i32.shl (local.get $N) (i32.const 2)))
-  (local.set $j (i32.const 0))
-  (block $jdone (loop $cols
-    (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
-    (local.set $i (i32.const 0))
-    (block $rdone (loop $rows
-      (br_if $rdone (i32.gt_u (i32.add (local.get $i) (i32.const 2)) (local.get $M)))
-      (call $nt_tile_2x4
-        (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-        (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
-        (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
-        (local.get $as) (local.get $as) (local.get $cs) (local.get $S))
-      (local.set $i (i32.add (local.get $i) (i32.const 2)))
-      (br $rows)))
-    (if (i32.lt_u (local.get $i) (local.get $M)) (then
-      (call $nt_tile_1x4u2
-        (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-        (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
-        (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
-        (local.get $as) (local.get $as) (local.get $cs) (local.get $S))))
-    (local.set $j (i32.add (local.get $j) (i32.const 4)))
-    (br $cols)))
-  (block $j1done (loop $cols1
-    (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
-    (local.set $i (i32.const 0))
-    (block $rdone (loop $rows
-      (br_if $rdone (i32.gt_u (i32.add (local.get $i) (i32.const 2)) (local.get $M)))
-      (call $nt_tile_2x1
-        (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-        (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
-        (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
-        (local.get $as) (local.get $as) (local.get $cs) (local.get $S))
-      (local.set $i (i32.add (local.get $i) (i32.const 2)))
-      (br $rows)))
-    (if (i32.lt_u (local.get $i) (local.get $M)) (then
-      (call $nt_tile_1x1u2
-        (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-        (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
-        (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
-        (local.get $as) (local.get $as) (local.get $cs) (local.get $S))))
-    (local.set $j (i32.add (local.get $j) (i32.const 1)))
-    (br $cols1)))
+  (if (i32.eqz (local.get $mb)) (then (local.set $mb (local.get $M))))
+  (local.set $i0 (i32.const 0))
+  (block $idone (loop $iblocks
+    (br_if $idone (i32.ge_u (local.get $i0) (local.get $M)))
+    (local.set $iend (i32.add (local.get $i0) (local.get $mb)))
+    (if (i32.gt_u (local.get $iend) (local.get $M)) (then (local.set $iend (local.get $M))))
+    (local.set $j (i32.const 0))
+    (block $jdone (loop $cols
+      (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+      (local.set $i (local.get $i0))
+      (block $rdone (loop $rows
+        (br_if $rdone (i32.gt_u (i32.add (local.get $i) (i32.const 2)) (local.get $iend)))
+        (call $nt_tile_2x4
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
+          (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
+          (local.get $as) (local.get $as) (local.get $cs) (local.get $S))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $rows)))
+      (if (i32.lt_u (local.get $i) (local.get $iend)) (then
+        (call $nt_tile_1x4u2
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
+          (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
+          (local.get $as) (local.get $as) (local.get $cs) (local.get $S))))
+      (local.set $j (i32.add (local.get $j) (i32.const 4)))
+      (br $cols)))
+    (block $j1done (loop $cols1
+      (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
+      (local.set $i (local.get $i0))
+      (block $rdone (loop $rows
+        (br_if $rdone (i32.gt_u (i32.add (local.get $i) (i32.const 2)) (local.get $iend)))
+        (call $nt_tile_2x1
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
+          (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
+          (local.get $as) (local.get $as) (local.get $cs) (local.get $S))
+        (local.set $i (i32.add (local.get $i) (i32.const 2)))
+        (br $rows)))
+      (if (i32.lt_u (local.get $i) (local.get $iend)) (then
+        (call $nt_tile_1x1u2
+          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
+          (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $as)))
+          (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $as)))
+          (local.get $as) (local.get $as) (local.get $cs) (local.get $S))))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
+      (br $cols1)))
+    (local.set $i0 (local.get $iend))
+    (br $iblocks)))
 )
 
 ;; out[M, N] = inp[M, K] . w[K, N] + bias[N] (bias = 0: none). Overwrites out.
 (func (export "matmul")
   (param $out i32) (param $inp i32) (param $w i32) (param $bias i32)
-  (param $M i32) (param $K i32) (param $N i32)
+  (param $M i32) (param $K i32) (param $N i32) (param $variant i32) (param $scratch i32)
   (local $m0 i32)
-  ;; the first M - M % 4 rows by register tiles, the rest by the few-rows kernel
-  (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 4))))
-  (if (local.get $m0) (then
-    (call $gemm (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
-      (local.get $m0) (local.get $K) (local.get $N)
-      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256))))
+  (if (i32.eq (local.get $variant) (i32.const 1))
+    (then
+      ;; the first M - M % 4 rows by register tiles, the rest by the few-rows kernel
+      (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 4))))
+      (if (local.get $m0) (then
+        (call $gemm_4x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+          (local.get $m0) (local.get $K) (local.get $N)
+          (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+    (else
+      (if (i32.eq (local.get $variant) (i32.const 2))
+        (then
+          ;; the first M - M % 3 rows by register tiles, the rest by the few-rows kernel
+          (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 3))))
+          (if (local.get $m0) (then
+            (call $gemm_3x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+              (local.get $m0) (local.get $K) (local.get $N)
+              (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+        (else
+          (if (i32.eq (local.get $variant) (i32.const 3))
+            (then
+              ;; the first M - M % 2 rows by register tiles, the rest by the few-rows kernel
+              (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 2))))
+              (if (local.get $m0) (then
+                (call $gemm_2x12 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+                  (local.get $m0) (local.get $K) (local.get $N)
+                  (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+            (else
+              (if (i32.eq (local.get $variant) (i32.const 4))
+                (then
+                  ;; the first M - M % 6 rows by register tiles, the rest by the few-rows kernel
+                  (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 6))))
+                  (if (local.get $m0) (then
+                    (call $gemm_6x4 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+                      (local.get $m0) (local.get $K) (local.get $N)
+                      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0)))))
+                (else
+                  ;; the first M - M % 4 rows by register tiles, the rest by the few-rows kernel
+                  (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 4))))
+                  (if (local.get $m0) (then
+                    (call $gemm_4x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+                      (local.get $m0) (local.get $K) (local.get $N)
+                      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0))))))))))))
   (if (i32.lt_u (local.get $m0) (local.get $M)) (then
     (call $gemm_small
       (i32.add (local.get $out) (i32.mul (local.get $m0) (i32.shl (local.get $N) (i32.const 2))))
@@ -1175,21 +1901,76 @@
 ;; dw[K, N] += inp[M, K]^T . dout[M, N]: the "rows" of this product are the K columns of inp.
 (func (export "matmul_backward_weight")
   (param $dw i32) (param $inp i32) (param $dout i32) (param $M i32) (param $K i32) (param $N i32)
-  (call $gemm (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
-    (local.get $K) (local.get $M) (local.get $N)
-    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128)))
+  (param $variant i32) (param $scratch i32)
+  (if (i32.eq (local.get $variant) (i32.const 1))
+    (then
+      (call $gemm_4x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+        (local.get $K) (local.get $M) (local.get $N)
+        (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+    (else
+      (if (i32.eq (local.get $variant) (i32.const 2))
+        (then
+          (call $gemm_3x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+            (local.get $K) (local.get $M) (local.get $N)
+            (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+        (else
+          (if (i32.eq (local.get $variant) (i32.const 3))
+            (then
+              (call $gemm_2x12 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+                (local.get $K) (local.get $M) (local.get $N)
+                (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+            (else
+              (if (i32.eq (local.get $variant) (i32.const 4))
+                (then
+                  (call $gemm_6x4 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+                    (local.get $K) (local.get $M) (local.get $N)
+                    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)))
+                (else
+                  (call $gemm_4x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+                    (local.get $K) (local.get $M) (local.get $N)
+                    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)))))))))))
 
 ;; out[M, N] = a[M, K] . b[N, K]^T. Overwrites out.
 (func (export "matmul_nt")
   (param $out i32) (param $a i32) (param $b i32) (param $M i32) (param $K i32) (param $N i32)
+  (param $variant i32)
   (call $gemm_nt (local.get $out) (local.get $a) (local.get $b)
-    (local.get $M) (local.get $K) (local.get $N)))
+    (local.get $M) (local.get $K) (local.get $N) (select (i32.const 16) (select (i32.const 64) (select (i32.const 256) (i32.const 0) (i32.eq (local.get $variant) (i32.const 3))) (i32.eq (local.get $variant) (i32.const 2))) (i32.eq (local.get $variant) (i32.const 1)))))
 
 ;; dinp[M, K] = dout[M, N] . w[K, N]^T. Overwrites dinp.
 (func (export "matmul_backward_input")
   (param $dinp i32) (param $dout i32) (param $w i32) (param $M i32) (param $K i32) (param $N i32)
+  (param $variant i32)
   (call $gemm_nt (local.get $dinp) (local.get $dout) (local.get $w)
-    (local.get $M) (local.get $N) (local.get $K)))
+    (local.get $M) (local.get $N) (local.get $K) (select (i32.const 16) (select (i32.const 64) (select (i32.const 256) (i32.const 0) (i32.eq (local.get $variant) (i32.const 3))) (i32.eq (local.get $variant) (i32.const 2))) (i32.eq (local.get $variant) (i32.const 1)))))
+
+;; How many variants a form has: 0 = matmul and matmul_backward_weight (register tiles), 1 =
+;; matmul_nt and matmul_backward_input (row blocks).
+(func (export "variant_count") (param $form i32) (result i32)
+  (select (i32.const 5) (i32.const 4)
+    (i32.eqz (local.get $form))))
+
+;; The machine's peak: n rounds of 12 independent multiply-add chains of f32x4 (96 flops a
+;; round), the same instruction the matmul tiles use. Returns a lane, so nothing is left out.
+(func (export "madd_peak") (param $n i32) (result f32)
+  (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128) (local $a4 v128) (local $a5 v128) (local $a6 v128) (local $a7 v128) (local $a8 v128) (local $a9 v128) (local $a10 v128) (local $a11 v128) (local $x v128) (local $y v128)
+  (local.set $x (f32x4.splat (f32.const 0.999)))
+  (local.set $y (f32x4.splat (f32.const 0.001)))
+  (if (local.get $n) (then (loop $round
+    (local.set $a0 (f32x4.add (local.get $y) (f32x4.mul (local.get $a0) (local.get $x))))
+    (local.set $a1 (f32x4.add (local.get $y) (f32x4.mul (local.get $a1) (local.get $x))))
+    (local.set $a2 (f32x4.add (local.get $y) (f32x4.mul (local.get $a2) (local.get $x))))
+    (local.set $a3 (f32x4.add (local.get $y) (f32x4.mul (local.get $a3) (local.get $x))))
+    (local.set $a4 (f32x4.add (local.get $y) (f32x4.mul (local.get $a4) (local.get $x))))
+    (local.set $a5 (f32x4.add (local.get $y) (f32x4.mul (local.get $a5) (local.get $x))))
+    (local.set $a6 (f32x4.add (local.get $y) (f32x4.mul (local.get $a6) (local.get $x))))
+    (local.set $a7 (f32x4.add (local.get $y) (f32x4.mul (local.get $a7) (local.get $x))))
+    (local.set $a8 (f32x4.add (local.get $y) (f32x4.mul (local.get $a8) (local.get $x))))
+    (local.set $a9 (f32x4.add (local.get $y) (f32x4.mul (local.get $a9) (local.get $x))))
+    (local.set $a10 (f32x4.add (local.get $y) (f32x4.mul (local.get $a10) (local.get $x))))
+    (local.set $a11 (f32x4.add (local.get $y) (f32x4.mul (local.get $a11) (local.get $x))))
+    (br_if $round (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (f32x4.extract_lane 0 (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (f32x4.add (local.get $a0) (local.get $a1)) (local.get $a2)) (local.get $a3)) (local.get $a4)) (local.get $a5)) (local.get $a6)) (local.get $a7)) (local.get $a8)) (local.get $a9)) (local.get $a10)) (local.get $a11))))
 
 ;; C (=) A . B over one (batch, head), causal; see causalDriver in scripts/build_kernels.ts.
 ;; kind 0: lower-triangular output; 1: reduction over s < off + i + r; 2: over s >= off + i.

@@ -37,6 +37,9 @@
 
 import { RELAXED_WASM_BASE64, SIMD_WASM_BASE64 } from "./wasm_bytes.ts";
 
+/** Bytes of the scratch of the packed matmul variants (a panel of KC rows of 16 floats). */
+export const PACK_BYTES = 256 * 16 * 4;
+
 /** Which kernels can run here: relaxed SIMD, plain SIMD128, or none (plain TypeScript). */
 export type KernelTier = "relaxed" | "simd" | "js";
 
@@ -46,10 +49,32 @@ export type KernelTier = "relaxed" | "simd" | "js";
  * "accumulate" (+=) ones must be initialised by the caller.
  */
 export interface KernelExports {
-  /** out[M, N] = inp[M, K] · w[K, N] + bias[N] (bias = 0: no bias). Overwrites out. */
-  matmul(out: number, inp: number, w: number, bias: number, M: number, K: number, N: number): void;
-  /** out[M, N] = a[M, K] · b[N, K]ᵀ. Overwrites out. */
-  matmul_nt(out: number, a: number, b: number, M: number, K: number, N: number): void;
+  /**
+   * out[M, N] = inp[M, K] · w[K, N] + bias[N] (bias = 0: no bias). Overwrites out. `variant`
+   * (default 0) picks the register tile; every variant of a form gives the same bits. A packed
+   * variant copies panels of w into `scratch` ({@linkcode PACK_BYTES}; 0: none, read in place).
+   */
+  matmul(
+    out: number,
+    inp: number,
+    w: number,
+    bias: number,
+    M: number,
+    K: number,
+    N: number,
+    variant?: number,
+    scratch?: number,
+  ): void;
+  /** out[M, N] = a[M, K] · b[N, K]ᵀ. Overwrites out. `variant`: the row blocks (same bits). */
+  matmul_nt(
+    out: number,
+    a: number,
+    b: number,
+    M: number,
+    K: number,
+    N: number,
+    variant?: number,
+  ): void;
   /** dinp[M, K] = dout[M, N] · w[K, N]ᵀ. Overwrites dinp. */
   matmul_backward_input(
     dinp: number,
@@ -58,8 +83,9 @@ export interface KernelExports {
     M: number,
     K: number,
     N: number,
+    variant?: number,
   ): void;
-  /** dw[K, N] += inp[M, K]ᵀ · dout[M, N]. Accumulates. */
+  /** dw[K, N] += inp[M, K]ᵀ · dout[M, N]. Accumulates. `variant`, `scratch` as for `matmul`. */
   matmul_backward_weight(
     dw: number,
     inp: number,
@@ -67,7 +93,16 @@ export interface KernelExports {
     M: number,
     K: number,
     N: number,
+    variant?: number,
+    scratch?: number,
   ): void;
+  /** Variants of a form: 0 = matmul and matmul_backward_weight, 1 = the two NT products. */
+  variant_count(form: number): number;
+  /**
+   * n rounds of 12 independent f32x4 multiply-add chains (96 flops a round; fused in the relaxed
+   * tier, mul + add in the simd tier): the machine's peak for the matmul tiles' instruction.
+   */
+  madd_peak(n: number): number;
   /** dbias[N] += column sums of dout[M, N]. Accumulates. */
   bias_backward(dbias: number, dout: number, M: number, N: number): void;
   /**

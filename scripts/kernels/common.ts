@@ -21,6 +21,39 @@ export const TILE: Record<WasmTier, { rows: number; vecs: number }> = {
   simd: { rows: 4, vecs: 2 },
 };
 /**
+ * The register tiles of the variants of the matmul forms (NN and TN), per tier; the first is
+ * `TILE`. Every variant sums each output over k in the same order (from zero, the bias or C, one
+ * product at a time), so they give the same bits and differ only in speed, which depends on the
+ * CPU (how many registers V8 leaves free, the cache sizes): the library times them at first use.
+ */
+export const TILE_VARIANTS: Record<WasmTier, { rows: number; vecs: number; pack: boolean }[]> = {
+  relaxed: [
+    { ...TILE.relaxed, pack: false },
+    { ...TILE.relaxed, pack: true },
+    { rows: 4, vecs: 2, pack: false },
+    { rows: 4, vecs: 2, pack: true },
+    { rows: 3, vecs: 3, pack: true },
+    { rows: 5, vecs: 2, pack: true },
+    { rows: 2, vecs: 4, pack: false },
+  ],
+  simd: [
+    { ...TILE.simd, pack: false },
+    { ...TILE.simd, pack: true },
+    { rows: 3, vecs: 2, pack: true },
+    { rows: 2, vecs: 3, pack: true },
+    { rows: 6, vecs: 1, pack: false },
+  ],
+};
+// A packed variant copies a B panel of KC rows of 4 * vecs floats into the scratch the caller
+// gives: lib/kernels/mod.ts's PACK_BYTES, KC rows of up to 16 floats.
+/**
+ * Row blocks of the variants of the dot-product form (NT): A's rows are swept in blocks of this
+ * many (0: all of them), each block against every row of B. The block only orders the tiles; each
+ * output's sum is the same.
+ */
+export const NT_ROW_BLOCKS = [0, 16, 64, 256];
+
+/**
  * Width of the single-row tiles (floats): 8 independent accumulators, so that one row is not
  * bound by the latency of its chains of multiply-adds.
  */

@@ -5,7 +5,18 @@
  * @module
  */
 
-import { indent, KC, KC_TN, madd, MC, range, TILE, type WasmTier, WIDE } from "./common.ts";
+import {
+  indent,
+  KC,
+  KC_TN,
+  madd,
+  MC,
+  NT_ROW_BLOCKS,
+  range,
+  TILE_VARIANTS,
+  type WasmTier,
+  WIDE,
+} from "./common.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Matmul: [rows x cols] register tiles for the "NN" (out = inp . w) and "TN" (dw += inp^T . dout)
@@ -141,25 +152,55 @@ export function gemmColumn(): string {
  * The summation order of every output depends only on the shapes, so results are bit-exact
  * between runs.
  */
-export function gemmDriver(tier: WasmTier): string {
-  const R = TILE[tier].rows;
-  const W = 4 * TILE[tier].vecs;
-  // Calls one tile kind at (i, j): pointers computed from the loop variables.
-  const call = (name: string) =>
+export function gemmDriver(tile: { rows: number; vecs: number }): string {
+  const R = tile.rows;
+  const V = tile.vecs;
+  const W = 4 * V;
+  // Calls one tile kind at (i, j): pointers computed from the loop variables; B from the panel
+  // $pb with row stride $pbs (the packed copy, or B itself) when `panel`.
+  const call = (name: string, panel = false) =>
     `(call ${name}
   (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
   (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-  (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
+  ${
+      panel
+        ? "(local.get $pb)"
+        : "(i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))"
+    }
   (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-  (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))`;
+  (local.get $mode) (local.get $ars) (local.get $ass) ${
+      panel ? "(local.get $pbs)" : "(local.get $bs)"
+    } (local.get $cs) (local.get $kn))`;
   // Sweeps the rows [i0, iR) of the current block with R-row tiles of width `w`.
-  const rowsSweep = (w: number) =>
+  const rowsSweep = (w: number, panel = false) =>
     `(local.set $i (local.get $i0))
 (block $rdone (loop $rows
   (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
-${indent(call(`$gemm_tile_${R}x${w}`), 2)}
+${indent(call(`$gemm_tile_${R}x${w}`, panel), 2)}
   (local.set $i (i32.add (local.get $i) (i32.const ${R})))
   (br $rows)))`;
+  // The B panel [kn, W] of column j: packed into $pack (rows of W floats, one after the other, so
+  // that a panel of a wide B does not fall into a few cache sets), or read in place.
+  const panel = `(local.set $pb (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2))))
+(local.set $pbs (local.get $bs))
+(if (i32.and (i32.ne (local.get $pack) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+  (then
+    (local.set $src (local.get $pb))
+    (local.set $dst (local.get $pack))
+    (local.set $q (local.get $kn))
+    (loop $copy
+${
+    range(V).map((v) =>
+      `      (v128.store offset=${16 * v} (local.get $dst) (v128.load offset=${
+        16 * v
+      } (local.get $src)))`
+    ).join("\n")
+  }
+      (local.set $src (i32.add (local.get $src) (local.get $bs)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const ${16 * V})))
+      (br_if $copy (local.tee $q (i32.sub (local.get $q) (i32.const 1)))))
+    (local.set $pb (local.get $pack))
+    (local.set $pbs (i32.const ${16 * V}))))`;
   // Sweeps the columns [j, N - N % 4) of row $i with single-row tiles of width `w`.
   const colsSweep = (w: number) =>
     `(block $done${w} (loop $cols${w}
@@ -167,15 +208,15 @@ ${indent(call(`$gemm_tile_${R}x${w}`), 2)}
 ${indent(call(`$gemm_tile_1x${w}`), 2)}
   (local.set $j (i32.add (local.get $j) (i32.const ${w})))
   (br $cols${w})))`;
-  return `;; C[M, N] (+)= A(M x S) . B[S, N]; see gemmDriver in scripts/build_kernels.ts.
+  return `;; C[M, N] (+)= A(M x S) . B[S, N] by ${R}x${W} tiles; see gemmDriver in scripts/kernels/gemm.ts.
 ;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
-(func $gemm
+(func $gemm_${R}x${W}
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
-  (local $bblk i32)
+  (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -200,7 +241,8 @@ ${indent(call(`$gemm_tile_1x${w}`), 2)}
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
         (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const ${W})) (local.get $N)))
-${indent(rowsSweep(W), 8)}
+${indent(panel, 8)}
+${indent(rowsSweep(W, true), 8)}
         (local.set $j (i32.add (local.get $j) (i32.const ${W})))
         (br $cols)))
       ;; 4-wide column panels
@@ -238,19 +280,75 @@ ${indent(colsSweep(4), 8)}
 )`;
 }
 
-/** The exported matmul entry points. */
+/** The tiles and drivers of every NN/TN variant of a tier (each tile once). */
+export function gemmVariants(tier: WasmTier): string {
+  const names = new Set<string>();
+  const parts: string[] = [];
+  for (const { rows, vecs } of TILE_VARIANTS[tier]) {
+    for (const [r, v] of [[rows, vecs], [rows, 1], [1, vecs], [1, 1], [1, WIDE / 4]]) {
+      if (names.has(`${r}x${v}`)) continue;
+      names.add(`${r}x${v}`);
+      parts.push(gemmTile(tier, r, v), "");
+    }
+  }
+  const drivers = new Set<string>();
+  for (const t of TILE_VARIANTS[tier]) {
+    if (drivers.has(`${t.rows}x${t.vecs}`)) continue;
+    drivers.add(`${t.rows}x${t.vecs}`);
+    parts.push(gemmDriver(t), "");
+  }
+  return parts.join("\n");
+}
+
+/**
+ * Calls the variant `$variant` of a form: `body(R, W)` is the call for R x W tiles (variants past
+ * the last run the first).
+ */
+function byVariant(
+  tier: WasmTier,
+  body: (R: number, W: number, pack: string) => string,
+): string {
+  const variants = TILE_VARIANTS[tier];
+  const pack = (p: boolean) => p ? "(local.get $scratch)" : "(i32.const 0)";
+  let code = body(variants[0].rows, 4 * variants[0].vecs, pack(variants[0].pack));
+  for (let v = variants.length - 1; v >= 1; v--) {
+    const { rows, vecs } = variants[v];
+    code = `(if (i32.eq (local.get $variant) (i32.const ${v}))
+  (then
+${indent(body(rows, 4 * vecs, pack(variants[v].pack)), 4)})
+  (else
+${indent(code, 4)}))`;
+  }
+  return code;
+}
+
+/**
+ * The exported matmul entry points; `variant` picks the tiles (see TILE_VARIANTS), and a packed
+ * variant copies B's panels into `scratch` (PACK_BYTES; 0: read in place).
+ */
 export function matmulExports(tier: WasmTier): string {
+  const nn = (R: number, W: number, pack: string) =>
+    `;; the first M - M % ${R} rows by register tiles, the rest by the few-rows kernel
+(local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const ${R}))))
+(if (local.get $m0) (then
+  (call $gemm_${R}x${W} (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+    (local.get $m0) (local.get $K) (local.get $N)
+    (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const ${KC}) ${pack})))`;
+  const tn = (R: number, W: number, pack: string) =>
+    `(call $gemm_${R}x${W} (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+  (local.get $K) (local.get $M) (local.get $N)
+  (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const ${KC_TN}) ${pack})`;
+  const blocks = NT_ROW_BLOCKS.map((b) => `(i32.const ${b})`);
+  const ntBlock = blocks.slice(1).reduceRight(
+    (rest, b, i) => `(select ${b} ${rest} (i32.eq (local.get $variant) (i32.const ${i + 1})))`,
+    blocks[0],
+  );
   return `;; out[M, N] = inp[M, K] . w[K, N] + bias[N] (bias = 0: none). Overwrites out.
 (func (export "matmul")
   (param $out i32) (param $inp i32) (param $w i32) (param $bias i32)
-  (param $M i32) (param $K i32) (param $N i32)
+  (param $M i32) (param $K i32) (param $N i32) (param $variant i32) (param $scratch i32)
   (local $m0 i32)
-  ;; the first M - M % ${TILE[tier].rows} rows by register tiles, the rest by the few-rows kernel
-  (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const ${TILE[tier].rows}))))
-  (if (local.get $m0) (then
-    (call $gemm (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
-      (local.get $m0) (local.get $K) (local.get $N)
-      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const ${KC}))))
+${indent(byVariant(tier, nn), 2)}
   (if (i32.lt_u (local.get $m0) (local.get $M)) (then
     (call $gemm_small
       (i32.add (local.get $out) (i32.mul (local.get $m0) (i32.shl (local.get $N) (i32.const 2))))
@@ -261,19 +359,45 @@ export function matmulExports(tier: WasmTier): string {
 ;; dw[K, N] += inp[M, K]^T . dout[M, N]: the "rows" of this product are the K columns of inp.
 (func (export "matmul_backward_weight")
   (param $dw i32) (param $inp i32) (param $dout i32) (param $M i32) (param $K i32) (param $N i32)
-  (call $gemm (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
-    (local.get $K) (local.get $M) (local.get $N)
-    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const ${KC_TN})))
+  (param $variant i32) (param $scratch i32)
+${indent(byVariant(tier, tn), 2)})
 
 ;; out[M, N] = a[M, K] . b[N, K]^T. Overwrites out.
 (func (export "matmul_nt")
   (param $out i32) (param $a i32) (param $b i32) (param $M i32) (param $K i32) (param $N i32)
+  (param $variant i32)
   (call $gemm_nt (local.get $out) (local.get $a) (local.get $b)
-    (local.get $M) (local.get $K) (local.get $N)))
+    (local.get $M) (local.get $K) (local.get $N) ${ntBlock}))
 
 ;; dinp[M, K] = dout[M, N] . w[K, N]^T. Overwrites dinp.
 (func (export "matmul_backward_input")
   (param $dinp i32) (param $dout i32) (param $w i32) (param $M i32) (param $K i32) (param $N i32)
+  (param $variant i32)
   (call $gemm_nt (local.get $dinp) (local.get $dout) (local.get $w)
-    (local.get $M) (local.get $N) (local.get $K)))`;
+    (local.get $M) (local.get $N) (local.get $K) ${ntBlock}))
+
+;; How many variants a form has: 0 = matmul and matmul_backward_weight (register tiles), 1 =
+;; matmul_nt and matmul_backward_input (row blocks).
+(func (export "variant_count") (param $form i32) (result i32)
+  (select (i32.const ${TILE_VARIANTS[tier].length}) (i32.const ${NT_ROW_BLOCKS.length})
+    (i32.eqz (local.get $form))))
+
+;; The machine's peak: n rounds of 12 independent multiply-add chains of f32x4 (96 flops a
+;; round), the same instruction the matmul tiles use. Returns a lane, so nothing is left out.
+(func (export "madd_peak") (param $n i32) (result f32)
+  ${range(12).map((i) => `(local $a${i} v128)`).join(" ")} (local $x v128) (local $y v128)
+  (local.set $x (f32x4.splat (f32.const 0.999)))
+  (local.set $y (f32x4.splat (f32.const 0.001)))
+  (if (local.get $n) (then (loop $round
+${
+    range(12).map((i) =>
+      `    (local.set $a${i} ${
+        madd(tier, `(local.get $a${i})`, "(local.get $x)", "(local.get $y)")
+      })`
+    ).join("\n")
+  }
+    (br_if $round (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
+  (f32x4.extract_lane 0 ${
+    range(12).map((i) => `(local.get $a${i})`).reduce((a, b) => `(f32x4.add ${a} ${b})`)
+  }))`;
 }
