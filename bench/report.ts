@@ -337,11 +337,16 @@ const fmt = (x: number, d = 1) => x.toFixed(d);
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 /** The variant chosen for a form's benchmark shape (M x K x N of the product as timed). */
 function variantOf(form: string, shape: string): string {
-  const [m, k, n] = shape.match(/\d+/g)!.map(Number);
-  if (form.startsWith("Y = X·W")) return `, variant ${variants.matmul[`${m}x${k}x${n}`] ?? 0}`;
-  if (form.startsWith("dW")) return `, variant ${variants.backwardWeight[`${k}x${m}x${n}`] ?? 0}`;
-  if (form.startsWith("dX")) return `, variant ${variants.nt[`${m}x${n}x${k}`] ?? 0}`;
-  return "";
+  const [m, k, , n] = shape.match(/\d+/g)!.map(Number); // "[m,k]·[k,n]"
+  const key = `${m}x${k}x${n}`;
+  const chosen = form.startsWith("Y = X·W")
+    ? variants.matmul[key]
+    : form.startsWith("dW")
+    ? variants.backwardWeight[key]
+    : form.startsWith("dX")
+    ? variants.nt[key]
+    : undefined;
+  return chosen === undefined ? "" : `, variant ${chosen}`;
 }
 const lines = [
   `BareGPT benchmark: kernel tier ${tier}, ${cores} cores, Deno ${Deno.version.deno}`,

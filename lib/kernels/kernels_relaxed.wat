@@ -636,145 +636,16 @@
   (v128.store offset=0 (local.get $pc4) (local.get $acc4_0))
 )
 
-;; C[2, 16] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
-(func $gemm_tile_2x16
-  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
-  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
-  (local $acc0_0 v128) (local $acc0_1 v128) (local $acc0_2 v128) (local $acc0_3 v128) (local $acc1_0 v128) (local $acc1_1 v128) (local $acc1_2 v128) (local $acc1_3 v128)
-  (local $b0 v128) (local $b1 v128) (local $b2 v128) (local $b3 v128) (local $x v128)
-  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pb i32)
-  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
-  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
-  (if (i32.eq (local.get $mode) (i32.const 2))
-    (then
-      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
-      (local.set $acc0_1 (v128.load offset=16 (local.get $pc0)))
-      (local.set $acc0_2 (v128.load offset=32 (local.get $pc0)))
-      (local.set $acc0_3 (v128.load offset=48 (local.get $pc0)))
-      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
-      (local.set $acc1_1 (v128.load offset=16 (local.get $pc1)))
-      (local.set $acc1_2 (v128.load offset=32 (local.get $pc1)))
-      (local.set $acc1_3 (v128.load offset=48 (local.get $pc1)))
-    )
-    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
-      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
-      (local.set $acc0_1 (v128.load offset=16 (local.get $bias)))
-      (local.set $acc0_2 (v128.load offset=32 (local.get $bias)))
-      (local.set $acc0_3 (v128.load offset=48 (local.get $bias)))
-      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
-      (local.set $acc1_1 (v128.load offset=16 (local.get $bias)))
-      (local.set $acc1_2 (v128.load offset=32 (local.get $bias)))
-      (local.set $acc1_3 (v128.load offset=48 (local.get $bias)))
-    ))))
-  (local.set $pb (local.get $b))
-  (if (local.get $n) (then (loop $s
-    (local.set $b0 (v128.load offset=0 (local.get $pb)))
-    (local.set $b1 (v128.load offset=16 (local.get $pb)))
-    (local.set $b2 (v128.load offset=32 (local.get $pb)))
-    (local.set $b3 (v128.load offset=48 (local.get $pb)))
-    (local.set $x (v128.load32_splat (local.get $pa0)))
-    (local.set $acc0_0 (f32x4.relaxed_madd (local.get $x) (local.get $b0) (local.get $acc0_0)))
-    (local.set $acc0_1 (f32x4.relaxed_madd (local.get $x) (local.get $b1) (local.get $acc0_1)))
-    (local.set $acc0_2 (f32x4.relaxed_madd (local.get $x) (local.get $b2) (local.get $acc0_2)))
-    (local.set $acc0_3 (f32x4.relaxed_madd (local.get $x) (local.get $b3) (local.get $acc0_3)))
-    (local.set $x (v128.load32_splat (local.get $pa1)))
-    (local.set $acc1_0 (f32x4.relaxed_madd (local.get $x) (local.get $b0) (local.get $acc1_0)))
-    (local.set $acc1_1 (f32x4.relaxed_madd (local.get $x) (local.get $b1) (local.get $acc1_1)))
-    (local.set $acc1_2 (f32x4.relaxed_madd (local.get $x) (local.get $b2) (local.get $acc1_2)))
-    (local.set $acc1_3 (f32x4.relaxed_madd (local.get $x) (local.get $b3) (local.get $acc1_3)))
-    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
-    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
-    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
-    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
-  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
-  (v128.store offset=16 (local.get $pc0) (local.get $acc0_1))
-  (v128.store offset=32 (local.get $pc0) (local.get $acc0_2))
-  (v128.store offset=48 (local.get $pc0) (local.get $acc0_3))
-  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
-  (v128.store offset=16 (local.get $pc1) (local.get $acc1_1))
-  (v128.store offset=32 (local.get $pc1) (local.get $acc1_2))
-  (v128.store offset=48 (local.get $pc1) (local.get $acc1_3))
-)
-
-;; C[2, 4] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
-(func $gemm_tile_2x4
-  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
-  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
-  (local $acc0_0 v128) (local $acc1_0 v128)
-  (local $b0 v128) (local $x v128)
-  (local $pa0 i32) (local $pc0 i32) (local $pa1 i32) (local $pc1 i32) (local $pb i32)
-  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
-  (local.set $pa1 (i32.add (local.get $pa0) (local.get $ars))) (local.set $pc1 (i32.add (local.get $pc0) (local.get $cs)))
-  (if (i32.eq (local.get $mode) (i32.const 2))
-    (then
-      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
-      (local.set $acc1_0 (v128.load offset=0 (local.get $pc1)))
-    )
-    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
-      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
-      (local.set $acc1_0 (v128.load offset=0 (local.get $bias)))
-    ))))
-  (local.set $pb (local.get $b))
-  (if (local.get $n) (then (loop $s
-    (local.set $b0 (v128.load offset=0 (local.get $pb)))
-    (local.set $x (v128.load32_splat (local.get $pa0)))
-    (local.set $acc0_0 (f32x4.relaxed_madd (local.get $x) (local.get $b0) (local.get $acc0_0)))
-    (local.set $x (v128.load32_splat (local.get $pa1)))
-    (local.set $acc1_0 (f32x4.relaxed_madd (local.get $x) (local.get $b0) (local.get $acc1_0)))
-    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
-    (local.set $pa1 (i32.add (local.get $pa1) (local.get $ass)))
-    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
-    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
-  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
-  (v128.store offset=0 (local.get $pc1) (local.get $acc1_0))
-)
-
-;; C[1, 16] tile: C (+)= A . B over n steps (see gemmTile in scripts/build_kernels.ts)
-(func $gemm_tile_1x16
-  (param $c i32) (param $a i32) (param $b i32) (param $bias i32) (param $mode i32)
-  (param $ars i32) (param $ass i32) (param $bs i32) (param $cs i32) (param $n i32)
-  (local $acc0_0 v128) (local $acc0_1 v128) (local $acc0_2 v128) (local $acc0_3 v128)
-   (local $x v128)
-  (local $pa0 i32) (local $pc0 i32) (local $pb i32)
-  (local.set $pa0 (local.get $a)) (local.set $pc0 (local.get $c))
-  (if (i32.eq (local.get $mode) (i32.const 2))
-    (then
-      (local.set $acc0_0 (v128.load offset=0 (local.get $pc0)))
-      (local.set $acc0_1 (v128.load offset=16 (local.get $pc0)))
-      (local.set $acc0_2 (v128.load offset=32 (local.get $pc0)))
-      (local.set $acc0_3 (v128.load offset=48 (local.get $pc0)))
-    )
-    (else (if (i32.eq (local.get $mode) (i32.const 1)) (then
-      (local.set $acc0_0 (v128.load offset=0 (local.get $bias)))
-      (local.set $acc0_1 (v128.load offset=16 (local.get $bias)))
-      (local.set $acc0_2 (v128.load offset=32 (local.get $bias)))
-      (local.set $acc0_3 (v128.load offset=48 (local.get $bias)))
-    ))))
-  (local.set $pb (local.get $b))
-  (if (local.get $n) (then (loop $s
-    (local.set $x (v128.load32_splat (local.get $pa0)))
-    (local.set $acc0_0 (f32x4.relaxed_madd (local.get $x) (v128.load offset=0 (local.get $pb)) (local.get $acc0_0)))
-    (local.set $acc0_1 (f32x4.relaxed_madd (local.get $x) (v128.load offset=16 (local.get $pb)) (local.get $acc0_1)))
-    (local.set $acc0_2 (f32x4.relaxed_madd (local.get $x) (v128.load offset=32 (local.get $pb)) (local.get $acc0_2)))
-    (local.set $acc0_3 (f32x4.relaxed_madd (local.get $x) (v128.load offset=48 (local.get $pb)) (local.get $acc0_3)))
-    (local.set $pa0 (i32.add (local.get $pa0) (local.get $ass)))
-    (local.set $pb (i32.add (local.get $pb) (local.get $bs)))
-    (br_if $s (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))))
-  (v128.store offset=0 (local.get $pc0) (local.get $acc0_0))
-  (v128.store offset=16 (local.get $pc0) (local.get $acc0_1))
-  (v128.store offset=32 (local.get $pc0) (local.get $acc0_2))
-  (v128.store offset=48 (local.get $pc0) (local.get $acc0_3))
-)
-
 ;; C[M, N] (+)= A(M x S) . B[S, N] by 6x8 tiles; see gemmDriver in scripts/kernels/gemm.ts.
 ;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
 (func $gemm_6x8
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32) (param $packA i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
   (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local $ab i32) (local $ar i32) (local $as i32) (local $n4 i32) (local $t i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -795,6 +666,37 @@
       ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
       (local.set $iR (i32.sub (local.get $iend)
         (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 6))))
+      ;; the A block of rows [i0, iend): in place, or (packA, for A = inp^T whose rows are
+      ;; adjacent floats, ars = 4) copied to packA as kn rows of MC floats, so that its reads
+      ;; along s do not fall into a few cache sets (a stride of 4K bytes)
+      (local.set $ab (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars))))
+      (local.set $ar (local.get $ars))
+      (local.set $as (local.get $ass))
+      (if (i32.and (i32.ne (local.get $packA) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+        (then
+          (local.set $n4 (i32.shr_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2)))
+          (local.set $q (i32.const 0))
+          (loop $copyA
+            (local.set $src (i32.add (local.get $ab) (i32.mul (local.get $q) (local.get $ass))))
+            (local.set $dst (i32.add (local.get $packA) (i32.mul (local.get $q) (i32.const 384))))
+            (local.set $t (i32.const 0))
+            (block $vdone (loop $vecs
+              (br_if $vdone (i32.ge_u (local.get $t) (local.get $n4)))
+              (v128.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 4)))
+                (v128.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 4)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $vecs)))
+            (local.set $t (i32.shl (local.get $n4) (i32.const 2)))
+            (block $sdone (loop $scalars
+              (br_if $sdone (i32.ge_u (local.get $t) (i32.sub (local.get $iend) (local.get $i0))))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 2)))
+                (f32.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 2)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $scalars)))
+            (br_if $copyA (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1))) (local.get $kn))))
+          (local.set $ab (local.get $packA))
+          (local.set $ar (i32.const 4))
+          (local.set $as (i32.const 384))))
       ;; full-width column panels
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
@@ -819,10 +721,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_6x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (local.get $pb)
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $pbs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 6)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
@@ -835,10 +737,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_6x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 6)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 4)))
@@ -848,10 +750,10 @@
         (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
         (call $gemm_col
           (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (local.get $ab)
           (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
           (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs)
           (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $cols1)))
@@ -864,30 +766,30 @@
           (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
           (call $gemm_tile_1x32
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 32)))
           (br $cols32)))
         (block $done8 (loop $cols8
           (br_if $done8 (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $N)))
           (call $gemm_tile_1x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 8)))
           (br $cols8)))
         (block $done4 (loop $cols4
           (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
           (call $gemm_tile_1x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 4)))
           (br $cols4)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
@@ -903,10 +805,11 @@
 (func $gemm_4x8
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32) (param $packA i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
   (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local $ab i32) (local $ar i32) (local $as i32) (local $n4 i32) (local $t i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -927,6 +830,37 @@
       ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
       (local.set $iR (i32.sub (local.get $iend)
         (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 4))))
+      ;; the A block of rows [i0, iend): in place, or (packA, for A = inp^T whose rows are
+      ;; adjacent floats, ars = 4) copied to packA as kn rows of MC floats, so that its reads
+      ;; along s do not fall into a few cache sets (a stride of 4K bytes)
+      (local.set $ab (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars))))
+      (local.set $ar (local.get $ars))
+      (local.set $as (local.get $ass))
+      (if (i32.and (i32.ne (local.get $packA) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+        (then
+          (local.set $n4 (i32.shr_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2)))
+          (local.set $q (i32.const 0))
+          (loop $copyA
+            (local.set $src (i32.add (local.get $ab) (i32.mul (local.get $q) (local.get $ass))))
+            (local.set $dst (i32.add (local.get $packA) (i32.mul (local.get $q) (i32.const 384))))
+            (local.set $t (i32.const 0))
+            (block $vdone (loop $vecs
+              (br_if $vdone (i32.ge_u (local.get $t) (local.get $n4)))
+              (v128.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 4)))
+                (v128.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 4)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $vecs)))
+            (local.set $t (i32.shl (local.get $n4) (i32.const 2)))
+            (block $sdone (loop $scalars
+              (br_if $sdone (i32.ge_u (local.get $t) (i32.sub (local.get $iend) (local.get $i0))))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 2)))
+                (f32.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 2)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $scalars)))
+            (br_if $copyA (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1))) (local.get $kn))))
+          (local.set $ab (local.get $packA))
+          (local.set $ar (i32.const 4))
+          (local.set $as (i32.const 384))))
       ;; full-width column panels
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
@@ -951,10 +885,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_4x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (local.get $pb)
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $pbs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 4)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
@@ -967,10 +901,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_4x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 4)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 4)))
@@ -980,10 +914,10 @@
         (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
         (call $gemm_col
           (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (local.get $ab)
           (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
           (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs)
           (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $cols1)))
@@ -996,30 +930,30 @@
           (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
           (call $gemm_tile_1x32
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 32)))
           (br $cols32)))
         (block $done8 (loop $cols8
           (br_if $done8 (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $N)))
           (call $gemm_tile_1x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 8)))
           (br $cols8)))
         (block $done4 (loop $cols4
           (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
           (call $gemm_tile_1x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 4)))
           (br $cols4)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
@@ -1035,10 +969,11 @@
 (func $gemm_3x12
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32) (param $packA i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
   (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local $ab i32) (local $ar i32) (local $as i32) (local $n4 i32) (local $t i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -1059,6 +994,37 @@
       ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
       (local.set $iR (i32.sub (local.get $iend)
         (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 3))))
+      ;; the A block of rows [i0, iend): in place, or (packA, for A = inp^T whose rows are
+      ;; adjacent floats, ars = 4) copied to packA as kn rows of MC floats, so that its reads
+      ;; along s do not fall into a few cache sets (a stride of 4K bytes)
+      (local.set $ab (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars))))
+      (local.set $ar (local.get $ars))
+      (local.set $as (local.get $ass))
+      (if (i32.and (i32.ne (local.get $packA) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+        (then
+          (local.set $n4 (i32.shr_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2)))
+          (local.set $q (i32.const 0))
+          (loop $copyA
+            (local.set $src (i32.add (local.get $ab) (i32.mul (local.get $q) (local.get $ass))))
+            (local.set $dst (i32.add (local.get $packA) (i32.mul (local.get $q) (i32.const 384))))
+            (local.set $t (i32.const 0))
+            (block $vdone (loop $vecs
+              (br_if $vdone (i32.ge_u (local.get $t) (local.get $n4)))
+              (v128.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 4)))
+                (v128.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 4)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $vecs)))
+            (local.set $t (i32.shl (local.get $n4) (i32.const 2)))
+            (block $sdone (loop $scalars
+              (br_if $sdone (i32.ge_u (local.get $t) (i32.sub (local.get $iend) (local.get $i0))))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 2)))
+                (f32.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 2)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $scalars)))
+            (br_if $copyA (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1))) (local.get $kn))))
+          (local.set $ab (local.get $packA))
+          (local.set $ar (i32.const 4))
+          (local.set $as (i32.const 384))))
       ;; full-width column panels
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
@@ -1084,10 +1050,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_3x12
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (local.get $pb)
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $pbs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 3)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 12)))
@@ -1100,10 +1066,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_3x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 3)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 4)))
@@ -1113,10 +1079,10 @@
         (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
         (call $gemm_col
           (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (local.get $ab)
           (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
           (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs)
           (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $cols1)))
@@ -1129,30 +1095,30 @@
           (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
           (call $gemm_tile_1x32
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 32)))
           (br $cols32)))
         (block $done12 (loop $cols12
           (br_if $done12 (i32.gt_u (i32.add (local.get $j) (i32.const 12)) (local.get $N)))
           (call $gemm_tile_1x12
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 12)))
           (br $cols12)))
         (block $done4 (loop $cols4
           (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
           (call $gemm_tile_1x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 4)))
           (br $cols4)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
@@ -1168,10 +1134,11 @@
 (func $gemm_5x8
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32) (param $packA i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
   (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local $ab i32) (local $ar i32) (local $as i32) (local $n4 i32) (local $t i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -1192,6 +1159,37 @@
       ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
       (local.set $iR (i32.sub (local.get $iend)
         (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 5))))
+      ;; the A block of rows [i0, iend): in place, or (packA, for A = inp^T whose rows are
+      ;; adjacent floats, ars = 4) copied to packA as kn rows of MC floats, so that its reads
+      ;; along s do not fall into a few cache sets (a stride of 4K bytes)
+      (local.set $ab (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars))))
+      (local.set $ar (local.get $ars))
+      (local.set $as (local.get $ass))
+      (if (i32.and (i32.ne (local.get $packA) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+        (then
+          (local.set $n4 (i32.shr_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2)))
+          (local.set $q (i32.const 0))
+          (loop $copyA
+            (local.set $src (i32.add (local.get $ab) (i32.mul (local.get $q) (local.get $ass))))
+            (local.set $dst (i32.add (local.get $packA) (i32.mul (local.get $q) (i32.const 384))))
+            (local.set $t (i32.const 0))
+            (block $vdone (loop $vecs
+              (br_if $vdone (i32.ge_u (local.get $t) (local.get $n4)))
+              (v128.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 4)))
+                (v128.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 4)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $vecs)))
+            (local.set $t (i32.shl (local.get $n4) (i32.const 2)))
+            (block $sdone (loop $scalars
+              (br_if $sdone (i32.ge_u (local.get $t) (i32.sub (local.get $iend) (local.get $i0))))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 2)))
+                (f32.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 2)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $scalars)))
+            (br_if $copyA (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1))) (local.get $kn))))
+          (local.set $ab (local.get $packA))
+          (local.set $ar (i32.const 4))
+          (local.set $as (i32.const 384))))
       ;; full-width column panels
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
@@ -1216,10 +1214,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_5x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (local.get $pb)
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $pbs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 5)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 8)))
@@ -1232,10 +1230,10 @@
           (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
           (call $gemm_tile_5x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $i (i32.add (local.get $i) (i32.const 5)))
           (br $rows)))
         (local.set $j (i32.add (local.get $j) (i32.const 4)))
@@ -1245,10 +1243,10 @@
         (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
         (call $gemm_col
           (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (local.get $ab)
           (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
           (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs)
           (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $cols1)))
@@ -1261,164 +1259,30 @@
           (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
           (call $gemm_tile_1x32
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 32)))
           (br $cols32)))
         (block $done8 (loop $cols8
           (br_if $done8 (i32.gt_u (i32.add (local.get $j) (i32.const 8)) (local.get $N)))
           (call $gemm_tile_1x8
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 8)))
           (br $cols8)))
         (block $done4 (loop $cols4
           (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
           (call $gemm_tile_1x4
             (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+            (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
             (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
             (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
-          (local.set $j (i32.add (local.get $j) (i32.const 4)))
-          (br $cols4)))
-        (local.set $i (i32.add (local.get $i) (i32.const 1)))
-        (br $rows1)))
-      (local.set $i0 (local.get $iend))
-      (br $iblocks)))
-    (local.set $s0 (i32.add (local.get $s0) (local.get $kn)))
-    (br_if $sblocks (i32.lt_u (local.get $s0) (local.get $S))))
-)
-
-;; C[M, N] (+)= A(M x S) . B[S, N] by 2x16 tiles; see gemmDriver in scripts/kernels/gemm.ts.
-;; accumulate = 0: the first reduction block starts from the bias (bias != 0) or zero.
-(func $gemm_2x16
-  (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
-  (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32) (param $pack i32)
-  (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
-  (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
-  (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
-  (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
-  (local.set $cs (local.get $bs))
-  (local.set $s0 (i32.const 0))
-  (loop $sblocks
-    ;; kn = min(kc, S - s0); the first block initialises C, the others accumulate into it
-    (local.set $kn (i32.sub (local.get $S) (local.get $s0)))
-    (if (i32.gt_u (local.get $kn) (local.get $kc)) (then (local.set $kn (local.get $kc))))
-    (local.set $mode (i32.const 2))
-    (if (i32.and (i32.eqz (local.get $s0)) (i32.eqz (local.get $accumulate)))
-      (then (local.set $mode (select (i32.const 1) (i32.const 0) (local.get $bias)))))
-    (local.set $ablk (i32.add (local.get $a) (i32.mul (local.get $s0) (local.get $ass))))
-    (local.set $bblk (i32.add (local.get $b) (i32.mul (local.get $s0) (local.get $bs))))
-    (local.set $i0 (i32.const 0))
-    (block $idone (loop $iblocks
-      (br_if $idone (i32.ge_u (local.get $i0) (local.get $M)))
-      (local.set $iend (i32.add (local.get $i0) (i32.const 96)))
-      (if (i32.gt_u (local.get $iend) (local.get $M)) (then (local.set $iend (local.get $M))))
-      ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
-      (local.set $iR (i32.sub (local.get $iend)
-        (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2))))
-      ;; full-width column panels
-      (local.set $j (i32.const 0))
-      (block $jdone (loop $cols
-        (br_if $jdone (i32.gt_u (i32.add (local.get $j) (i32.const 16)) (local.get $N)))
-        (local.set $pb (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2))))
-        (local.set $pbs (local.get $bs))
-        (if (i32.and (i32.ne (local.get $pack) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
-          (then
-            (local.set $src (local.get $pb))
-            (local.set $dst (local.get $pack))
-            (local.set $q (local.get $kn))
-            (loop $copy
-              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $src)))
-              (v128.store offset=16 (local.get $dst) (v128.load offset=16 (local.get $src)))
-              (v128.store offset=32 (local.get $dst) (v128.load offset=32 (local.get $src)))
-              (v128.store offset=48 (local.get $dst) (v128.load offset=48 (local.get $src)))
-              (local.set $src (i32.add (local.get $src) (local.get $bs)))
-              (local.set $dst (i32.add (local.get $dst) (i32.const 64)))
-              (br_if $copy (local.tee $q (i32.sub (local.get $q) (i32.const 1)))))
-            (local.set $pb (local.get $pack))
-            (local.set $pbs (i32.const 64))))
-        (local.set $i (local.get $i0))
-        (block $rdone (loop $rows
-          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
-          (call $gemm_tile_2x16
-            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-            (local.get $pb)
-            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $pbs) (local.get $cs) (local.get $kn))
-          (local.set $i (i32.add (local.get $i) (i32.const 2)))
-          (br $rows)))
-        (local.set $j (i32.add (local.get $j) (i32.const 16)))
-        (br $cols)))
-      ;; 4-wide column panels
-      (block $j4done (loop $cols4
-        (br_if $j4done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
-        (local.set $i (local.get $i0))
-        (block $rdone (loop $rows
-          (br_if $rdone (i32.ge_u (local.get $i) (local.get $iR)))
-          (call $gemm_tile_2x4
-            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
-            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
-          (local.set $i (i32.add (local.get $i) (i32.const 2)))
-          (br $rows)))
-        (local.set $j (i32.add (local.get $j) (i32.const 4)))
-        (br $cols4)))
-      ;; the last N % 4 columns, one at a time
-      (block $j1done (loop $cols1
-        (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
-        (call $gemm_col
-          (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
-          (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
-          (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
-          (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
-        (local.set $j (i32.add (local.get $j) (i32.const 1)))
-        (br $cols1)))
-      ;; the single rows: 32-wide tiles (independent chains), then 16, then 4
-      (local.set $i (local.get $iR))
-      (block $r1done (loop $rows1
-        (br_if $r1done (i32.ge_u (local.get $i) (local.get $iend)))
-        (local.set $j (i32.const 0))
-        (block $done32 (loop $cols32
-          (br_if $done32 (i32.gt_u (i32.add (local.get $j) (i32.const 32)) (local.get $N)))
-          (call $gemm_tile_1x32
-            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
-            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
-          (local.set $j (i32.add (local.get $j) (i32.const 32)))
-          (br $cols32)))
-        (block $done16 (loop $cols16
-          (br_if $done16 (i32.gt_u (i32.add (local.get $j) (i32.const 16)) (local.get $N)))
-          (call $gemm_tile_1x16
-            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
-            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
-          (local.set $j (i32.add (local.get $j) (i32.const 16)))
-          (br $cols16)))
-        (block $done4 (loop $cols4
-          (br_if $done4 (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
-          (call $gemm_tile_1x4
-            (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-            (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
-            (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
-            (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-            (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs) (local.get $kn))
+            (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs) (local.get $kn))
           (local.set $j (i32.add (local.get $j) (i32.const 4)))
           (br $cols4)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
@@ -2265,7 +2129,8 @@
       (if (local.get $m0) (then
         (call $gemm_6x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
           (local.get $m0) (local.get $K) (local.get $N)
-          (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+          (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)
+          (i32.const 0)))))
     (else
       (if (i32.eq (local.get $variant) (i32.const 2))
         (then
@@ -2274,7 +2139,8 @@
           (if (local.get $m0) (then
             (call $gemm_4x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
               (local.get $m0) (local.get $K) (local.get $N)
-              (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0)))))
+              (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0)
+              (i32.const 0)))))
         (else
           (if (i32.eq (local.get $variant) (i32.const 3))
             (then
@@ -2283,7 +2149,8 @@
               (if (local.get $m0) (then
                 (call $gemm_4x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
                   (local.get $m0) (local.get $K) (local.get $N)
-                  (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+                  (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)
+                  (i32.const 0)))))
             (else
               (if (i32.eq (local.get $variant) (i32.const 4))
                 (then
@@ -2292,7 +2159,8 @@
                   (if (local.get $m0) (then
                     (call $gemm_3x12 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
                       (local.get $m0) (local.get $K) (local.get $N)
-                      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+                      (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)
+                      (i32.const 0)))))
                 (else
                   (if (i32.eq (local.get $variant) (i32.const 5))
                     (then
@@ -2301,23 +2169,16 @@
                       (if (local.get $m0) (then
                         (call $gemm_5x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
                           (local.get $m0) (local.get $K) (local.get $N)
-                          (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)))))
+                          (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (local.get $scratch)
+                          (i32.const 0)))))
                     (else
-                      (if (i32.eq (local.get $variant) (i32.const 6))
-                        (then
-                          ;; the first M - M % 2 rows by register tiles, the rest by the few-rows kernel
-                          (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 2))))
-                          (if (local.get $m0) (then
-                            (call $gemm_2x16 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
-                              (local.get $m0) (local.get $K) (local.get $N)
-                              (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0)))))
-                        (else
-                          ;; the first M - M % 6 rows by register tiles, the rest by the few-rows kernel
-                          (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 6))))
-                          (if (local.get $m0) (then
-                            (call $gemm_6x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
-                              (local.get $m0) (local.get $K) (local.get $N)
-                              (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0))))))))))))))))
+                      ;; the first M - M % 6 rows by register tiles, the rest by the few-rows kernel
+                      (local.set $m0 (i32.sub (local.get $M) (i32.rem_u (local.get $M) (i32.const 6))))
+                      (if (local.get $m0) (then
+                        (call $gemm_6x8 (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
+                          (local.get $m0) (local.get $K) (local.get $N)
+                          (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const 256) (i32.const 0)
+                          (i32.const 0))))))))))))))
   (if (i32.lt_u (local.get $m0) (local.get $M)) (then
     (call $gemm_small
       (i32.add (local.get $out) (i32.mul (local.get $m0) (i32.shl (local.get $N) (i32.const 2))))
@@ -2333,41 +2194,41 @@
     (then
       (call $gemm_6x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
         (local.get $K) (local.get $M) (local.get $N)
-        (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+        (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)
+        (i32.add (local.get $scratch) (i32.const 16384))))
     (else
       (if (i32.eq (local.get $variant) (i32.const 2))
         (then
           (call $gemm_4x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
             (local.get $K) (local.get $M) (local.get $N)
-            (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)))
+            (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)
+            (i32.const 0)))
         (else
           (if (i32.eq (local.get $variant) (i32.const 3))
             (then
               (call $gemm_4x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
                 (local.get $K) (local.get $M) (local.get $N)
-                (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+                (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)
+                (i32.add (local.get $scratch) (i32.const 16384))))
             (else
               (if (i32.eq (local.get $variant) (i32.const 4))
                 (then
                   (call $gemm_3x12 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
                     (local.get $K) (local.get $M) (local.get $N)
-                    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+                    (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)
+                    (i32.add (local.get $scratch) (i32.const 16384))))
                 (else
                   (if (i32.eq (local.get $variant) (i32.const 5))
                     (then
                       (call $gemm_5x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
                         (local.get $K) (local.get $M) (local.get $N)
-                        (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)))
+                        (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (local.get $scratch)
+                        (i32.add (local.get $scratch) (i32.const 16384))))
                     (else
-                      (if (i32.eq (local.get $variant) (i32.const 6))
-                        (then
-                          (call $gemm_2x16 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
-                            (local.get $K) (local.get $M) (local.get $N)
-                            (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)))
-                        (else
-                          (call $gemm_6x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
-                            (local.get $K) (local.get $M) (local.get $N)
-                            (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)))))))))))))))
+                      (call $gemm_6x8 (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
+                        (local.get $K) (local.get $M) (local.get $N)
+                        (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const 128) (i32.const 0)
+                        (i32.const 0)))))))))))))
 
 ;; out[M, N] = a[M, K] . b[N, K]^T. Overwrites out.
 (func (export "matmul_nt")
@@ -2386,7 +2247,7 @@
 ;; How many variants a form has: 0 = matmul and matmul_backward_weight (register tiles), 1 =
 ;; matmul_nt and matmul_backward_input (row blocks).
 (func (export "variant_count") (param $form i32) (result i32)
-  (select (i32.const 7) (i32.const 4)
+  (select (i32.const 6) (i32.const 4)
     (i32.eqz (local.get $form))))
 
 ;; The machine's peak: n rounds of 12 independent multiply-add chains of f32x4 (96 flops a

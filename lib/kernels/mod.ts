@@ -37,8 +37,11 @@
 
 import { RELAXED_WASM_BASE64, SIMD_WASM_BASE64 } from "./wasm_bytes.ts";
 
-/** Bytes of the scratch of the packed matmul variants (a panel of KC rows of 16 floats). */
-export const PACK_BYTES = 256 * 16 * 4;
+/**
+ * Bytes of the scratch of the packed matmul variants: a panel of B (256 rows of up to 16 floats,
+ * 16 KiB), then a block of A (128 rows of 96 floats, 48 KiB).
+ */
+export const PACK_BYTES = 65536;
 
 /** Which kernels can run here: relaxed SIMD, plain SIMD128, or none (plain TypeScript). */
 export type KernelTier = "relaxed" | "simd" | "js";

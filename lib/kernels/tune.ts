@@ -13,7 +13,7 @@
 /** Multiply-adds below which a call is not timed (too short to measure): the first variant runs. */
 const MIN_MULTIPLY_ADDS = 2_000_000;
 /** Rounds over the variants before choosing: the first WARM_ROUNDS are not counted. */
-const ROUNDS = 4;
+const ROUNDS = 5;
 const WARM_ROUNDS = 2;
 
 /** What is known of one shape: every variant's best time so far, or the one chosen. */

@@ -25,6 +25,9 @@ export const TILE: Record<WasmTier, { rows: number; vecs: number }> = {
  * `TILE`. Every variant sums each output over k in the same order (from zero, the bias or C, one
  * product at a time), so they give the same bits and differ only in speed, which depends on the
  * CPU (how many registers V8 leaves free, the cache sizes): the library times them at first use.
+ * A packed variant copies each panel of B (and, in the transposed-left form, each block of A)
+ * into a scratch first: a wide operand's rows are 4 KiB apart, and a panel read in place falls
+ * into a few cache sets.
  */
 export const TILE_VARIANTS: Record<WasmTier, { rows: number; vecs: number; pack: boolean }[]> = {
   relaxed: [
@@ -34,18 +37,20 @@ export const TILE_VARIANTS: Record<WasmTier, { rows: number; vecs: number; pack:
     { rows: 4, vecs: 2, pack: true },
     { rows: 3, vecs: 3, pack: true },
     { rows: 5, vecs: 2, pack: true },
-    { rows: 2, vecs: 4, pack: false },
   ],
   simd: [
     { ...TILE.simd, pack: false },
     { ...TILE.simd, pack: true },
     { rows: 3, vecs: 2, pack: true },
     { rows: 2, vecs: 3, pack: true },
-    { rows: 6, vecs: 1, pack: false },
   ],
 };
-// A packed variant copies a B panel of KC rows of 4 * vecs floats into the scratch the caller
-// gives: lib/kernels/mod.ts's PACK_BYTES, KC rows of up to 16 floats.
+/**
+ * The scratch a packed variant is given (lib/kernels/mod.ts's PACK_BYTES) holds a B panel (KC
+ * rows of up to 16 floats, these bytes), then, for the transposed-left form, an A block (KC_TN
+ * rows of MC floats).
+ */
+export const PACK_B_BYTES = 256 * 16 * 4;
 /**
  * Row blocks of the variants of the dot-product form (NT): A's rows are swept in blocks of this
  * many (0: all of them), each block against every row of B. The block only orders the tiles; each

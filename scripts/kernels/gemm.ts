@@ -12,6 +12,7 @@ import {
   madd,
   MC,
   NT_ROW_BLOCKS,
+  PACK_B_BYTES,
   range,
   TILE_VARIANTS,
   type WasmTier,
@@ -161,14 +162,14 @@ export function gemmDriver(tile: { rows: number; vecs: number }): string {
   const call = (name: string, panel = false) =>
     `(call ${name}
   (i32.add (local.get $c) (i32.add (i32.mul (local.get $i) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-  (i32.add (local.get $ablk) (i32.mul (local.get $i) (local.get $ars)))
+  (i32.add (local.get $ab) (i32.mul (i32.sub (local.get $i) (local.get $i0)) (local.get $ar)))
   ${
       panel
         ? "(local.get $pb)"
         : "(i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))"
     }
   (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-  (local.get $mode) (local.get $ars) (local.get $ass) ${
+  (local.get $mode) (local.get $ar) (local.get $as) ${
       panel ? "(local.get $pbs)" : "(local.get $bs)"
     } (local.get $cs) (local.get $kn))`;
   // Sweeps the rows [i0, iR) of the current block with R-row tiles of width `w`.
@@ -213,10 +214,11 @@ ${indent(call(`$gemm_tile_1x${w}`), 2)}
 (func $gemm_${R}x${W}
   (param $c i32) (param $a i32) (param $b i32) (param $bias i32)
   (param $M i32) (param $S i32) (param $N i32) (param $ars i32) (param $ass i32)
-  (param $accumulate i32) (param $kc i32) (param $pack i32)
+  (param $accumulate i32) (param $kc i32) (param $pack i32) (param $packA i32)
   (local $bs i32) (local $cs i32) (local $s0 i32) (local $kn i32) (local $mode i32)
   (local $i0 i32) (local $iend i32) (local $iR i32) (local $i i32) (local $j i32) (local $ablk i32)
   (local $bblk i32) (local $pb i32) (local $pbs i32) (local $src i32) (local $dst i32) (local $q i32)
+  (local $ab i32) (local $ar i32) (local $as i32) (local $n4 i32) (local $t i32)
   (local.set $bs (i32.shl (local.get $N) (i32.const 2)))
   (local.set $cs (local.get $bs))
   (local.set $s0 (i32.const 0))
@@ -237,6 +239,39 @@ ${indent(call(`$gemm_tile_1x${w}`), 2)}
       ;; rows [i0, iR) by R-row tiles, the rest [iR, iend) by single rows
       (local.set $iR (i32.sub (local.get $iend)
         (i32.rem_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const ${R}))))
+      ;; the A block of rows [i0, iend): in place, or (packA, for A = inp^T whose rows are
+      ;; adjacent floats, ars = 4) copied to packA as kn rows of MC floats, so that its reads
+      ;; along s do not fall into a few cache sets (a stride of 4K bytes)
+      (local.set $ab (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars))))
+      (local.set $ar (local.get $ars))
+      (local.set $as (local.get $ass))
+      (if (i32.and (i32.ne (local.get $packA) (i32.const 0)) (i32.ne (local.get $kn) (i32.const 0)))
+        (then
+          (local.set $n4 (i32.shr_u (i32.sub (local.get $iend) (local.get $i0)) (i32.const 2)))
+          (local.set $q (i32.const 0))
+          (loop $copyA
+            (local.set $src (i32.add (local.get $ab) (i32.mul (local.get $q) (local.get $ass))))
+            (local.set $dst (i32.add (local.get $packA) (i32.mul (local.get $q) (i32.const ${
+    4 * MC
+  }))))
+            (local.set $t (i32.const 0))
+            (block $vdone (loop $vecs
+              (br_if $vdone (i32.ge_u (local.get $t) (local.get $n4)))
+              (v128.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 4)))
+                (v128.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 4)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $vecs)))
+            (local.set $t (i32.shl (local.get $n4) (i32.const 2)))
+            (block $sdone (loop $scalars
+              (br_if $sdone (i32.ge_u (local.get $t) (i32.sub (local.get $iend) (local.get $i0))))
+              (f32.store (i32.add (local.get $dst) (i32.shl (local.get $t) (i32.const 2)))
+                (f32.load (i32.add (local.get $src) (i32.shl (local.get $t) (i32.const 2)))))
+              (local.set $t (i32.add (local.get $t) (i32.const 1)))
+              (br $scalars)))
+            (br_if $copyA (i32.lt_u (local.tee $q (i32.add (local.get $q) (i32.const 1))) (local.get $kn))))
+          (local.set $ab (local.get $packA))
+          (local.set $ar (i32.const 4))
+          (local.set $as (i32.const ${4 * MC}))))
       ;; full-width column panels
       (local.set $j (i32.const 0))
       (block $jdone (loop $cols
@@ -256,10 +291,10 @@ ${indent(rowsSweep(4), 8)}
         (br_if $j1done (i32.ge_u (local.get $j) (local.get $N)))
         (call $gemm_col
           (i32.add (local.get $c) (i32.add (i32.mul (local.get $i0) (local.get $cs)) (i32.shl (local.get $j) (i32.const 2))))
-          (i32.add (local.get $ablk) (i32.mul (local.get $i0) (local.get $ars)))
+          (local.get $ab)
           (i32.add (local.get $bblk) (i32.shl (local.get $j) (i32.const 2)))
           (i32.add (local.get $bias) (i32.shl (local.get $j) (i32.const 2)))
-          (local.get $mode) (local.get $ars) (local.get $ass) (local.get $bs) (local.get $cs)
+          (local.get $mode) (local.get $ar) (local.get $as) (local.get $bs) (local.get $cs)
           (local.get $kn) (i32.sub (local.get $iend) (local.get $i0)))
         (local.set $j (i32.add (local.get $j) (i32.const 1)))
         (br $cols1)))
@@ -333,11 +368,13 @@ export function matmulExports(tier: WasmTier): string {
 (if (local.get $m0) (then
   (call $gemm_${R}x${W} (local.get $out) (local.get $inp) (local.get $w) (local.get $bias)
     (local.get $m0) (local.get $K) (local.get $N)
-    (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const ${KC}) ${pack})))`;
+    (i32.shl (local.get $K) (i32.const 2)) (i32.const 4) (i32.const 0) (i32.const ${KC}) ${pack}
+    (i32.const 0))))`;
   const tn = (R: number, W: number, pack: string) =>
     `(call $gemm_${R}x${W} (local.get $dw) (local.get $inp) (local.get $dout) (i32.const 0)
   (local.get $K) (local.get $M) (local.get $N)
-  (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const ${KC_TN}) ${pack})`;
+  (i32.const 4) (i32.shl (local.get $K) (i32.const 2)) (i32.const 1) (i32.const ${KC_TN}) ${pack}
+  ${pack === "(i32.const 0)" ? pack : `(i32.add ${pack} (i32.const ${PACK_B_BYTES}))`})`;
   const blocks = NT_ROW_BLOCKS.map((b) => `(i32.const ${b})`);
   const ntBlock = blocks.slice(1).reduceRight(
     (rest, b, i) => `(select ${b} ${rest} (i32.eq (local.get $variant) (i32.const ${i + 1})))`,
