@@ -225,7 +225,7 @@ export function createModel(vocab: string | Tokenizer, options: ModelOptions = {
   if (typeof vocab !== "string" && !(vocab instanceof Tokenizer)) {
     throw typeError("vocab", "a string or a Tokenizer", vocab);
   }
-  options = checkOptions(options);
+  options = checkOptions(options, "options", "createModel");
   const tokenizer = vocab instanceof Tokenizer ? vocab : Tokenizer.fromText(vocab);
   const seed = checkOption("seed", options.seed ?? 0, MODEL_OPTIONS.seed);
   const config = { ...defaultConfig(tokenizer.size) };
@@ -296,7 +296,7 @@ export async function createTrainer(
 ): Promise<Trainer> {
   const m = modelOf(model);
   checkText("data", data);
-  checkOptions(options);
+  checkOptions(options, "options", "createTrainer");
   if (m.dtype === "float32" && m.arena !== undefined && m.arena.memory !== kernelMemory()) {
     throw new InputError(
       "this model lives in kernels chosen before the last selectKernels; make or load it again",

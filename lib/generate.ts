@@ -101,7 +101,7 @@ function promptIds(model: GPT, prompt: string): Uint16Array {
  */
 export function generate(model: Model, options: GenerateOptions = {}): AsyncIterable<string> {
   const m = modelOf(model);
-  options = checkOptions(options);
+  options = checkOptions(options, "options", "generate");
   checkSampling(options, m.config.vocabSize);
   const count = checkOption("tokens", options.tokens ?? 1000, SAMPLING_OPTIONS.tokens);
   if (options.prompt !== undefined) checkString("prompt", options.prompt);
@@ -200,7 +200,7 @@ export function nextCharDistribution(
 ): CharProbability[] {
   const m = modelOf(model), V = m.config.vocabSize;
   checkString("prompt", prompt);
-  options = checkOptions(options);
+  options = checkOptions(options, "options", "nextCharDistribution");
   checkSampling(options, V);
   const top = checkOption("top", options.top ?? V, { min: 1, max: V, integer: true });
   const ids = promptIds(m, prompt);
@@ -303,7 +303,7 @@ export function attentionMap(
 ): AttentionMap {
   const m = modelOf(model);
   checkString("text", text);
-  options = checkOptions(options);
+  options = checkOptions(options, "options", "attentionMap");
   const cache = takeCache(m);
   try {
     return attentionWindow(m, m.tokenizer.encode(text), { ...options, cache });
@@ -340,7 +340,7 @@ export function* inspectSteps(
 ): Generator<InspectStep> {
   const m = modelOf(model);
   checkString("prompt", prompt);
-  options = checkOptions(options);
+  options = checkOptions(options, "options", "inspectSteps");
   const cache = takeCache(m);
   try {
     const ids = m.tokenizer.encode(prompt, "the prompt");
@@ -374,7 +374,7 @@ export function* inspectSteps(
 export function inspect(model: Model, prompt: string, options: InspectOptions = {}): InspectResult {
   const m = modelOf(model);
   checkString("prompt", prompt);
-  options = checkOptions(options);
+  options = checkOptions(options, "options", "inspect");
   const cache = takeCache(m);
   try {
     const r = inspectText(m, m.tokenizer.encode(prompt, "the prompt"), { ...options, cache });

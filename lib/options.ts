@@ -112,17 +112,64 @@ export function typeError(name: string, expected: string, value: unknown): Input
   });
 }
 
+/** The sampling options, shared by every call that samples. */
+const SAMPLING_NAMES = ["temperature", "topK", "topP"];
+
+/** The option names of each library call: any other name is an InputError (a typo, not ignored). */
+export const OPTION_NAMES = {
+  createModel: ["blockSize", "dModel", "nLayers", "nHeads", "seed"],
+  createTrainer: [
+    "batch",
+    "steps",
+    "lr",
+    "minLr",
+    "decay",
+    "warmup",
+    "weightDecay",
+    "beta1",
+    "beta2",
+    "clip",
+    "dropout",
+    "seed",
+    "threads",
+  ],
+  run: ["steps", "onProgress", "signal"],
+  evaluate: ["maxWindows", "split", "unknown", "onProgress", "threads"],
+  generate: ["prompt", "tokens", "seed", "signal", ...SAMPLING_NAMES],
+  nextCharDistribution: ["top", ...SAMPLING_NAMES],
+  attentionMap: ["layer", "promptLength"],
+  inspect: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
+  inspectSteps: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
+} as const;
+
 /**
  * The options argument of a library call: undefined is `{}`; anything but a plain object (an
- * array, null, a number) is an InputError naming the argument.
+ * array, null, a number) is an InputError naming the argument, and so is a name that `call`
+ * does not take ({@link OPTION_NAMES}).
  */
-export function checkOptions<T extends object>(value: T | undefined, name = "options"): T {
+export function checkOptions<T extends object>(
+  value: T | undefined,
+  name = "options",
+  call?: keyof typeof OPTION_NAMES,
+): T {
   if (value === undefined) return {} as T;
   const proto = value !== null && typeof value === "object"
     ? Object.getPrototypeOf(value)
     : undefined;
   if (proto !== Object.prototype && proto !== null) {
     throw typeError(name, "an object", value);
+  }
+  if (call !== undefined) {
+    const known: readonly string[] = OPTION_NAMES[call];
+    const unknown = Object.keys(value).filter((key) => !known.includes(key));
+    if (unknown.length > 0) {
+      throw new InputError(
+        `${call} has no option ${
+          unknown.map((key) => JSON.stringify(key)).join(", ")
+        }; its options are ${known.join(", ")}`,
+        { options: unknown },
+      );
+    }
   }
   return value;
 }
@@ -283,7 +330,7 @@ export function checkSampling(
 
 /** The options of an evaluation, their types checked (the ranges are checked where used). */
 export function checkEvaluateOptions(options: EvaluateOptions | undefined): EvaluateOptions {
-  const o = checkOptions(options);
+  const o = checkOptions(options, "options", "evaluate");
   checkNumber("maxWindows", o.maxWindows);
   checkNumber("threads", o.threads);
   checkChoice("split", o.split, ["all", "val"]);

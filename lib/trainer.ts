@@ -330,7 +330,7 @@ export class Trainer {
    * aborts.
    */
   async run(options: RunOptions = {}): Promise<RunResult> {
-    options = checkOptions(options);
+    options = checkOptions(options, "options", "run");
     checkNumber("steps", options.steps);
     checkFunction("onProgress", options.onProgress);
     checkSignal("signal", options.signal);

@@ -254,6 +254,60 @@ Deno.test("validation: library calls with wrong types throw InputError naming th
   );
 });
 
+Deno.test("validation: an option name a call does not take is an InputError, not ignored", async () => {
+  const text = "hello world. ".repeat(20);
+  const model = createModel(text, { blockSize: 8, dModel: 16, nLayers: 1, nHeads: 2 });
+  const unknown = (call: string, name: string) =>
+    new RegExp(`^${call} has no option "${name}"; its options are [a-zA-Z0-9, ]+$`);
+  const cases: [string, string, () => unknown][] = [
+    ["createModel", "dmodel", () => createModel(text, { dmodel: 16 } as object)],
+    ["generate", "temprature", () => generate(model, { temprature: 0.5 } as object)],
+    [
+      "nextCharDistribution",
+      "topk",
+      () => nextCharDistribution(model, "he", { topk: 3 } as object),
+    ],
+    ["attentionMap", "layers", () => attentionMap(model, "hello", { layers: 0 } as object)],
+    ["inspect", "token", () => inspect(model, "he", { token: 3 } as object)],
+    ["inspectSteps", "top_k", () => inspectSteps(model, "he", { top_k: 3 } as object).next()],
+  ];
+  for (const [call, name, run] of cases) {
+    try {
+      run();
+      assert(false, `${call} accepted ${name}`);
+    } catch (e) {
+      assert(e instanceof InputError, `${call}: ${e}`);
+      assertMatch(e.message, unknown(call, name));
+      assertEquals(e.options, [name]);
+    }
+  }
+  for (
+    const [call, name, run] of [
+      [
+        "createTrainer",
+        "learningRate",
+        () => createTrainer(model, text, { learningRate: 1 } as object),
+      ],
+      ["evaluate", "windows", () => evaluate(model, text, { windows: 3 } as object)],
+    ] as const
+  ) {
+    await run().then(
+      () => assert(false, `${call} accepted ${name}`),
+      (e) => assertMatch(e.message, unknown(call, name)),
+    );
+  }
+  using trainer = await createTrainer(model, text, { steps: 2, batch: 2 });
+  await trainer.run({ step: 1 } as object).then(
+    () => assert(false, "run accepted step"),
+    (e) => assertMatch(e.message, unknown("run", "step")),
+  );
+  await trainer.evaluate(undefined, { maxWindow: 1 } as object).then(
+    () => assert(false, "trainer.evaluate accepted maxWindow"),
+    (e) => assertMatch(e.message, unknown("evaluate", "maxWindow")),
+  );
+  model.dispose();
+});
+
 Deno.test("validation: the schedule's options: lr 0 and minLr above lr are refused, minLr = lr and a long warmup are not", async () => {
   const model = createModel(TEXT, SHAPE);
   for (
