@@ -201,11 +201,16 @@ export interface BlockScratch {
   dDropped: FloatArray; // [M, C]  gradient through a dropout mask (empty without dropout)
 }
 
+/** ln_1 and the q, k, v of the pass's rows: blockForward's start (alone, it fills a KV cache). */
+export function blockQkv(a: BlockActs, p: BlockParams, x: F, s: Pass): void {
+  normForward(a.ln1, x, p.ln1, s.B * s.rows, s.C);
+  linearForward(a.qkv.subarray(s.start * 3 * s.C), a.ln1.out, p.qkv, s.B * s.rows, s.C, 3 * s.C);
+}
+
 /** One transformer block: a.residualOut[M, C] from x[M, C]. */
 export function blockForward(a: BlockActs, p: BlockParams, x: F, s: Pass): void {
   const { C, H } = s, M = s.B * s.rows;
-  normForward(a.ln1, x, p.ln1, M, C);
-  linearForward(a.qkv.subarray(s.start * 3 * C), a.ln1.out, p.qkv, M, C, 3 * C);
+  blockQkv(a, p, x, s);
   attentionForward(a.attnOut, a.attnProbs, a.qkv, s.B, s.T, C, H, s.start, s.rows, s.cached);
   linearForward(a.residualAttn, a.attnOut, p.attnProj, M, C, C);
   if (s.dropout) dropoutForward(a.residualAttn, a.masks!.attn, s.dropout, a.masks!.site, s);

@@ -257,17 +257,19 @@ export class GPT implements Model {
 // ---------------------------------------------------------------------------------------------
 // Forward and backward
 
-/** The embedding and the blocks over acts.inputs: returns the last block's output [M, C]. */
-function trunk(model: Pick<GPT, "params">, acts: Activations, s: Pass): FloatArray {
-  const p = model.params;
+/** The embedding and the blocks over acts.inputs: the last block's output [M, C], or of its last
+ * `out` rows only (the rows before them then only fill the last block's q, k, v: a cache's fill). */
+function trunk(model: Pick<GPT, "params">, acts: Activations, s: Pass, out = s.rows): FloatArray {
+  const p = model.params, L = p.blocks.length, skip = s.rows - out;
   layers.embeddingForward(acts.encoded, acts.inputs, p.wte, p.wpe, s);
-  if (s.dropout) {
-    layers.dropoutForward(acts.encoded, acts.encMask, s.dropout, 2 * p.blocks.length, s);
-  }
+  if (s.dropout) layers.dropoutForward(acts.encoded, acts.encMask, s.dropout, 2 * L, s);
   let x = acts.encoded;
-  for (let l = 0; l < p.blocks.length; l++) {
-    layers.blockForward(acts.blocks[l], p.blocks[l], x, s);
-    x = acts.blocks[l].residualOut;
+  for (let l = 0; l < L; l++) {
+    const a = acts.blocks[l], last = l === L - 1 && skip > 0;
+    if (last) layers.blockQkv(a, p.blocks[l], x, { ...s, rows: skip });
+    const q = last ? { ...s, start: s.start + skip, rows: out } : s;
+    layers.blockForward(a, p.blocks[l], last ? x.subarray(skip * s.C) : x, q);
+    x = a.residualOut;
   }
   return x;
 }
@@ -313,7 +315,8 @@ export class KVCache {
   readonly acts: Activations;
   /**
    * Attention probabilities per layer, [H, T, T]: row t holds what position t attended to over
-   * positions 0..t (zero beyond), as of the feed that computed row t.
+   * positions 0..t (zero beyond), as of the feed that computed row t (a feed of several tokens
+   * computes the last layer's row of its last token only, unless `allLogits`).
    */
   readonly attention: FloatArray[];
   /** The pass of each feed: rows start .. start + rows - 1 of one sequence, over the cache. */
@@ -345,10 +348,9 @@ export class KVCache {
     const s = this.#pass;
     s.start = this.length;
     s.rows = n;
-    const x = trunk(this.model, this.acts, s);
-    this.length += n;
     const rows = allLogits ? n : 1;
-    const last = x.subarray((n - rows) * C, n * C);
+    const last = trunk(this.model, this.acts, s, rows).subarray(0, rows * C);
+    this.length += n;
     layers.headForward(this.acts.head, last, this.model.params, rows, s);
     return this.acts.head.logits.subarray(0, rows * c.vocabSize);
   }
