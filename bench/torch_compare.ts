@@ -19,8 +19,9 @@
  * unconditionally.
  *
  * Options: `--threads N` (default: all cores), `--rounds R` (5), `--steps K` steps per turn (4),
- * `--warmup W` (3), `--json FILE`, `--corpus FILE`, `--python PATH` (the task allows only
- * /usr/bin/python3 and python3), `--quick` (a smoke test).
+ * `--warmup W` (12: BareGPT times and chooses its matmul variants in its first steps),
+ * `--json FILE`, `--corpus FILE`, `--python PATH` (the task allows only /usr/bin/python3 and
+ * python3), `--quick` (a smoke test).
  *
  * @module
  */
@@ -69,7 +70,7 @@ const cores = navigator.hardwareConcurrency ?? 1;
 const threads = intOption("threads", values.threads, cores);
 const rounds = intOption("rounds", values.rounds, quick ? 2 : 5);
 const perTurn = intOption("steps", values.steps, quick ? 2 : 4);
-const warmup = intOption("warmup", values.warmup, quick ? 2 : 3, 0);
+const warmup = intOption("warmup", values.warmup, quick ? 2 : 12, 0);
 /** The 1-thread comparison runs only when the main one finished within this many seconds. */
 const SINGLE_BUDGET_S = 40;
 /** A comparison stops taking rounds (after at least 2) past this many seconds of them. */
