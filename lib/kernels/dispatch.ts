@@ -127,10 +127,19 @@ function makeChoosers(k: KernelExports) {
  */
 let scratch = 0;
 
-/** This thread's scratch for the packed matmul variants. */
+/**
+ * This thread's scratch for the packed matmul variants; 0 (they then read in place, with the same
+ * results) where a plain memory sized for its model has no room for it.
+ */
 function packScratch(): number {
-  if (scratch === 0) scratch = defaultArena().lease().reserve(PACK_BYTES);
-  return scratch;
+  if (scratch === 0) {
+    try {
+      scratch = defaultArena().lease().reserve(PACK_BYTES);
+    } catch {
+      scratch = -1;
+    }
+  }
+  return Math.max(scratch, 0);
 }
 
 /**
