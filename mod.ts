@@ -15,8 +15,13 @@
  *   CLI's `train`.
  * - Generate and look inside: {@linkcode generate} (an async iterable of characters),
  *   {@linkcode nextCharDistribution}, {@linkcode attention}, {@linkcode attentionMap},
- *   {@linkcode inspect} and {@linkcode inspectSteps} (candidates and attention step by step).
- *   Pictures of them (SVG heatmaps, terminal views, tables) are the `./draw` export.
+ *   {@linkcode inspect} and {@linkcode inspectSteps} (candidates and attention step by step),
+ *   {@linkcode forwardActivations} (every activation of one forward pass, named and shaped),
+ *   {@linkcode layerNorm} and {@linkcode layerNormBackward} (a layer of the reference math, to
+ *   check its gradient by finite differences). Pictures of them (SVG heatmaps, terminal views,
+ *   tables) are the `./draw` export; {@linkcode barChartSvg}, {@linkcode lineChartSvg},
+ *   {@linkcode textColumnsHtml} and {@linkcode picture} (an SVG or HTML document that shows
+ *   itself in a Jupyter notebook) are here too, for notebooks (`notebooks/tour.ipynb`).
  * - Kernels: {@linkcode selectKernels} (a tier, shared or plain memory), {@linkcode bestKernels}.
  * - Options: {@linkcode MODEL_OPTIONS}, {@linkcode TRAIN_OPTIONS}, {@linkcode SAMPLING_OPTIONS}
  *   (every range and default, from which the CLI's flags take theirs).
@@ -89,6 +94,7 @@ export {
   type Candidate,
   type CharProbability,
   type DistributionOptions,
+  forwardActivations,
   generate,
   type GenerateOptions,
   inspect,
@@ -96,6 +102,7 @@ export {
   type InspectResult,
   type InspectStep,
   inspectSteps,
+  type NamedActivation,
   nextCharDistribution,
   type SamplingOptions,
   topCandidates,
@@ -123,4 +130,26 @@ export {
   renderAttentionTerminal,
   scalePosition,
 } from "./lib/draw.ts";
+export {
+  type Bar,
+  type BarChartOptions,
+  barChartSvg,
+  type LineChartOptions,
+  lineChartSvg,
+  type LinePoint,
+  type LineSeries,
+  Picture,
+  picture,
+  type PictureType,
+  type TextColumn,
+  textColumnsHtml,
+} from "./lib/charts.ts";
+export {
+  layerNorm,
+  layerNormBackward,
+  type LayerNormGradients,
+  type LayerNormResult,
+} from "./lib/reference.ts";
 export { Tokenizer } from "./lib/tokenizer.ts";
+export { type TrainCommand, trainCommand } from "./lib/command.ts";
+export { trainingMemoryBytes } from "./lib/api.ts";

@@ -18,6 +18,7 @@ import {
   saveWeights,
   selectKernels,
   TRAIN_OPTIONS,
+  trainCommand,
 } from "../mod.ts";
 import { kernelsFlag, numberFlag, range, requireFlag, stringFlag, type Values } from "./flags.ts";
 import {
@@ -266,29 +267,24 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         );
       }
 
-      const command = [
-        "train",
-        `--data ${dataPath}`,
-        ...(initPath ? [`--init ${initPath}`] : [
-          `--block ${c.blockSize}`,
-          `--d-model ${c.dModel}`,
-          `--layers ${c.nLayers}`,
-          `--heads ${c.nHeads}`,
-        ]),
-        `--steps ${steps}`,
-        `--batch ${batch}`,
-        `--lr ${lr}`,
-        `--min-lr ${minLr}`,
-        `--decay ${decay}`,
-        `--warmup ${warmup}`,
-        `--weight-decay ${weightDecay}`,
-        `--beta1 ${beta1}`,
-        `--beta2 ${beta2}`,
-        `--clip ${clip}`,
-        `--dropout ${dropout}`,
-        `--seed ${seed}`,
-        `--threads ${trainer.threads}`,
-      ].join(" ");
+      const command = trainCommand({
+        data: dataPath,
+        init: initPath,
+        shape: c,
+        steps,
+        batch,
+        lr,
+        minLr,
+        decay,
+        warmup,
+        weightDecay,
+        beta1,
+        beta2,
+        clip,
+        dropout,
+        seed,
+        threads: trainer.threads,
+      });
       log(
         `model: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}; ${
           model.parameterCount.toLocaleString("en-US")

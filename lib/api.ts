@@ -175,6 +175,28 @@ export function reserveFor(config: ModelConfig, grads: boolean): void {
   arena.ensure(bytes);
 }
 
+/**
+ * Bytes of the kernels' memory a run needs to train a model of `config` on batches of `batch`
+ * sequences over `threads` threads, with room for its KV caches (sampling and inspecting it as it
+ * trains) and the kernels' scratch. A plain memory (a page without cross-origin isolation) cannot
+ * grow under a model: give this to `selectKernels(tier, { shared: false, memoryBytes, reset: true })`
+ * before making or loading the model.
+ *
+ * @example
+ * ```ts
+ * import { trainingMemoryBytes } from "@baregpt/baregpt";
+ * const config = { vocabSize: 65, blockSize: 128, dModel: 256, nLayers: 2, nHeads: 4 };
+ * console.log(trainingMemoryBytes(config, { batch: 16 }) > 2 ** 20); // true
+ * ```
+ */
+export function trainingMemoryBytes(
+  config: ModelConfig,
+  options: { batch: number; threads?: number },
+): number {
+  const use = { grads: true, caches: CACHES_PER_MODEL, ...options };
+  return Math.min(2 ** 32, kernelBytes(config, use) + 64 * 2 ** 20);
+}
+
 /** Counts a model made or loaded (a later selectKernels then refuses to switch under it). */
 export function modelMade(): void {
   modelsMade++;

@@ -1,7 +1,7 @@
 /**
  * Pictures of a model's insides, shared by the CLI, the page and notebooks: attention heatmaps as
  * SVG (one per head) and as terminal text, the candidate table, probability bars, and the colour
- * scale they share. Pure functions from data to text; nothing here runs the model.
+ * scale they share; with `charts.ts`, bar and line charts. Pure functions from data to text.
  *
  * @example An SVG of one layer's attention, from the library's `attentionMap`
  * ```ts ignore
@@ -19,6 +19,8 @@ import { InputError } from "./errors.ts";
 import type { AttentionMap, InspectStep } from "./inspect.ts";
 
 export type { AttentionMap, Candidate, InspectStep } from "./inspect.ts";
+// bar and line charts, texts side by side, and Picture (shows itself in Jupyter): charts.ts
+export * from "./charts.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Characters and colours

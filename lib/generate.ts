@@ -313,6 +313,88 @@ export function attentionMap(
 }
 
 /**
+ * One activation of a forward pass, as {@linkcode forwardActivations} lists them.
+ *
+ * @example
+ * ```ts
+ * import type { NamedActivation } from "@baregpt/baregpt";
+ * const a: NamedActivation = { name: "ln_f", what: "the final LayerNorm", shape: [1, 2], values: new Float32Array(2) };
+ * console.log(`${a.name} [${a.shape.join(", ")}]`);
+ * ```
+ */
+export interface NamedActivation {
+  /** Where it is, in GPT-2's names: `embedding`, `h.0.ln_1`, `h.0.attn.probs`, ..., `logits`. */
+  name: string;
+  /** What it is, in a few words of math. */
+  what: string;
+  /** Its shape: [n, C] for n characters of C = dModel values, [H, n, n] for attention. */
+  shape: number[];
+  /** Its values, row-major (a copy). */
+  values: Float32Array;
+}
+
+/**
+ * Runs one forward pass over a text (its last blockSize characters) and returns every activation
+ * it computes, in order, named and shaped: the embedding; per block its LayerNorms, the queries,
+ * keys and values, the attention probabilities of every head, the heads' output, the MLP's two
+ * layers and the residual stream after each half; the final LayerNorm and the logits.
+ *
+ * @param model the model.
+ * @param text a non-empty text whose characters are in the vocabulary.
+ * @returns the activations, input to output.
+ * @throws {InputError} when the text is empty or has characters outside the vocabulary.
+ *
+ * @example
+ * ```ts
+ * import { createModel, forwardActivations } from "@baregpt/baregpt";
+ * const model = createModel("to be or not", { dModel: 16, nHeads: 2, nLayers: 1 });
+ * for (const { name, shape } of forwardActivations(model, "to be")) {
+ *   console.log(name.padEnd(16), shape.join(" x ")); // embedding 5 x 16 ... logits 5 x 7
+ * }
+ * ```
+ */
+export function forwardActivations(model: Model, text: string): NamedActivation[] {
+  const m = modelOf(model), { blockSize: T, dModel: C, nHeads: H, vocabSize: V } = m.config;
+  checkString("text", text);
+  if (text.length === 0) throw new InputError("the text to look at is empty; give some characters");
+  const ids = promptIds(m, text), n = ids.length;
+  const cache = takeCache(m);
+  try {
+    const logits = cache.feed(ids, true);
+    const list: NamedActivation[] = [];
+    const add = (name: string, what: string, shape: number[], values: ArrayLike<number>) =>
+      list.push({ name, what, shape, values: Float32Array.from(values) });
+    const a = cache.acts;
+    add("embedding", "wte[token] + wpe[position]", [n, C], a.encoded.subarray(0, n * C));
+    for (const [l, b] of a.blocks.entries()) {
+      const h = `h.${l}.`;
+      const rows = (x: Float32Array | Float64Array, width: number) => x.subarray(0, n * width);
+      add(`${h}ln_1`, "LayerNorm(x)", [n, C], rows(b.ln1.out, C));
+      add(`${h}attn.qkv`, "ln_1 · c_attn: queries | keys | values", [n, 3 * C], rows(b.qkv, 3 * C));
+      const probs = new Float32Array(H * n * n);
+      for (let k = 0; k < H; k++) {
+        for (let t = 0; t < n; t++) {
+          const row = (k * T + t) * T;
+          probs.set(b.attnProbs.subarray(row, row + n), (k * n + t) * n);
+        }
+      }
+      add(`${h}attn.probs`, "softmax(q · kᵀ / √(C/H)), causal, per head", [H, n, n], probs);
+      add(`${h}attn.heads`, "probs · v, the heads side by side", [n, C], rows(b.attnOut, C));
+      add(`${h}residual`, "x + heads · c_proj", [n, C], rows(b.residualAttn, C));
+      add(`${h}ln_2`, "LayerNorm(x)", [n, C], rows(b.ln2.out, C));
+      add(`${h}mlp.fc`, "ln_2 · c_fc", [n, 4 * C], rows(b.fc, 4 * C));
+      add(`${h}mlp.gelu`, "GELU(fc)", [n, 4 * C], rows(b.fcGelu, 4 * C));
+      add(`${h}out`, "x + gelu · mlp.c_proj: the block's output", [n, C], rows(b.residualOut, C));
+    }
+    add("ln_f", "LayerNorm(x), the final one", [n, C], a.head.lnf.out.subarray(0, n * C));
+    add("logits", "ln_f · wteᵀ: a score per character", [n, V], logits);
+    return list;
+  } finally {
+    giveCache(m, cache);
+  }
+}
+
+/**
  * Generates step by step after a prompt (greedy unless `temperature` is given), yielding for each
  * step the character chosen, the top candidates and where the query that chose it looked; the
  * choices are exactly those of {@linkcode generate} with the same options. Reuse the model's

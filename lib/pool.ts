@@ -46,8 +46,14 @@ export type WorkerReply =
   | { kind: "done"; lossSum: number }
   | { kind: "error"; message: string };
 
-/** The worker module, next to this one. */
-const WORKER_URL = new URL("./worker.ts", import.meta.url);
+/**
+ * The worker module, next to this one: `worker.ts`, or `worker.js` where this code runs bundled
+ * into a script (the browser page's `web/dist/app.js`, beside which its bundle puts `worker.js`).
+ */
+const WORKER_URL = new URL(
+  import.meta.url.endsWith(".ts") ? "./worker.ts" : "./worker.js",
+  import.meta.url,
+);
 
 /**
  * The error for a worker that did not start: an InputError naming the permission when the

@@ -1,6 +1,8 @@
 /**
  * Builds the browser page's script: bundles `web/app.ts` (and the `lib/` code it imports) into
- * `web/dist/app.js` with a source map, for browsers. The bundle is an output of this task, never
+ * `web/dist/app.js` with a source map, for browsers, and the library's training worker
+ * (`lib/worker.ts`) into `web/dist/worker.js`, which the bundled worker pool starts from beside
+ * `app.js` (training on several threads in a cross-origin isolated page). The bundle is an output of this task, never
  * written by hand, and is git-ignored.
  *
  * ```sh
@@ -16,6 +18,8 @@
 
 /** The page's entry point and the bundle's folder. */
 export const ENTRY = new URL("../web/app.ts", import.meta.url);
+/** The training worker, bundled on its own (a worker is a separate script). */
+export const WORKER_ENTRY = new URL("../lib/worker.ts", import.meta.url);
 export const OUT_DIR = new URL("../web/dist/", import.meta.url);
 
 interface BundleResult {
@@ -42,19 +46,22 @@ export async function bundleWeb(options: { minify?: boolean } = {}): Promise<str
   }
   const outDir = decodeURIComponent(OUT_DIR.pathname);
   await Deno.mkdir(outDir, { recursive: true });
-  const result = await bundle({
-    entrypoints: [decodeURIComponent(ENTRY.pathname)],
-    outputDir: outDir,
-    platform: "browser",
-    format: "esm",
-    sourcemap: "linked",
-    minify: options.minify ?? false,
-    write: true,
-  });
   const text = (m: { text?: string; message?: string }) => m.text ?? m.message ?? String(m);
-  for (const w of result.warnings) console.error(`warning: ${text(w)}`);
-  if (!result.success || result.errors.length > 0) {
-    throw new Error(`bundling failed: ${result.errors.map(text).join("; ")}`);
+  // one entry point per call: each script is written as <entry's name>.js in web/dist/
+  for (const entry of [ENTRY, WORKER_ENTRY]) {
+    const result = await bundle({
+      entrypoints: [decodeURIComponent(entry.pathname)],
+      outputDir: outDir,
+      platform: "browser",
+      format: "esm",
+      sourcemap: "linked",
+      minify: options.minify ?? false,
+      write: true,
+    });
+    for (const w of result.warnings) console.error(`warning: ${text(w)}`);
+    if (!result.success || result.errors.length > 0) {
+      throw new Error(`bundling failed: ${result.errors.map(text).join("; ")}`);
+    }
   }
   return outDir + "app.js";
 }

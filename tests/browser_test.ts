@@ -20,6 +20,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { handle, resolvePath, startServer } from "../scripts/serve.ts";
 import type { Job, Report } from "./browser/driver.ts";
+import { playCorpus } from "./fixtures.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const ARTIFACTS = `${ROOT}test-artifacts/`;
@@ -75,23 +76,6 @@ async function run(args: string[], what: string): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-/** A small play-like corpus, so the model learns enough to have clear greedy choices. */
-function corpus(): string {
-  const names = ["ROMEO", "JULIET", "NURSE"];
-  const words = ["love", "night", "the", "moon", "sweet", "good", "my", "lord", "fair", "is", "O"];
-  let s = 11;
-  const next = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
-  const lines = [];
-  for (let i = 0; i < 150; i++) {
-    lines.push(`${names[Math.floor(next() * names.length)]}:`);
-    lines.push(
-      Array.from({ length: 6 }, () => words[Math.floor(next() * words.length)]).join(" ") + ".",
-      "",
-    );
-  }
-  return lines.join("\n");
-}
-
 /** Bundles the page and trains the small model, once for both tests; returns the weights. */
 let prepared: Promise<string> | undefined;
 function prepare(): Promise<string> {
@@ -100,7 +84,7 @@ function prepare(): Promise<string> {
     await Deno.mkdir(dir, { recursive: true });
     const weights = `${dir}model.safetensors`;
     const data = `${dir}corpus.txt`;
-    await Deno.writeTextFile(data, corpus());
+    await Deno.writeTextFile(data, playCorpus());
 
     // the bundle (as `deno task bundle` builds it) and a small model, in parallel
     await Promise.all([

@@ -75,3 +75,20 @@ export async function findCorpus(): Promise<string | null> {
   console.log(`skipped: Tiny Shakespeare not found in ${candidates.join(" or ")}`);
   return null;
 }
+
+/** A small play-like corpus (about 5 KB), so a tiny model learns enough to have clear choices. */
+export function playCorpus(): string {
+  const names = ["ROMEO", "JULIET", "NURSE"];
+  const words = ["love", "night", "the", "moon", "sweet", "good", "my", "lord", "fair", "is", "O"];
+  let s = 11;
+  const next = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const lines = [];
+  for (let i = 0; i < 150; i++) {
+    lines.push(`${names[Math.floor(next() * names.length)]}:`);
+    lines.push(
+      Array.from({ length: 6 }, () => words[Math.floor(next() * words.length)]).join(" ") + ".",
+      "",
+    );
+  }
+  return lines.join("\n");
+}

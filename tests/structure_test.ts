@@ -139,6 +139,39 @@ Deno.test("a face never imports lib/ directly, only the package's exports", () =
   assertEquals(bad, [], `faces importing lib/ past the exports:\n  ${bad.join("\n  ")}`);
 });
 
+/** The notebooks under notebooks/ (relative to the root); [] if none. */
+function notebookFiles(): string[] {
+  try {
+    return [...Deno.readDirSync(`${ROOT}/notebooks`)]
+      .filter((e) => e.isFile && e.name.endsWith(".ipynb"))
+      .map((e) => `notebooks/${e.name}`)
+      .sort();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+}
+
+Deno.test("a notebook's code cells import the library through mod.ts only", () => {
+  const notebooks = notebookFiles();
+  assert(notebooks.includes("notebooks/tour.ipynb"), "notebooks/tour.ipynb was not found");
+  const bad: string[] = [];
+  for (const file of notebooks) {
+    const nb = JSON.parse(Deno.readTextFileSync(`${ROOT}/${file}`));
+    const cells = (nb.cells as { cell_type: string; source: string | string[] }[])
+      .filter((c) => c.cell_type === "code")
+      .map((c) => (Array.isArray(c.source) ? c.source.join("") : c.source));
+    const specs = cells.flatMap(importSpecifiers);
+    assert(specs.some((s) => resolveRelative(file, s) === "mod.ts"), `${file} imports no mod.ts`);
+    for (const spec of specs) {
+      if (!spec.startsWith(".")) continue; // npm:, jsr:, a URL: not lib/
+      const target = resolveRelative(file, spec);
+      if (target !== "mod.ts") bad.push(`${file}: ${spec}`);
+    }
+  }
+  assertEquals(bad, [], `notebook cells importing past mod.ts:\n  ${bad.join("\n  ")}`);
+});
+
 Deno.test("the import parser finds static, type, re-export and dynamic imports", () => {
   const src = `import { a } from "./lib/a.ts";
 import type { B } from '../lib/b.ts';

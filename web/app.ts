@@ -21,9 +21,11 @@ import {
   inspectSteps,
   type KernelTier,
   loadWeights,
+  type Model,
   selectKernels,
 } from "../mod.ts";
 import { listen } from "./events.ts";
+import { listenTraining } from "./train_events.ts";
 import {
   AUTOSTART,
   clearError,
@@ -38,9 +40,11 @@ import {
   ui,
   WEIGHTS_URL,
 } from "./state.ts";
-import { refreshView, resetViews, showPosition } from "./views.ts";
+import { clearViews, refreshView, resetViews, showPosition } from "./views.ts";
 
 let weightsBytes: Uint8Array | null = null;
+/** The model's name in the status line: its file (the page's weights, a file given, a run). */
+let modelName = WEIGHTS_URL.pathname.split("/").pop()!;
 /** The status line of the loaded model (the run's speed is appended to it). */
 let modelStatus = "";
 
@@ -88,7 +92,11 @@ async function fetchWeights(): Promise<Uint8Array> {
 async function setup(): Promise<void> {
   const tier = chosenTier(ui.tier.value);
   page.loaded = null;
-  const loaded = page.loaded = await loadOnTier(weightsBytes!, tier);
+  describe(page.loaded = await loadOnTier(weightsBytes!, tier));
+}
+
+/** Fills the layer choice and the status line for the loaded model. */
+function describe(loaded: Loaded): void {
   const c = loaded.model.config;
   const keepLayer = ui.layer.value === "" ? (params.get("layer") ?? "") : ui.layer.value;
   ui.layer.replaceChildren(
@@ -99,19 +107,46 @@ async function setup(): Promise<void> {
     ? String(layer)
     : String(c.nLayers - 1);
   ui.topk.max = String(c.vocabSize);
-  document.body.dataset.tier = tier;
+  document.body.dataset.tier = loaded.tier;
   const facts = loaded.model.facts;
-  modelStatus = `${
-    WEIGHTS_URL.pathname.split("/").pop()
-  }: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}, ${
-    (loaded.model.parameterCount / 1e6).toFixed(2)
-  }M parameters${
-    facts.val_loss ? `, validation loss ${facts.val_loss}` : ""
-  } · kernels: ${loaded.tier}${ui.tier.value === "auto" ? " (auto)" : ""} · ${
-    crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated"
-  }`;
+  modelStatus =
+    `${modelName}: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}, ${
+      (loaded.model.parameterCount / 1e6).toFixed(2)
+    }M parameters${
+      facts.val_loss ? `, validation loss ${facts.val_loss}` : ""
+    } · kernels: ${loaded.tier}${ui.tier.value === "auto" ? " (auto)" : ""} · ${
+      crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated"
+    }`;
   setStatus(modelStatus);
   setState("ready");
+}
+
+/** Makes a model the page's (a training run's, or a file given): the views start afresh. */
+function adopt(model: Model, tier: KernelTier, name: string, bytes?: Uint8Array): void {
+  if (bytes !== undefined) weightsBytes = bytes; // a change of kernels reloads these
+  modelName = name;
+  if (page.loaded?.model !== model && !page.running) {
+    page.text = [];
+    page.steps = [];
+    page.spans = [];
+    page.hovered = page.pinned = null;
+    ui.output.replaceChildren();
+    clearViews();
+  }
+  describe(page.loaded = { model, tier });
+  ui.generate.disabled = page.running;
+}
+
+/** Streams a sample of the page's model (from `hint` when the prompt has unknown characters). */
+async function sample(hint: string): Promise<boolean> {
+  if (page.running || page.loaded === null) return false;
+  try {
+    page.loaded.model.tokenizer.encode(ui.prompt.value, "the prompt");
+  } catch {
+    ui.prompt.value = hint;
+  }
+  await generate();
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,7 +259,8 @@ async function generate(): Promise<void> {
   } finally {
     generator.return(undefined); // hands the model's cache back when stopped early
     page.running = false;
-    ui.generate.disabled = ui.tier.disabled = false;
+    ui.generate.disabled = false;
+    ui.tier.disabled = page.training;
     ui.stop.disabled = true;
   }
 }
@@ -249,4 +285,20 @@ async function start(): Promise<void> {
 }
 
 listen({ generate, setup });
+listenTraining({
+  tier: () => chosenTier(ui.tier.value),
+  adopt,
+  load: async (bytes, name) => {
+    weightsBytes = bytes;
+    modelName = name;
+    await setup();
+    ui.generate.disabled = page.running;
+    return page.loaded!.model;
+  },
+  sample,
+  lock: (locked) => {
+    page.training = locked;
+    ui.tier.disabled = locked || page.running;
+  },
+});
 start();

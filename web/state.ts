@@ -110,6 +110,8 @@ export interface PageState {
   sampling: { temperature: number; topK: number };
   running: boolean;
   stopRequested: boolean;
+  /** A training run is going on (the kernel menu stays locked). */
+  training: boolean;
   /** Selected position: hovered, else pinned, else the last character. */
   hovered: number | null;
   pinned: number | null;
@@ -126,6 +128,7 @@ export const page: PageState = {
   sampling: { temperature: 0, topK: 0 },
   running: false,
   stopRequested: false,
+  training: false,
   hovered: null,
   pinned: null,
   spans: [],
