@@ -19,6 +19,7 @@
 
 import { parseArgs } from "node:util";
 import { createModel, createTrainer, selectKernels } from "../mod.ts";
+import { corpusPath, stats } from "./common.ts";
 import { startServer } from "../scripts/serve.ts";
 import type { ScenarioResult, TrainJob } from "../tests/browser/train_driver.ts";
 
@@ -34,13 +35,10 @@ const measured = Number(values.steps ?? 20);
 const threads = Number(values.threads ?? navigator.hardwareConcurrency);
 const steps = WARMUP + measured;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
+const median = (xs: number[]) => stats(xs).median;
 
 // the CLI's trainer, in Deno
-const text = await Deno.readTextFile(`${ROOT}data/tinyshakespeare.txt`);
+const text = await Deno.readTextFile(await corpusPath());
 const tier = selectKernels();
 const model = createModel(text, { seed: 0 });
 const cliMs: number[] = [];

@@ -20,8 +20,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { makeCorpus } from "../lib/data.ts";
-import { GPT, type ModelConfig } from "../lib/model.ts";
+import { corpusPath, defaultModel, defaultRun, stats } from "./common.ts";
 import { Rng } from "../lib/rng.ts";
 import { decodeSteps } from "../lib/sample.ts";
 import { createKernels, createSharedMemory, type KernelTier } from "../lib/kernels/mod.ts";
@@ -30,6 +29,7 @@ import {
   attentionForward,
   attentionScratchSize,
   defaultArena,
+  type KernelVariants,
   matmul,
   matmulBackwardInput,
   matmulBackwardWeight,
@@ -61,39 +61,10 @@ const STEPS = quick ? 3 : 20;
 const WARMUP = quick ? 1 : 12;
 const cores = navigator.hardwareConcurrency ?? 1;
 
-function stats(ms: number[]) {
-  const sorted = [...ms].sort((a, b) => a - b);
-  const median = sorted.length % 2
-    ? sorted[(sorted.length - 1) / 2]
-    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
-  return { median, min: sorted[0], max: sorted[sorted.length - 1], n: ms.length };
-}
-
-async function corpusText(): Promise<string> {
-  const candidates = [
-    values.corpus,
-    new URL("../../shared/data/tinyshakespeare.txt", import.meta.url).pathname,
-    new URL("../data/tinyshakespeare.txt", import.meta.url).pathname,
-  ];
-  for (const path of candidates) {
-    if (!path) continue;
-    try {
-      return await Deno.readTextFile(path);
-    } catch { /* next */ }
-  }
-  throw new Error("no corpus: run `deno task data` or pass --corpus FILE");
-}
-
 const tier = setupKernels(values.tier as KernelTier | undefined);
-const text = await corpusText();
-const corpus = makeCorpus(text);
-const config: ModelConfig = {
-  vocabSize: corpus.tokenizer.size,
-  blockSize: 128,
-  dModel: 256,
-  nLayers: 2,
-  nHeads: 4,
-};
+const dataPath = await corpusPath(values.corpus);
+const run = await defaultRun(dataPath);
+const { corpus, config } = run;
 
 /**
  * This machine's peak of the multiply-add of a tier's matmul tiles, one thread, GFLOP/s: the best
@@ -125,7 +96,7 @@ const KERNEL_GROUPS: [string, RegExp][] = [
 
 async function trainSteps(threads: number, withProfile = false) {
   setupKernels(tier);
-  const model = new GPT(config, { tokenizer: corpus.tokenizer }).init(1);
+  const model = defaultModel(run, 1);
   // the trainer trains on the text's first 90%, as `cli.ts train` does
   const trainer = await Trainer.create(model, corpus.tokens, { threads, steps: 1000, batch: 16 });
   const times: number[] = [];
@@ -192,8 +163,17 @@ function matmulForms() {
     gflops: number;
     share: number;
     target: boolean;
+    /** The variant the library chose for this product (the targeted forms). */
+    variant?: number;
   }[] = [];
-  const row = (form: string, shape: string, ms: number, flops: number, target: boolean) =>
+  const row = (
+    form: string,
+    shape: string,
+    ms: number,
+    flops: number,
+    target: boolean,
+    variant?: number,
+  ) =>
     rows.push({
       form,
       shape,
@@ -201,6 +181,7 @@ function matmulForms() {
       gflops: flops / ms / 1e6,
       share: flops / ms / 1e6 / roof,
       target,
+      variant,
     });
   for (
     const [K, N, name] of [[256, 768, "c_attn"], [256, 1024, "c_fc"], [
@@ -216,18 +197,26 @@ function matmulForms() {
       dx = f32(M * K),
       dw = f32(K * N);
     const flops = 2 * M * K * N;
-    const add = (form: string, shape: string, fn: () => void) =>
-      row(form, shape, timeIt(fn), flops, true);
-    add(`Y = X·W (${name})`, `[${M},${K}]·[${K},${N}]`, () => matmul(y, x, w, b, M, K, N));
-    add(
-      `dX = dY·Wᵀ (${name})`,
-      `[${M},${N}]·[${N},${K}]`,
-      () => matmulBackwardInput(dx, y, w, M, K, N),
-    );
+    // each product, and the form and shape (M x K x N of the product) its variant was chosen for
+    const add = (form: string, dims: number[], fn: () => void, chooser: keyof KernelVariants) => {
+      const [m, k, n] = dims;
+      const ms = timeIt(fn);
+      row(
+        form,
+        `[${m},${k}]·[${k},${n}]`,
+        ms,
+        flops,
+        true,
+        variantChoices()[chooser][dims.join("x")],
+      );
+    };
+    add(`Y = X·W (${name})`, [M, K, N], () => matmul(y, x, w, b, M, K, N), "matmul");
+    add(`dX = dY·Wᵀ (${name})`, [M, N, K], () => matmulBackwardInput(dx, y, w, M, K, N), "nt");
     add(
       `dW += Xᵀ·dY (${name})`,
-      `[${K},${M}]·[${M},${N}]`,
+      [K, M, N],
       () => matmulBackwardWeight(dw, x, y, M, K, N),
+      "backwardWeight",
     );
   }
   // reported, not targeted: the tied output head and attention
@@ -253,7 +242,7 @@ function matmulForms() {
 
 function sampling() {
   setupKernels(tier);
-  const model = new GPT(config, { tokenizer: corpus.tokenizer }).init(2);
+  const model = defaultModel(run, 2);
   const prompt = corpus.tokenizer.encode("ROMEO:");
   const n = quick ? 200 : 1000;
   let best = Infinity;
@@ -269,8 +258,6 @@ function sampling() {
 
 async function peakRss() {
   const dir = await Deno.makeTempDir();
-  const data = `${dir}/corpus.txt`;
-  await Deno.writeTextFile(data, text);
   const cli = new URL("../cli.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -279,7 +266,7 @@ async function peakRss() {
       cli,
       "train",
       "--data",
-      data,
+      dataPath,
       "--out",
       `${dir}/w.safetensors`,
       "--steps",
@@ -335,19 +322,6 @@ const memory = await peakRss();
 
 const fmt = (x: number, d = 1) => x.toFixed(d);
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
-/** The variant chosen for a form's benchmark shape (M x K x N of the product as timed). */
-function variantOf(form: string, shape: string): string {
-  const [m, k, , n] = shape.match(/\d+/g)!.map(Number); // "[m,k]·[k,n]"
-  const key = `${m}x${k}x${n}`;
-  const chosen = form.startsWith("Y = X·W")
-    ? variants.matmul[key]
-    : form.startsWith("dW")
-    ? variants.backwardWeight[key]
-    : form.startsWith("dX")
-    ? variants.nt[key]
-    : undefined;
-  return chosen === undefined ? "" : `, variant ${chosen}`;
-}
 const lines = [
   `BareGPT benchmark: kernel tier ${tier}, ${cores} cores, Deno ${Deno.version.deno}`,
   "",
@@ -366,7 +340,7 @@ const lines = [
   ...forms.map((r) =>
     `| ${r.form} ${r.shape}${r.target ? "" : " (reported)"} | ${fmt(r.gflops)} GFLOP/s, ${
       pct(r.share)
-    } of the roof (${fmt(r.ms, 2)} ms${variantOf(r.form, r.shape)}) |`
+    } of the roof (${fmt(r.ms, 2)} ms${r.variant === undefined ? "" : `, variant ${r.variant}`}) |`
   ),
   `| sampling with the KV cache, 1 thread | ${fmt(sample.charsPerSecond, 0)} characters/s |`,
   `| peak resident memory of a default training run | ${fmt(memory.peakMb, 0)} MB |`,

@@ -27,8 +27,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { makeCorpus } from "../lib/data.ts";
-import { GPT, type ModelConfig } from "../lib/model.ts";
+import { corpusPath, defaultModel, defaultRun, stats } from "./common.ts";
 import { setupKernels } from "../lib/kernels/dispatch.ts";
 import { Trainer } from "../lib/trainer.ts";
 
@@ -114,31 +113,12 @@ if ("skipped" in found) {
 }
 const python = found.python;
 
-async function corpusPath(): Promise<string> {
-  const candidates = [
-    values.corpus,
-    new URL("../../shared/data/tinyshakespeare.txt", import.meta.url).pathname,
-    new URL("../data/tinyshakespeare.txt", import.meta.url).pathname,
-  ];
-  for (const path of candidates) {
-    if (!path) continue;
-    try {
-      if ((await Deno.stat(path)).isFile) return path;
-    } catch { /* next */ }
-  }
-  console.error("no corpus: run `deno task data` or pass --corpus FILE");
+const path = await corpusPath(values.corpus).catch((e) => {
+  console.error((e as Error).message);
   Deno.exit(1);
-}
-
-const path = await corpusPath();
-const corpus = makeCorpus(await Deno.readTextFile(path));
-const config: ModelConfig = {
-  vocabSize: corpus.tokenizer.size,
-  blockSize: 128,
-  dModel: 256,
-  nLayers: 2,
-  nHeads: 4,
-};
+});
+const run = await defaultRun(path);
+const { corpus, config } = run;
 const BATCH = 16;
 
 interface TorchInfo {
@@ -247,14 +227,6 @@ function splitLines(): TransformStream<string, string> {
 
 // --- the comparison -------------------------------------------------------------------------------
 
-function stats(ms: number[]) {
-  const sorted = [...ms].sort((a, b) => a - b);
-  const median = sorted.length % 2
-    ? sorted[(sorted.length - 1) / 2]
-    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
-  return { median, min: sorted[0], max: sorted[sorted.length - 1], n: ms.length };
-}
-
 type Stats = ReturnType<typeof stats>;
 
 /** The PyTorch configurations timed at N threads. */
@@ -285,7 +257,7 @@ interface Comparison {
 
 async function compare(threads: number): Promise<Comparison> {
   setupKernels();
-  const model = new GPT(config, { tokenizer: corpus.tokenizer }).init(1);
+  const model = defaultModel(run, 1);
   // the trainer trains on the text's first 90%, as `cli.ts train` does
   const trainer = await Trainer.create(model, corpus.tokens, {
     threads,

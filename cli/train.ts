@@ -161,7 +161,8 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       );
     }
     if (useThreads > 1) await checkWorkerPermission(useThreads);
-    const trainer = await createTrainer(model, text, {
+    // the run's settings as given (the trainer caps a long warmup; the command keeps it)
+    const recipe = {
       batch,
       steps,
       lr,
@@ -174,8 +175,8 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       clip,
       dropout,
       seed,
-      threads,
-    });
+    };
+    const trainer = await createTrainer(model, text, { ...recipe, threads });
     // A first SIGINT/SIGTERM/SIGHUP (a closed terminal) asks the run to save a checkpoint and
     // stop, wherever it is: between steps, in an evaluation (which stops at its next batch), in
     // the final evaluation (the checkpoint is then at the last step: resuming only evaluates and
@@ -271,18 +272,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         data: dataPath,
         init: initPath,
         shape: c,
-        steps,
-        batch,
-        lr,
-        minLr,
-        decay,
-        warmup,
-        weightDecay,
-        beta1,
-        beta2,
-        clip,
-        dropout,
-        seed,
+        ...recipe,
         threads: trainer.threads,
       });
       log(

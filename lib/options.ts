@@ -117,22 +117,8 @@ const SAMPLING_NAMES = ["temperature", "topK", "topP"];
 
 /** The option names of each library call: any other name is an InputError (a typo, not ignored). */
 export const OPTION_NAMES = {
-  createModel: ["blockSize", "dModel", "nLayers", "nHeads", "seed"],
-  createTrainer: [
-    "batch",
-    "steps",
-    "lr",
-    "minLr",
-    "decay",
-    "warmup",
-    "weightDecay",
-    "beta1",
-    "beta2",
-    "clip",
-    "dropout",
-    "seed",
-    "threads",
-  ],
+  createModel: Object.keys(MODEL_OPTIONS).filter((name) => name !== "vocabSize"),
+  createTrainer: [...Object.keys(TRAIN_OPTIONS), "decay"],
   run: ["steps", "onProgress", "signal"],
   evaluate: ["maxWindows", "split", "unknown", "onProgress", "threads"],
   generate: ["prompt", "tokens", "seed", "signal", ...SAMPLING_NAMES],
@@ -140,7 +126,7 @@ export const OPTION_NAMES = {
   attentionMap: ["layer", "promptLength"],
   inspect: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
   inspectSteps: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
-} as const;
+};
 
 /**
  * The options argument of a library call: undefined is `{}`; anything but a plain object (an

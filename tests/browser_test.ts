@@ -21,25 +21,12 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { handle, resolvePath, startServer } from "../scripts/serve.ts";
 import type { Job, Report } from "./browser/driver.ts";
 import { playCorpus } from "./fixtures.ts";
+import { CHROMIUM, CHROMIUM_ARGS, chromiumPresent, CI } from "./browser/chromium.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const ARTIFACTS = `${ROOT}test-artifacts/`;
 const CLI = `${ROOT}cli.ts`;
 const DRIVER = `${ROOT}tests/browser/driver.ts`;
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
-const CI = Deno.env.get("CI") === "true";
-
-/** Chromium's flags: headless, no sandbox (CI containers run as root), nothing reaching out. */
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--disable-quic",
-];
 
 const PROMPT = "ROMEO:\nO my";
 const TOKENS = 60;
@@ -47,21 +34,7 @@ const TOKENS = 60;
 const MODEL = ["--d-model", "32", "--layers", "2", "--heads", "2", "--block", "32"];
 const HEADS = 2, BLOCK = 32;
 
-async function chromiumPresent(): Promise<boolean> {
-  try {
-    return (await Deno.stat(CHROMIUM)).isFile;
-  } catch {
-    return false;
-  }
-}
-
-const present = await chromiumPresent();
-if (!present) {
-  const reason =
-    `Chromium not found at ${CHROMIUM} (install Debian's chromium, or set CHROMIUM_PATH)`;
-  if (CI) console.error(`browser test: ${reason}; CI=true, so the test fails`);
-  else console.log(`browser test skipped: ${reason}`);
-}
+const present = await chromiumPresent("browser test");
 
 async function run(args: string[], what: string): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {

@@ -19,30 +19,14 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { startServer } from "../scripts/serve.ts";
 import type { Scenario, ScenarioResult, TrainJob } from "./browser/train_driver.ts";
 import { playCorpus } from "./fixtures.ts";
+import { CHROMIUM, CHROMIUM_ARGS, chromiumPresent, CI } from "./browser/chromium.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const DIR = `${ROOT}test-artifacts/train/`;
 const CLI = `${ROOT}cli.ts`;
 const DRIVER = `${ROOT}tests/browser/train_driver.ts`;
-const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
-const CI = Deno.env.get("CI") === "true";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
-const present = await Deno.stat(CHROMIUM).then((s) => s.isFile, () => false);
-if (!present) {
-  const reason =
-    `Chromium not found at ${CHROMIUM} (install Debian's chromium, or set CHROMIUM_PATH)`;
-  if (CI) console.error(`browser train test: ${reason}; CI=true, so the test fails`);
-  else console.log(`browser train test skipped: ${reason}`);
-}
+const present = await chromiumPresent("browser train test");
 
 /** Runs deno with `args` in `cwd`; the exit code, stdout and stderr. */
 async function deno(args: string[], cwd = ROOT) {

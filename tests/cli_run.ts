@@ -96,7 +96,8 @@ export function spawnCli(args: string[], permissions = ["-A"]) {
   };
 }
 
-export { smallCorpus } from "./fixtures.ts";
+import { smallCorpus } from "./fixtures.ts";
+export { smallCorpus };
 
 /** Fails when stderr shows a stack trace or Deno's own uncaught-error report. */
 export function assertNoStackTrace(stderr: string): void {
@@ -164,6 +165,20 @@ export async function tempDir(prefix: string): Promise<{ path: string } & AsyncD
       });
     },
   };
+}
+
+/** A temporary folder holding the small corpus as corpus.txt, removed when disposed. */
+export async function tempDirWithCorpus(
+  prefix: string,
+): Promise<{ path: string } & AsyncDisposable> {
+  const tmp = await tempDir(prefix);
+  await Deno.writeTextFile(`${tmp.path}/corpus.txt`, smallCorpus());
+  return tmp;
+}
+
+/** True when something (a file, folder, link, even a dangling one) is at `path`. */
+export async function exists(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 /** Copies what a clone of the working tree holds (tracked and untracked, not ignored) to `dest`. */

@@ -12,11 +12,12 @@ import {
   assertNoStackTrace,
   assertSameBytes,
   assertUserError,
+  exists,
   pooled,
   runCli,
   smallCorpus,
   spawnCli,
-  tempDir,
+  tempDirWithCorpus,
   TINY,
 } from "./cli_run.ts";
 
@@ -44,21 +45,6 @@ function trainArgs(dir: string, out: string, threads: number, extra: string[] = 
   ];
 }
 
-async function tempDirWithCorpus() {
-  const tmp = await tempDir("baregpt_resume_");
-  await Deno.writeTextFile(`${tmp.path}/corpus.txt`, smallCorpus());
-  return tmp;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** A generator seeded from the clock and printed, so a failing sequence of kills can be replayed. */
 function killClock(): () => number {
   const seed = Number(Deno.env.get("BAREGPT_KILL_SEED") ?? (Date.now() >>> 0));
@@ -71,7 +57,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 for (const threads of THREADS) {
   Deno.test(`resume: SIGKILL at random moments, then --resume, gives the same bytes [${threads} thread(s)]`, async () => {
-    await using tmp = await tempDirWithCorpus();
+    await using tmp = await tempDirWithCorpus("baregpt_resume_");
     const dir = tmp.path;
     const random = killClock();
     const ref = `${dir}/ref.safetensors`;
@@ -130,7 +116,7 @@ for (const threads of THREADS) {
 
 Deno.test("resume: SIGINT saves a checkpoint and exits cleanly; resuming gives the same bytes", async () => {
   const threads = THREADS[THREADS.length - 1];
-  await using tmp = await tempDirWithCorpus();
+  await using tmp = await tempDirWithCorpus("baregpt_resume_");
   const dir = tmp.path;
   const ref = `${dir}/ref.safetensors`;
   const out = `${dir}/model.safetensors`;
@@ -160,7 +146,7 @@ Deno.test("resume: SIGINT saves a checkpoint and exits cleanly; resuming gives t
 });
 
 Deno.test("resume: --resume without a checkpoint says so and starts fresh; a finished run is not redone", async () => {
-  await using tmp = await tempDirWithCorpus();
+  await using tmp = await tempDirWithCorpus("baregpt_resume_");
   const dir = tmp.path;
   const args = (out: string, extra: string[] = []) => [
     "train",
@@ -197,7 +183,7 @@ Deno.test("resume: --resume without a checkpoint says so and starts fresh; a fin
 });
 
 Deno.test("resume: a checkpoint of another model, corpus or recipe is a one-line error, kept as is", async () => {
-  await using tmp = await tempDirWithCorpus();
+  await using tmp = await tempDirWithCorpus("baregpt_resume_");
   const dir = tmp.path;
   const out = `${dir}/model.safetensors`;
   const ckpt = `${out}.ckpt`;

@@ -13,6 +13,7 @@ import {
   assertSameBytes,
   assertUserError,
   CLI,
+  exists,
   isRoot,
   pooled,
   runCli,
@@ -606,12 +607,3 @@ Deno.test("failed writes: writeFileAtomic never leaves a truncated file where a 
   assertEquals(await Deno.readTextFile(path), "new weights");
   assertEquals(listing(), ["folder.safetensors", "model.safetensors"]);
 });
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -7,16 +7,7 @@ import { decodeSafetensors } from "../lib/safetensors.ts";
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
 import { createModel, createTrainer, saveWeights } from "../mod.ts";
 import { Checkpoint } from "../lib/checkpoint.ts";
-import { assertNoStackTrace, REPO, runCli, smallCorpus, tempDir, TINY } from "./cli_run.ts";
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { assertNoStackTrace, exists, REPO, runCli, smallCorpus, tempDir, TINY } from "./cli_run.ts";
 
 async function withCorpus() {
   const tmp = await tempDir("baregpt_train_cli_");

@@ -26,10 +26,12 @@ import {
   assertNoStackTrace,
   assertSameBytes,
   assertUserError,
+  exists,
   runCli,
   smallCorpus,
   spawnCli,
   tempDir,
+  tempDirWithCorpus,
   TINY,
 } from "./cli_run.ts";
 
@@ -329,14 +331,8 @@ Deno.test("validation: the schedule's options: lr 0 and minLr above lr are refus
   assertEquals(long.settings.warmup, 3, "a warmup longer than the run is capped at its steps");
 });
 
-async function corpusDir(prefix: string) {
-  const tmp = await tempDir(prefix);
-  await Deno.writeTextFile(`${tmp.path}/corpus.txt`, smallCorpus());
-  return tmp;
-}
-
 Deno.test("validation: CLI: --lr 0, --min-lr above --lr are one-line errors; --warmup past --steps prints the true schedule", async () => {
-  await using tmp = await corpusDir("baregpt_validation_");
+  await using tmp = await tempDirWithCorpus("baregpt_validation_");
   const dir = tmp.path;
   const train = (extra: string[]) =>
     runCli([
@@ -384,7 +380,7 @@ function withMetadata(bytes: Uint8Array, edit: (m: Record<string, string>) => vo
 }
 
 Deno.test("validation: a checkpoint past the run's steps, or with an all-zero generator, is refused (library and CLI)", async () => {
-  await using tmp = await corpusDir("baregpt_validation_ckpt_");
+  await using tmp = await tempDirWithCorpus("baregpt_validation_ckpt_");
   const dir = tmp.path, text = smallCorpus();
   const shape = { blockSize: 16, dModel: 16, nLayers: 1, nHeads: 2 };
   const model = createModel(text, shape);
@@ -482,14 +478,10 @@ async function tmpFiles(dir: string): Promise<string[]> {
   return found;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
-}
-
 const CODES: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
 
 Deno.test("signals: SIGINT, SIGTERM and SIGHUP during training save a checkpoint, exit 128 + n, and resume to the same bytes", async () => {
-  await using tmp = await corpusDir("baregpt_signals_");
+  await using tmp = await tempDirWithCorpus("baregpt_signals_");
   const dir = tmp.path;
   const args = (out: string, extra: string[] = []) => [
     "train",
@@ -596,7 +588,7 @@ Deno.test("signals: a signal during the final evaluation saves the last step's c
 });
 
 Deno.test("signals: a double signal stops at once and leaves no temporary file; stale ones are removed by the next run", async () => {
-  await using tmp = await corpusDir("baregpt_signals_double_");
+  await using tmp = await tempDirWithCorpus("baregpt_signals_double_");
   const dir = tmp.path;
   const args = (out: string, extra: string[] = []) => [
     "train",

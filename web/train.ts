@@ -13,7 +13,6 @@
 import {
   createModel,
   createTrainer,
-  DECAYS,
   decodeCorpus,
   extendVocabulary,
   type KernelTier,
@@ -22,7 +21,6 @@ import {
   saveWeights,
   selectKernels,
   Tokenizer,
-  TRAIN_OPTIONS,
   trainCommand,
   type Trainer,
   trainingMemoryBytes,
@@ -306,14 +304,9 @@ async function train(
     trainStatus("Setting up the model…");
     const { model, tier, added } = await makeModel(saved, text, init);
     saved.tier = tier;
-    const d = TRAIN_OPTIONS;
-    trainer = await createTrainer(model, text, {
-      steps: s.steps,
-      batch: s.batch,
-      lr: s.lr,
-      seed: s.seed,
-      threads: s.threads,
-    });
+    // the page's options; the others are the library's defaults, as in the command below
+    const options = { steps: s.steps, batch: s.batch, lr: s.lr, seed: s.seed };
+    trainer = await createTrainer(model, text, { ...options, threads: s.threads });
     const c = model.config;
     if (trainer.valTokens.length < c.blockSize + 1) {
       throw new Error(
@@ -326,18 +319,7 @@ async function train(
       data: saved.dataName,
       init: saved.initName,
       shape: s.shape,
-      steps: s.steps,
-      batch: s.batch,
-      lr: s.lr,
-      minLr: d.minLr.default!,
-      decay: DECAYS[0],
-      warmup: d.warmup.default!,
-      weightDecay: d.weightDecay.default!,
-      beta1: d.beta1.default!,
-      beta2: d.beta2.default!,
-      clip: d.clip.default!,
-      dropout: d.dropout.default!,
-      seed: s.seed,
+      ...options,
       threads: trainer.threads,
       // the CLI's default is the fastest tier, relaxed SIMD
       kernels: tier === "relaxed" ? undefined : tier,
