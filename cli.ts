@@ -40,6 +40,9 @@ const FLAG_OF: Record<string, string> = {
   blockSize: "--block",
   minLr: "--min-lr",
   weightDecay: "--weight-decay",
+  muonLr: "--muon-lr",
+  muonMomentum: "--muon-momentum",
+  muonSteps: "--muon-steps",
   topK: "--top-k",
   topP: "--top-p",
 };

@@ -22,7 +22,8 @@
  *   tables) are the `./draw` export; {@linkcode barChartSvg}, {@linkcode lineChartSvg},
  *   {@linkcode textColumnsHtml} and {@linkcode picture} (an SVG or HTML document that shows
  *   itself in a Jupyter notebook) are here too, for notebooks (`notebooks/tour.ipynb`).
- * - Kernels: {@linkcode selectKernels} (a tier, shared or plain memory), {@linkcode bestKernels}.
+ * - Kernels: {@linkcode selectKernels} (a tier, shared or plain memory, or "webgpu": training,
+ *   evaluation and generation on the GPU), {@linkcode bestKernels}, {@linkcode webgpuAdapter}.
  * - Options: {@linkcode MODEL_OPTIONS}, {@linkcode TRAIN_OPTIONS}, {@linkcode SAMPLING_OPTIONS}
  *   (every range and default, from which the CLI's flags take theirs).
  * - Errors: {@linkcode InputError} (bad input), {@linkcode WeightsError} (a bad weights file),
@@ -63,11 +64,14 @@ export {
   createModel,
   createTrainer,
   evaluate,
+  type KernelChoice,
   type KernelOptions,
   type KernelTier,
   type Model,
   type ModelOptions,
   selectKernels,
+  type WebGpuAdapter,
+  webgpuAdapter,
 } from "./lib/api.ts";
 export {
   decodeCorpus,
@@ -114,6 +118,7 @@ export {
   describeRange,
   INSPECT_OPTIONS,
   MODEL_OPTIONS,
+  OPTIMIZERS,
   type OptionSpec,
   SAMPLING_OPTIONS,
   TRAIN_OPTIONS,

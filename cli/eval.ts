@@ -10,6 +10,7 @@ import {
   InputError,
   selectKernels,
   TRAIN_OPTIONS,
+  webgpuAdapter,
   WeightsError,
 } from "../mod.ts";
 import { kernelsFlag, numberFlag, requireFlag, stringFlag, type Values } from "./flags.ts";
@@ -25,29 +26,14 @@ export async function evalCommand(v: Values): Promise<void> {
     throw new InputError(`--split ${JSON.stringify(split)} is not a split; use val or all`);
   }
   const threadsFlag = numberFlag(v, "threads", TRAIN_OPTIONS.threads);
-  selectKernels(kernelsFlag(v));
+  const gpu = selectKernels(kernelsFlag(v)) === "webgpu";
+  // the GPU, asked for now: a machine without one fails before the weights are read
+  if (gpu) await webgpuAdapter();
   const model = await loadWeightsFile(weightsPath);
   const note = (message: string) => log(`note: ${message}`);
   const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath, { onNote: note });
-  // every core, when the worker module can be read (the workers load lib/ beside mod.ts)
-  const lib = new URL("../lib/", import.meta.url);
-  const canStartWorkers = lib.protocol !== "file:" ||
-    (await Deno.permissions.query({ name: "read", path: decodeURIComponent(lib.pathname) }))
-        .state === "granted";
-  const cores = Math.max(1, Math.min(navigator.hardwareConcurrency, 64));
-  const libFolder = decodeURIComponent(lib.pathname).replace(/\/$/, "");
-  if (threadsFlag !== undefined && threadsFlag > 1 && !canStartWorkers) {
-    throw new InputError(
-      `no read permission for ${libFolder} (eval on ${threadsFlag} threads starts workers from it); run again with --allow-read=${libFolder}, or pass --threads 1`,
-    );
-  }
-  if (threadsFlag !== undefined && threadsFlag > cores) {
-    log(`warning: --threads ${threadsFlag} is more than the ${cores} cores of this machine`);
-  }
-  if (threadsFlag === undefined && !canStartWorkers && cores > 1) {
-    note(`evaluating on one thread; allow reading ${libFolder} to use all ${cores} cores`);
-  }
-  const threads = threadsFlag ?? (canStartWorkers ? cores : 1);
+  // the webgpu kernels evaluate on the GPU, without workers (more than one thread is refused)
+  const threads = gpu ? threadsFlag ?? 1 : await cpuThreads(threadsFlag);
   const shown = weightsPath ?? displayPath(SHIPPED_WEIGHTS);
   const tty = Deno.stderr.isTerminal();
   const onProgress = tty
@@ -85,4 +71,28 @@ export async function evalCommand(v: Values): Promise<void> {
   } else {
     writeStdout(`loss ${r.loss.toFixed(4)} bpc ${r.bpc.toFixed(4)} tokens ${r.tokens}\n`);
   }
+}
+
+/** Threads of a CPU evaluation: every core, when the worker module can be read. */
+async function cpuThreads(threadsFlag: number | undefined): Promise<number> {
+  const note = (message: string) => log(`note: ${message}`);
+  // the workers load lib/ beside mod.ts
+  const lib = new URL("../lib/", import.meta.url);
+  const canStartWorkers = lib.protocol !== "file:" ||
+    (await Deno.permissions.query({ name: "read", path: decodeURIComponent(lib.pathname) }))
+        .state === "granted";
+  const cores = Math.max(1, Math.min(navigator.hardwareConcurrency, 64));
+  const libFolder = decodeURIComponent(lib.pathname).replace(/\/$/, "");
+  if (threadsFlag !== undefined && threadsFlag > 1 && !canStartWorkers) {
+    throw new InputError(
+      `no read permission for ${libFolder} (eval on ${threadsFlag} threads starts workers from it); run again with --allow-read=${libFolder}, or pass --threads 1`,
+    );
+  }
+  if (threadsFlag !== undefined && threadsFlag > cores) {
+    log(`warning: --threads ${threadsFlag} is more than the ${cores} cores of this machine`);
+  }
+  if (threadsFlag === undefined && !canStartWorkers && cores > 1) {
+    note(`evaluating on one thread; allow reading ${libFolder} to use all ${cores} cores`);
+  }
+  return threadsFlag ?? (canStartWorkers ? cores : 1);
 }

@@ -10,8 +10,9 @@ import {
   DECAYS,
   describeRange,
   InputError,
-  type KernelTier,
+  type KernelChoice,
   MODEL_OPTIONS,
+  OPTIMIZERS,
   type OptionSpec,
   TRAIN_OPTIONS,
 } from "../mod.ts";
@@ -22,6 +23,7 @@ export type Values = Record<string, string | boolean | undefined>;
 const TRAIN_DEFAULTS = {
   ...Object.fromEntries(Object.entries(TRAIN_OPTIONS).map(([k, s]) => [k, s.default])),
   decay: DECAYS[0],
+  optimizer: OPTIMIZERS[0],
 } as Record<string, number | string>;
 const DEFAULT_CONFIG = {
   blockSize: MODEL_OPTIONS.blockSize.default,
@@ -45,8 +47,9 @@ const COMMON: Record<string, Flag> = {
   kernels: {
     type: "string",
     arg: "TIER",
-    help: "kernel tier: relaxed, simd or js (default: the fastest available); " +
-      "js: the plain TypeScript reference in lib/tensor.ts — run it after editing that file",
+    help: "kernel tier: relaxed, simd, js or webgpu (default: the fastest WebAssembly one); " +
+      "js: the plain TypeScript reference in lib/tensor.ts — run it after editing that file; " +
+      "webgpu: train, sample and eval on the GPU",
   },
 };
 
@@ -80,12 +83,34 @@ export const COMMANDS: Record<
       },
       decay: {
         type: "string",
+        help: `learning-rate decay: ${DECAYS.join(", ")} (default ${TRAIN_DEFAULTS.decay})`,
+      },
+      cooldown: {
+        type: "string",
         help:
-          `learning-rate decay after warmup: cosine or linear (default ${TRAIN_DEFAULTS.decay})`,
+          `fraction of the steps after warmup spent decaying; below 1 the peak holds first (default ${TRAIN_DEFAULTS.cooldown})`,
+      },
+      optimizer: {
+        type: "string",
+        help: `${
+          OPTIMIZERS.join(" or ")
+        }: Muon for the hidden matrices, AdamW for the rest (default ${TRAIN_DEFAULTS.optimizer})`,
+      },
+      "muon-lr": {
+        type: "string",
+        help: `Muon's peak learning rate (default ${TRAIN_DEFAULTS.muonLr})`,
+      },
+      "muon-momentum": {
+        type: "string",
+        help: `Muon's momentum (default ${TRAIN_DEFAULTS.muonMomentum})`,
+      },
+      "muon-steps": {
+        type: "string",
+        help: `Muon's Newton-Schulz iterations (default ${TRAIN_DEFAULTS.muonSteps})`,
       },
       "weight-decay": {
         type: "string",
-        help: `AdamW weight decay on 2-D weights (default ${TRAIN_DEFAULTS.weightDecay})`,
+        help: `weight decay on 2-D weights (default ${TRAIN_DEFAULTS.weightDecay})`,
       },
       beta1: {
         type: "string",
@@ -320,6 +345,22 @@ export function stringFlag(v: Values, name: string): string | undefined {
   return raw;
 }
 
+/** A choice flag such as --decay: the first choice when absent, else one of them or an error. */
+export function choiceFlag<T extends string>(
+  v: Values,
+  name: string,
+  choices: readonly T[],
+  what: string,
+): T {
+  const value = stringFlag(v, name) ?? choices[0];
+  if (!choices.includes(value as T)) {
+    throw new InputError(
+      `--${name} ${JSON.stringify(value)} is not ${what}; use ${choices.join(" or ")}`,
+    );
+  }
+  return value as T;
+}
+
 /** A text flag such as --prompt: undefined when absent; an empty value is allowed. */
 export function textFlag(v: Values, name: string): string | undefined {
   const raw = v[name];
@@ -365,13 +406,13 @@ export function numberFlag(v: Values, name: string, spec: OptionSpec): number | 
   return n;
 }
 
-/** The --kernels flag: a kernel tier, or undefined for the fastest available. */
-export function kernelsFlag(v: Values): KernelTier | undefined {
+/** The --kernels flag: a kernel tier, or undefined for the fastest WebAssembly one. */
+export function kernelsFlag(v: Values): KernelChoice | undefined {
   const k = stringFlag(v, "kernels");
   if (k === undefined) return undefined;
-  if (k !== "relaxed" && k !== "simd" && k !== "js") {
+  if (k !== "relaxed" && k !== "simd" && k !== "js" && k !== "webgpu") {
     throw new InputError(
-      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd or js`,
+      `--kernels ${JSON.stringify(k)} is not a kernel tier; use relaxed, simd, js or webgpu`,
     );
   }
   return k;

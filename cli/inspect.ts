@@ -50,7 +50,13 @@ export async function inspectCommand(v: Values): Promise<void> {
   const out = stringFlag(v, "out");
   const toStdout = out === "-"; // the SVG on stdout; the table and the text then go to stderr
   const weights = stringFlag(v, "weights");
-  const tier = selectKernels(kernelsFlag(v));
+  const choice = kernelsFlag(v);
+  if (choice === "webgpu") {
+    log(
+      "note: inspect runs on the CPU's WebAssembly kernels (it reads the attention of every step); --kernels webgpu applies to train, sample and eval",
+    );
+  }
+  const tier = selectKernels(choice === "webgpu" ? undefined : choice);
   // before any work: the SVG's folder must be readable and writable (created if missing), the
   // SVG (and its temporary file) absent or a regular file and not the weights read, and an
   // existing SVG is replaced only with --force

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { generate, SAMPLING_OPTIONS, selectKernels, WeightsError } from "../mod.ts";
+import { generate, SAMPLING_OPTIONS, selectKernels, webgpuAdapter, WeightsError } from "../mod.ts";
 import { kernelsFlag, numberFlag, stringFlag, textFlag, type Values } from "./flags.ts";
 import { displayPath, loadWeightsFile, SHIPPED_WEIGHTS } from "./files.ts";
 import { escapeControls, log, writeStdout } from "./output.ts";
@@ -18,7 +18,8 @@ export async function sample(v: Values): Promise<void> {
   const topP = numberFlag(v, "top-p", s.topP) ?? s.topP.default!; // 0 is refused by generate
   let seed = numberFlag(v, "seed", s.seed);
   const prompt = textFlag(v, "prompt") ?? ""; // "": start from a newline
-  selectKernels(kernelsFlag(v));
+  // the GPU, asked for now: a machine without one fails before the weights are read
+  if (selectKernels(kernelsFlag(v)) === "webgpu") await webgpuAdapter();
   const weightsPath = stringFlag(v, "weights");
   const model = await loadWeightsFile(weightsPath);
   // greedy decoding draws nothing: it needs no seed, and none is drawn or printed

@@ -15,12 +15,22 @@ import {
   InputError,
   type Model,
   MODEL_OPTIONS,
+  OPTIMIZERS,
   saveWeights,
   selectKernels,
   TRAIN_OPTIONS,
   trainCommand,
+  webgpuAdapter,
 } from "../mod.ts";
-import { kernelsFlag, numberFlag, range, requireFlag, stringFlag, type Values } from "./flags.ts";
+import {
+  choiceFlag,
+  kernelsFlag,
+  numberFlag,
+  range,
+  requireFlag,
+  stringFlag,
+  type Values,
+} from "./flags.ts";
 import {
   checkOutput,
   exists,
@@ -67,11 +77,19 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
   const evalBatches = numberFlag(v, "eval-batches", range(0, 1e9)) ?? 0;
   const checkpointEvery = numberFlag(v, "checkpoint-every", range(0, 1e9)) ?? 0;
   const dropout = numberFlag(v, "dropout", o.dropout) ?? o.dropout.default!;
-  const decay = (stringFlag(v, "decay") ?? DECAYS[0]) as "linear" | "cosine";
-  if (!DECAYS.includes(decay)) {
-    throw new InputError(
-      `--decay ${JSON.stringify(decay)} is not a schedule; use ${DECAYS.join(" or ")}`,
-    );
+  const decay = choiceFlag(v, "decay", DECAYS, "a schedule");
+  const cooldown = numberFlag(v, "cooldown", o.cooldown) ?? o.cooldown.default!;
+  const optimizer = choiceFlag(v, "optimizer", OPTIMIZERS, "an optimizer");
+  const muonLr = numberFlag(v, "muon-lr", o.muonLr) ?? o.muonLr.default!;
+  const muonMomentum = numberFlag(v, "muon-momentum", o.muonMomentum) ?? o.muonMomentum.default!;
+  const muonSteps = numberFlag(v, "muon-steps", o.muonSteps) ?? o.muonSteps.default!;
+  if (optimizer !== "muon") {
+    const given = ["muon-lr", "muon-momentum", "muon-steps"].filter((f) => v[f] !== undefined);
+    if (given.length > 0) {
+      throw new InputError(
+        `--${given[0]} sets Muon, which this run does not use; add --optimizer muon or drop it`,
+      );
+    }
   }
 
   const threadsFlag = numberFlag(v, "threads", o.threads);
@@ -125,6 +143,8 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
     const note = (message: string) => log(`note: ${message}`);
     const text = decodeCorpus(await readInput(dataPath, "corpus"), dataPath, { onNote: note });
     const tier = selectKernels(tierFlag);
+    // the GPU, asked for now: a machine without one fails before any work
+    const adapter = tier === "webgpu" ? await webgpuAdapter() : undefined;
     let model: Model;
     if (initPath !== undefined) {
       // fine-tuning: the text's new characters join the vocabulary after the known ones
@@ -146,9 +166,15 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         }${f.corpus_sha256 ? `, corpus sha256 ${shown(f.corpus_sha256).slice(0, 12)}...` : ""})`,
       );
     }
-    const useThreads = tier === "js" ? 1 : Math.min(threads, batch);
+    // the webgpu kernels train on one device (the trainer refuses --threads above 1 there)
+    const gpuThreads = threadsFlag ?? 1;
+    const useThreads = tier === "webgpu"
+      ? gpuThreads
+      : tier === "js"
+      ? 1
+      : Math.min(threads, batch);
     const cores = navigator.hardwareConcurrency;
-    if (threadsFlag !== undefined && cores > 0 && threadsFlag > cores) {
+    if (tier !== "webgpu" && threadsFlag !== undefined && cores > 0 && threadsFlag > cores) {
       const why = useThreads === threads
         ? ""
         : tier === "js"
@@ -160,7 +186,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         }${why}, which may be slower than --threads ${cores}`,
       );
     }
-    if (useThreads > 1) await checkWorkerPermission(useThreads);
+    if (useThreads > 1 && tier !== "webgpu") await checkWorkerPermission(useThreads);
     // the run's settings as given (the trainer caps a long warmup; the command keeps it)
     const recipe = {
       batch,
@@ -169,6 +195,11 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       minLr,
       decay,
       warmup,
+      cooldown,
+      optimizer,
+      muonLr,
+      muonMomentum,
+      muonSteps,
       weightDecay,
       beta1,
       beta2,
@@ -176,7 +207,10 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       dropout,
       seed,
     };
-    const trainer = await createTrainer(model, text, { ...recipe, threads });
+    const trainer = await createTrainer(model, text, {
+      ...recipe,
+      threads: tier === "webgpu" ? gpuThreads : threads,
+    });
     // A first SIGINT/SIGTERM/SIGHUP (a closed terminal) asks the run to save a checkpoint and
     // stop, wherever it is: between steps, in an evaluation (which stops at its next batch), in
     // the final evaluation (the checkpoint is then at the last step: resuming only evaluates and
@@ -282,10 +316,18 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       );
       log(
         `training: ${steps} step${steps === 1 ? "" : "s"} of ${batch} x ${c.blockSize} tokens, ${
-          schedule(steps, lr, minLr, warmup, decay)
+          schedule(steps, lr, minLr, warmup, decay, cooldown)
+        }, ${
+          optimizer === "muon"
+            ? `Muon (lr ${muonLr}, momentum ${muonMomentum}, ${muonSteps} Newton-Schulz steps) and AdamW`
+            : "AdamW"
         }, weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
           trainer.threads > 1 ? "s" : ""
-        }, kernels ${tier}`,
+        }, kernels ${tier}${
+          adapter
+            ? ` (${shown(adapter.description)}${adapter.software ? ", a software adapter" : ""})`
+            : ""
+        }`,
       );
       const nTrain = trainer.trainTokens.length, nVal = trainer.valTokens.length;
       log(

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { BareGPTError, InputError, type KernelTier, type Trainer, WeightsError } from "../mod.ts";
+import { BareGPTError, InputError, type KernelChoice, type Trainer, WeightsError } from "../mod.ts";
 import { exists, folderOf, needPermission, readInput } from "./files.ts";
 import { log } from "./output.ts";
 
@@ -23,7 +23,7 @@ export async function missingFolders(dir: string): Promise<string[]> {
 export async function resumeFrom(
   trainer: Trainer,
   ckptPath: string,
-  tier: KernelTier,
+  tier: KernelChoice,
 ): Promise<void> {
   const bytes = await readInput(ckptPath, "checkpoint");
   let r;
@@ -88,8 +88,10 @@ export function schedule(
   minLr: number,
   warmup: number,
   decay: string,
+  cooldown = 1,
 ): string {
-  if (warmup < steps) return `lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay)`;
+  const stable = cooldown < 1 ? `, the last ${Math.round(cooldown * 100)}% decaying` : "";
+  if (warmup < steps) return `lr ${lr} -> ${minLr} (warmup ${warmup}, ${decay} decay${stable})`;
   const capped = warmup > steps ? `, capped at the ${steps} steps` : "";
   return `lr warming up to ${lr} over the whole run (warmup ${warmup}${capped}): the peak is reached at the last step, no decay`;
 }

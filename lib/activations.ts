@@ -122,7 +122,11 @@ export interface MemoryUse {
 /** Bytes of the kernels' memory a model of `c` needs for the given use. */
 export function kernelBytes(c: ModelConfig, use: MemoryUse): number {
   const n = parameterCount(c), batch = use.batch ?? 0, threads = use.threads ?? 1;
-  const floats = n * (1 + (use.grads || batch > 0 ? 1 : 0) + (batch > 0 ? 2 + threads - 1 : 0));
+  // training: gradients, AdamW's m and v, each worker's gradients, Muon's update and each
+  // thread's Newton–Schulz scratch (muon.ts: its largest matrix, 4C x C, and two C x C)
+  const muon = batch > 0 ? n + threads * 6 * c.dModel ** 2 : 0;
+  const floats = muon +
+    n * (1 + (use.grads || batch > 0 ? 1 : 0) + (batch > 0 ? 2 + threads - 1 : 0));
   const acts = batch > 0 ? activationBytes(c, batch) : 0;
   return Arena.size(4 * floats) + acts + (use.caches ?? 0) * activationBytes(c, 1, false, false);
 }

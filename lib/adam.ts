@@ -1,7 +1,7 @@
 /**
- * The optimizer: AdamW with bias correction and decoupled weight decay (2-D weights only), the
- * global gradient-norm clip, and the learning-rate schedule (linear warmup, then a linear or
- * cosine decay to a floor).
+ * AdamW with bias correction and decoupled weight decay (2-D weights only; Muon, `muon.ts`, uses
+ * it for its other tensors), the global gradient-norm clip, and the learning-rate schedule (linear
+ * warmup, an optional constant phase, then a linear, cosine or 1-sqrt decay to a floor).
  *
  * @module
  */
@@ -20,16 +20,20 @@ export interface Schedule {
   warmup: number;
   /** Total steps. */
   steps: number;
-  /** Shape of the decay after warmup. */
-  decay: "linear" | "cosine";
+  /** Shape of the decay ("1-sqrt": 1 - √progress). */
+  decay: "linear" | "cosine" | "1-sqrt";
+  /** Fraction of the steps after warmup that decay (1: all; 0.3: the peak holds for 70%). */
+  cooldown: number;
 }
 
 /** The learning rate of step `step` (0-based). */
 export function learningRate(s: Schedule, step: number): number {
   if (step < s.warmup) return (s.lr * (step + 1)) / s.warmup;
-  const progress = Math.min(1, (step - s.warmup) / Math.max(1, s.steps - 1 - s.warmup));
-  const fraction = s.decay === "linear" ? 1 - progress : 0.5 * (1 + Math.cos(Math.PI * progress));
-  return s.minLr + (s.lr - s.minLr) * fraction;
+  // the peak holds until the decay starts (at once for cooldown 1); p: its progress, 0 to 1
+  const start = s.warmup + Math.round((s.steps - 1 - s.warmup) * (1 - s.cooldown));
+  const p = Math.min(1, Math.max(0, step - start) / Math.max(1, s.steps - 1 - start));
+  const f = { linear: 1 - p, cosine: (1 + Math.cos(Math.PI * p)) / 2, "1-sqrt": 1 - Math.sqrt(p) };
+  return s.minLr + (s.lr - s.minLr) * f[s.decay];
 }
 
 /** Scales grad so that its global L2 norm is at most maxNorm (0: off); returns the norm before. */
@@ -47,27 +51,31 @@ export interface AdamWOptions {
   weightDecay: number;
   /** Default 1e-8. */
   eps?: number;
+  /** The tensors it updates, by GPT-2 name (default: all). */
+  updates?: (name: string) => boolean;
 }
 
 /** AdamW state over a model's flat parameter buffer: m, v and the update count t. */
 export class AdamW {
-  readonly options: Required<AdamWOptions>;
+  readonly options: Required<Omit<AdamWOptions, "updates">>;
   /** First and second moment estimates, the parameters' layout. */
   readonly m: FloatArray;
   readonly v: FloatArray;
   /** Updates taken so far. */
   t = 0;
-  /** [offset, length, decays] of each parameter tensor. */
+  /** [offset, length, decays] of each parameter tensor it updates. */
   readonly #segments: [number, number, boolean][] = [];
   /** The settings of one update (reused: the step allocates nothing). */
   readonly #update: AdamWStep;
 
+  /** Moments for every tensor (the checkpoint's layout), updates for those of `updates`. */
   constructor(config: ModelConfig, alloc: (n: number) => FloatArray, options: AdamWOptions) {
-    this.options = { eps: 1e-8, ...options };
+    const { updates = () => true, ...settings } = options;
+    this.options = { eps: 1e-8, ...settings };
     let offset = 0;
-    for (const { shape } of parameterSpecs(config)) {
+    for (const { name, shape } of parameterSpecs(config)) {
       const n = shape.reduce((a, b) => a * b, 1);
-      this.#segments.push([offset, n, shape.length === 2]);
+      if (updates(name)) this.#segments.push([offset, n, shape.length === 2]);
       offset += n;
     }
     this.m = alloc(offset);
@@ -78,15 +86,12 @@ export class AdamW {
   /** One update of params from grad at learning rate lr. */
   step(params: FloatArray, grad: FloatArray, lr: number): void {
     const { beta1, beta2, weightDecay } = this.options, u = this.#update;
-    this.t++;
     u.lr = lr;
-    u.bc1 = 1 - beta1 ** this.t;
-    u.bc2 = 1 - beta2 ** this.t;
+    [u.bc1, u.bc2] = [1 - beta1 ** ++this.t, 1 - beta2 ** this.t];
     for (const [at, n, decays] of this.#segments) {
       u.weightDecay = decays ? weightDecay : 0;
-      const end = at + n;
-      const [p, g] = [params.subarray(at, end), grad.subarray(at, end)];
-      adamwUpdate(p, g, this.m.subarray(at, end), this.v.subarray(at, end), n, u);
+      const view = (a: FloatArray) => a.subarray(at, at + n);
+      adamwUpdate(view(params), view(grad), view(this.m), view(this.v), n, u);
     }
   }
 }

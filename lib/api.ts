@@ -37,8 +37,28 @@ import { WorkerPool } from "./pool.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { type EvaluateOptions, Trainer, type TrainerOptions } from "./trainer.ts";
 import { evalTokensOf, splitIndex } from "./data.ts";
+import {
+  chooseWebGpu,
+  EVAL_BATCH,
+  evaluationCopy,
+  openGpu,
+  webGpuChosen,
+} from "./webgpu/backend.ts";
 
 export type { KernelTier } from "./kernels/mod.ts";
+
+/**
+ * A choice of kernels: a WebAssembly tier of the CPU, or "webgpu": training, `evaluate` and
+ * `generate` on the GPU through WebGPU (the CPU's fastest tier does the rest).
+ *
+ * @example
+ * ```ts
+ * import type { KernelChoice } from "@baregpt/baregpt";
+ * const choice: KernelChoice = "webgpu";
+ * console.log(choice);
+ * ```
+ */
+export type KernelChoice = KernelTier | "webgpu";
 
 export type { Model } from "./model.ts";
 
@@ -99,7 +119,14 @@ export interface KernelOptions {
 
 /**
  * Chooses the numeric kernels of this thread and returns the tier in use. Optional: the first
- * model made or loaded sets up the fastest tier this runtime supports.
+ * model made or loaded sets up the fastest tier this runtime supports (a WebAssembly one: the
+ * automatic choice is never "webgpu").
+ *
+ * "webgpu" trains (`createTrainer`), evaluates (`evaluate`) and generates (`generate`) on the GPU
+ * through `navigator.gpu`, over the fastest WebAssembly tier for the rest (loading, saving,
+ * `inspect`, `attention` and the other synchronous calls). Nothing asks for a GPU adapter until
+ * the first of those calls (or {@linkcode webgpuAdapter}), which throws a one-line InputError
+ * when there is none. Choosing a WebAssembly tier afterwards turns webgpu off again.
  *
  * @param tier the tier (default: the fastest supported here, or the one chosen already).
  * @param options shared or plain memory, and whether to choose again under existing models.
@@ -115,7 +142,22 @@ export interface KernelOptions {
  * console.log(selectKernels()); // "js": once models exist, it only confirms the tier
  * ```
  */
-export function selectKernels(tier?: KernelTier, options: KernelOptions = {}): KernelTier {
+export function selectKernels(tier: KernelTier, options?: KernelOptions): KernelTier;
+export function selectKernels(tier: "webgpu", options?: KernelOptions): "webgpu";
+export function selectKernels(tier?: KernelChoice, options?: KernelOptions): KernelChoice;
+export function selectKernels(tier?: KernelChoice, options: KernelOptions = {}): KernelChoice {
+  if (tier === "webgpu") {
+    selectCpuKernels(undefined, options);
+    chooseWebGpu(true);
+    return "webgpu";
+  }
+  const chosen = selectCpuKernels(tier, options);
+  if (tier !== undefined) chooseWebGpu(false);
+  return webGpuChosen() ? "webgpu" : chosen;
+}
+
+/** {@linkcode selectKernels} for the CPU's kernels: a WebAssembly tier or the plain "js". */
+function selectCpuKernels(tier: KernelTier | undefined, options: KernelOptions): KernelTier {
   const shared = options.shared ?? typeof SharedArrayBuffer !== "undefined";
   const memoryNow = kernelMemory();
   const sharedNow = memoryNow !== null && isShared(memoryNow);
@@ -138,6 +180,50 @@ export function selectKernels(tier?: KernelTier, options: KernelOptions = {}): K
   kernelsChosen = true;
   modelsMade = 0;
   return chosen;
+}
+
+/**
+ * What {@linkcode webgpuAdapter} found.
+ *
+ * @example
+ * ```ts
+ * import type { WebGpuAdapter } from "@baregpt/baregpt";
+ * const a: WebGpuAdapter = { description: "llvmpipe", vendor: "mesa", software: true };
+ * console.log(a.software ? "a software adapter" : a.description);
+ * ```
+ */
+export interface WebGpuAdapter {
+  /** The adapter's description (or device name). */
+  description: string;
+  /** Its vendor (empty where not reported). */
+  vendor: string;
+  /** A fallback (software) adapter, such as Mesa's lavapipe or Chromium's SwiftShader. */
+  software: boolean;
+}
+
+/**
+ * Opens the GPU that the "webgpu" kernels use (once; later calls answer at once) and says what
+ * it is. Call it after `selectKernels("webgpu")` to fail early, before any work, when there is
+ * no adapter.
+ *
+ * @throws {InputError} when navigator.gpu or an adapter is missing (one line, saying what to use
+ * instead); a BareGPTError when the device request fails or does not answer within 10 s.
+ *
+ * @example
+ * ```ts ignore
+ * import { selectKernels, webgpuAdapter } from "@baregpt/baregpt";
+ * selectKernels("webgpu");
+ * const { description, software } = await webgpuAdapter();
+ * console.log(description, software ? "(software)" : "");
+ * ```
+ */
+export async function webgpuAdapter(): Promise<WebGpuAdapter> {
+  const { context } = await openGpu();
+  return {
+    description: context.description,
+    vendor: context.vendor,
+    software: context.software,
+  };
 }
 
 /**
@@ -391,6 +477,20 @@ export async function evaluate(
   if (options.split === "val") tokens = tokens.subarray(splitIndex(tokens.length));
   const T = m.config.blockSize, { maxWindows, onProgress } = options;
   const threads = checkOption("threads", options.threads ?? 1, TRAIN_OPTIONS.threads);
+  if (webGpuChosen()) {
+    if (threads > 1) {
+      throw new InputError(
+        `threads ${threads}: the webgpu kernels evaluate on one GPU, without worker threads; use threads 1`,
+        { options: ["threads"] },
+      );
+    }
+    const gpu = await evaluationCopy(m);
+    const inputs = new Uint16Array(EVAL_BATCH * T), targets = new Uint16Array(EVAL_BATCH * T);
+    const lossSum = async (n: number) => finiteLoss(await gpu.evaluateLoss(inputs, targets, n));
+    const runner = { B: EVAL_BATCH, inputs, targets, lossSum };
+    const r = await evaluateTokens(tokens, T, runner, maxWindows, onProgress);
+    return { ...r, dropped: given.dropped };
+  }
   const memory = kernelMemory();
   if (threads > 1 && kernelTier() !== "js" && memory !== null && isShared(memory)) {
     // batches of 16 windows spread over the threads, as a trainer's evaluation does

@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { AdamW } from "./adam.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
+import type { FloatArray } from "./kernels/dispatch.ts";
 import type { GPT, ModelConfig } from "./model.ts";
 import type { Rng } from "./rng.ts";
 import { decodeSafetensors, encodeSafetensors } from "./safetensors.ts";
@@ -18,6 +18,22 @@ import {
   modelTensors,
   readParams,
 } from "./weights.ts";
+
+/**
+ * An optimizer's state in a checkpoint: AdamW's two moments and its update count. Muon keeps its
+ * momentum of the hidden matrices in m (their v stays zero).
+ */
+export interface OptimizerState {
+  m: FloatArray;
+  v: FloatArray;
+  t: number;
+}
+
+/**
+ * The value of a setting that a checkpoint's train_settings lacks: it was made before the setting
+ * existed, and so with the only behaviour there was then.
+ */
+const SETTINGS_BEFORE: Record<string, number | string> = { optimizer: "adamw", cooldown: 1 };
 
 /** True when every value of `a` is finite. */
 export function allFinite(a: ArrayLike<number>): boolean {
@@ -34,7 +50,7 @@ export function allFinite(a: ArrayLike<number>): boolean {
  */
 export function encodeCheckpoint(
   model: GPT,
-  optimizer: AdamW,
+  optimizer: OptimizerState,
   rng: Rng,
   step: number,
   facts: Record<string, string>,
@@ -212,6 +228,7 @@ export class Checkpoint {
       stored = {};
     }
     if (stored === null || typeof stored !== "object") return;
+    stored = { ...SETTINGS_BEFORE, ...stored };
     const differ = Object.keys(settings).filter((k) => k in stored && stored[k] !== settings[k]);
     if (differ.length > 0) {
       const there = differ.map((k) => `${k} ${stored[k]}`).join(" ");

@@ -7,7 +7,7 @@
  */
 
 import type { KernelTier } from "./kernels/mod.ts";
-import { DECAYS, TRAIN_OPTIONS } from "./options.ts";
+import { DECAYS, OPTIMIZERS, TRAIN_OPTIONS } from "./options.ts";
 import type { TrainerOptions } from "./trainer.ts";
 
 /**
@@ -36,6 +36,11 @@ const FLAGS: [flag: string, option: keyof Omit<TrainerOptions, "threads">][] = [
   ["min-lr", "minLr"],
   ["decay", "decay"],
   ["warmup", "warmup"],
+  ["cooldown", "cooldown"],
+  ["optimizer", "optimizer"],
+  ["muon-lr", "muonLr"],
+  ["muon-momentum", "muonMomentum"],
+  ["muon-steps", "muonSteps"],
   ["weight-decay", "weightDecay"],
   ["beta1", "beta1"],
   ["beta2", "beta2"],
@@ -63,7 +68,16 @@ const FLAGS: [flag: string, option: keyof Omit<TrainerOptions, "threads">][] = [
 export function trainCommand(run: TrainCommand): string {
   const shape = run.shape;
   const value = (option: (typeof FLAGS)[number][1]) =>
-    run[option] ?? (option === "decay" ? DECAYS[0] : TRAIN_OPTIONS[option].default);
+    run[option] ??
+      (option === "decay"
+        ? DECAYS[0]
+        : option === "optimizer"
+        ? OPTIMIZERS[0]
+        : TRAIN_OPTIONS[option].default);
+  // Muon's settings only where Muon runs
+  const flags = FLAGS.filter(([flag]) =>
+    !flag.startsWith("muon-") || value("optimizer") === "muon"
+  );
   return [
     "train",
     `--data ${run.data}`,
@@ -73,7 +87,7 @@ export function trainCommand(run: TrainCommand): string {
       `--layers ${shape.nLayers}`,
       `--heads ${shape.nHeads}`,
     ]),
-    ...FLAGS.map(([flag, option]) => `--${flag} ${value(option)}`),
+    ...flags.map(([flag, option]) => `--${flag} ${value(option)}`),
     `--threads ${run.threads}`,
     ...(run.kernels !== undefined ? [`--kernels ${run.kernels}`] : []),
   ].join(" ");

@@ -37,6 +37,8 @@ import {
   type SamplingOptions,
 } from "./sample.ts";
 import type { Model } from "./api.ts";
+import { decodeGpu } from "./webgpu/generate.ts";
+import { giveGpuCache, takeGpuCache, webGpuChosen } from "./webgpu/backend.ts";
 
 export type { GenerateOptions, SamplingOptions } from "./sample.ts";
 export { topCandidates } from "./inspect.ts";
@@ -73,7 +75,9 @@ function promptIds(model: GPT, prompt: string): Uint16Array {
  * Streams new characters after a prompt, one at a time as they are produced (the prompt itself
  * is not repeated). Each character costs one cached step through the model; when the context
  * window fills up, it keeps its last half and goes on. Yields to the event loop now and then, so
- * a page stays responsive. Options are checked when it is called.
+ * a page stays responsive. Options are checked when it is called. After
+ * `selectKernels("webgpu")` it runs on a KV cache on the GPU (the same loop and draws; the first
+ * character asks for the adapter, and its absence is the stream's InputError).
  *
  * @param model the model.
  * @param options prompt, length, sampling and seed; see {@linkcode GenerateOptions}.
@@ -119,6 +123,10 @@ export function generate(model: Model, options: GenerateOptions = {}): AsyncIter
 
 async function* stream(m: GPT, ids: Uint16Array, count: number, rng: Rng, o: GenerateOptions) {
   if (count === 0) return;
+  if (webGpuChosen()) {
+    yield* streamGpu(m, ids, count, rng, o);
+    return;
+  }
   const vocab = m.tokenizer.vocab;
   const cache = takeCache(m);
   let last = performance.now();
@@ -135,6 +143,24 @@ async function* stream(m: GPT, ids: Uint16Array, count: number, rng: Rng, o: Gen
     }
   } finally {
     giveCache(m, cache);
+  }
+}
+
+/** {@linkcode stream} on the GPU's KV cache (webgpu kernels): the same loop and draws. */
+async function* streamGpu(m: GPT, ids: Uint16Array, count: number, rng: Rng, o: GenerateOptions) {
+  const vocab = m.tokenizer.vocab;
+  const cache = await takeGpuCache(m);
+  const onLogits = (logits: Float32Array) => {
+    if (!allFinite(logits)) throw nonFiniteLogits();
+  };
+  try {
+    const steps = decodeGpu(cache, promptOrStart(m, ids), { ...o, tokens: count, rng, onLogits });
+    for await (const id of steps) {
+      if (o.signal?.aborted) return;
+      yield vocab[id];
+    }
+  } finally {
+    giveGpuCache(m, cache);
   }
 }
 

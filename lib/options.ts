@@ -50,23 +50,33 @@ export const MODEL_OPTIONS: Record<
 };
 
 /** The training settings: the defaults are the recipe of the shipped weights. */
-export const TRAIN_OPTIONS: Record<Exclude<keyof TrainSettings, "decay">, OptionSpec> = {
+export const TRAIN_OPTIONS: Record<
+  Exclude<keyof TrainSettings, "decay" | "optimizer">,
+  OptionSpec
+> = {
   batch: int(1, 4096, 16),
   steps: int(1, 1e9, 2600),
   lr: real(0, 10, 4e-3),
   minLr: real(0, 10, 0),
   warmup: int(0, 1e9, 50),
+  cooldown: real(0, 1, 1),
   weightDecay: real(0, 10, 0.3),
   beta1: real(0, 0.9999, 0.8),
   beta2: real(0, 0.9999, 0.95),
   clip: real(0, 1e9, 1),
+  muonLr: real(0, 10, 4e-3),
+  muonMomentum: real(0, 0.9999, 0.95),
+  muonSteps: int(1, 20, 5),
   dropout: real(0, 0.9, 0),
   seed: int(0, Number.MAX_SAFE_INTEGER, 0),
   threads: int(1, 256, 1),
 };
 
 /** The learning-rate decays after warmup. */
-export const DECAYS: readonly ("linear" | "cosine")[] = ["linear", "cosine"];
+export const DECAYS: readonly ("linear" | "cosine" | "1-sqrt")[] = ["linear", "cosine", "1-sqrt"];
+
+/** The optimizers: AdamW for every tensor, or Muon for the hidden matrices and AdamW for the rest. */
+export const OPTIMIZERS: readonly ("adamw" | "muon")[] = ["adamw", "muon"];
 
 /** How an option's range reads in an error: "an integer from 1 to 4096". */
 export function describeRange(s: OptionSpec): string {
@@ -118,7 +128,7 @@ const SAMPLING_NAMES = ["temperature", "topK", "topP"];
 /** The option names of each library call: any other name is an InputError (a typo, not ignored). */
 export const OPTION_NAMES = {
   createModel: Object.keys(MODEL_OPTIONS).filter((name) => name !== "vocabSize"),
-  createTrainer: [...Object.keys(TRAIN_OPTIONS), "decay"],
+  createTrainer: [...Object.keys(TRAIN_OPTIONS), "decay", "optimizer"],
   run: ["steps", "onProgress", "signal"],
   evaluate: ["maxWindows", "split", "unknown", "onProgress", "threads"],
   generate: ["prompt", "tokens", "seed", "signal", ...SAMPLING_NAMES],
@@ -269,15 +279,30 @@ export function trainSettings(
       { options: ["minLr", "lr"] },
     );
   }
-  const decay = o.decay ?? DECAYS[0];
-  if (typeof decay !== "string") throw typeError("decay", `"linear" or "cosine"`, decay);
-  if (!DECAYS.includes(decay as "linear")) {
-    throw new InputError(`decay ${JSON.stringify(decay)} is not a schedule; use linear or cosine`, {
-      options: ["decay"],
-    });
+  if (out.muonLr === 0) {
+    throw new InputError("muonLr is 0; use a positive learning rate", { options: ["muonLr"] });
   }
+  const decay = choice("decay", o.decay, DECAYS, "a schedule");
+  const optimizer = choice("optimizer", o.optimizer, OPTIMIZERS, "an optimizer");
   // a warmup longer than the run would never reach the peak: it is capped at the steps
-  return { ...out, warmup: Math.min(out.warmup, out.steps), decay } as TrainSettings;
+  return { ...out, warmup: Math.min(out.warmup, out.steps), decay, optimizer } as TrainSettings;
+}
+
+/** A choice among `choices` (undefined: the first), or an InputError naming the option. */
+function choice(name: string, value: unknown, choices: readonly string[], what: string): string {
+  if (value === undefined) return choices[0];
+  if (typeof value !== "string") {
+    throw typeError(name, choices.map((c) => JSON.stringify(c)).join(" or "), value);
+  }
+  if (!choices.includes(value)) {
+    throw new InputError(
+      `${name} ${JSON.stringify(value)} is not ${what}; use ${choices.join(" or ")}`,
+      {
+        options: [name],
+      },
+    );
+  }
+  return value;
 }
 
 /** The ranges of the sampling options (topK: up to the vocabulary). */

@@ -21,6 +21,7 @@ import type { Dropout } from "./layers.ts";
 import { activationBytes, type Activations } from "./activations.ts";
 import { PACK_BYTES } from "./kernels/mod.ts";
 import { batchPass, forward, type GPT, type ModelConfig } from "./model.ts";
+import type { HiddenMatrix, Muon, Orthogonalize } from "./muon.ts";
 import { gradients } from "./train.ts";
 
 /** What the main thread tells a worker. */
@@ -36,9 +37,12 @@ export type WorkerRequest =
     actsOffset: number;
     dropout: boolean;
     variants: KernelVariants;
+    /** Floats of Newton–Schulz scratch (Muon; 0: none). */
+    scratchFloats: number;
   }
   | { kind: "step"; rows: number; lossScale: number; drop: Dropout | null }
-  | { kind: "forward"; rows: number };
+  | { kind: "forward"; rows: number }
+  | { kind: "orthogonalize"; updateOffset: number; matrices: HiddenMatrix[]; steps: number };
 
 /** What a worker answers. */
 export type WorkerReply =
@@ -116,12 +120,16 @@ export class WorkerPool {
     this.#lease = lease;
   }
 
-  /** Starts threads - 1 workers for batches of B sequences. */
+  /**
+   * Starts threads - 1 workers for batches of B sequences, each with scratchFloats of
+   * Newton–Schulz scratch (Muon's; 0 for AdamW).
+   */
   static async start(
     model: GPT,
     B: number,
     threads: number,
     dropout = false,
+    scratchFloats = 0,
   ): Promise<WorkerPool> {
     const tier = kernelTier();
     const memory = kernelMemory();
@@ -141,7 +149,9 @@ export class WorkerPool {
     try {
       for (let i = 1; i < rows.length; i++) {
         const grads = lease.f32(model.parameterCount);
-        const actsOffset = lease.reserve(activationBytes(c, rows[i], dropout) + PACK_BYTES);
+        const actsOffset = lease.reserve(
+          activationBytes(c, rows[i], dropout) + PACK_BYTES + 4 * scratchFloats + 64,
+        );
         let worker: Worker;
         try {
           worker = new Worker(WORKER_URL, { type: "module" });
@@ -181,6 +191,7 @@ export class WorkerPool {
           actsOffset,
           dropout,
           variants: forcedVariants(),
+          scratchFloats,
         };
         const ready = await request(handle, init);
         if (ready.kind !== "ready") {
@@ -255,6 +266,33 @@ export class WorkerPool {
     return lossSum;
   }
 
+  /**
+   * Muon's orthogonalisation over every thread: the matrices are dealt out by cost (largest
+   * first, to the least loaded thread; this thread is the first), each done whole by one thread.
+   */
+  orthogonalizer(muon: Muon): Orthogonalize {
+    return async (matrices, steps) => {
+      const shares: HiddenMatrix[][] = Array.from({ length: this.threads }, () => []);
+      const load = new Array(this.threads).fill(0);
+      const cost = (m: HiddenMatrix) => m.rows * m.cols * Math.min(m.rows, m.cols);
+      for (const m of [...matrices].sort((a, b) => cost(b) - cost(a))) {
+        const least = load.indexOf(Math.min(...load));
+        shares[least].push(m);
+        load[least] += cost(m);
+      }
+      const replies = this.#workers.map((w, i) =>
+        shares[i + 1].length === 0 ? Promise.resolve() : request(w, {
+          kind: "orthogonalize",
+          updateOffset: muon.update.byteOffset,
+          matrices: shares[i + 1],
+          steps,
+        }).then((reply) => checkReply(reply))
+      );
+      await muon.orthogonalizeHere(shares[0], steps);
+      await Promise.all(replies);
+    };
+  }
+
   /** Copies each worker's rows of the batch and sends it a request; resolves to loss sums. */
   #dispatch(
     inputs: Uint16Array,
@@ -271,13 +309,7 @@ export class WorkerPool {
       w.targets.set(targets.subarray(first * T, (first + r) * T));
       const msg = message(r, first);
       first += r;
-      return request(w, msg).then((reply) => {
-        if (reply.kind === "error") {
-          throw new BareGPTError(`a training worker failed: ${reply.message}`);
-        }
-        if (reply.kind !== "done") throw new BareGPTError("a training worker answered out of turn");
-        return reply.lossSum;
-      });
+      return request(w, msg).then(checkReply);
     });
   }
 
@@ -287,6 +319,13 @@ export class WorkerPool {
     this.#workers.length = 0;
     this.#lease.release();
   }
+}
+
+/** A worker's loss sum, or the BareGPTError of a failed or out-of-turn reply. */
+function checkReply(reply: WorkerReply): number {
+  if (reply.kind === "error") throw new BareGPTError(`a training worker failed: ${reply.message}`);
+  if (reply.kind !== "done") throw new BareGPTError("a training worker answered out of turn");
+  return reply.lossSum;
 }
 
 function request(w: WorkerHandle, message: WorkerRequest): Promise<WorkerReply> {

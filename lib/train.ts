@@ -1,26 +1,16 @@
 /**
  * The training step: the gradient of the mean loss of a batch (forward, then backward), then
- * the update (clip the gradient's norm, AdamW at the schedule's learning rate). The trainer
- * (`trainer.ts`) draws the batches, spreads them over threads and keeps the state.
+ * the update (clip the gradient's norm, then AdamW, or Muon and AdamW, at the schedule's learning
+ * rate). The trainer (`trainer.ts`) draws the batches, spreads them over threads, keeps the state.
  *
  * @module
  */
 
-import { type AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
+import { AdamW, clipGradNorm, learningRate, type Schedule } from "./adam.ts";
 import type { Pass } from "./layers.ts";
 import { type Activations, backward, forward, type GPT } from "./model.ts";
-
-/** What one training step did. */
-export interface StepInfo {
-  /** Steps taken so far, this one included. */
-  step: number;
-  /** Mean cross-entropy of this step's batch (nats). */
-  loss: number;
-  /** Learning rate used. */
-  lr: number;
-  /** Global gradient norm before clipping. */
-  gradNorm: number;
-}
+import type { Muon } from "./muon.ts";
+import type { WorkerPool } from "./pool.ts";
 
 /**
  * Zeroes the gradients, then accumulates those of lossScale · (sum of the losses) of the batch
@@ -33,16 +23,31 @@ export function gradients(model: GPT, acts: Activations, s: Pass, lossScale: num
   return lossSum;
 }
 
-/** Step `step` (0-based) after the gradients: clip them, then one AdamW update. */
-export function update(
-  model: GPT,
-  optimizer: AdamW,
+/** The learning rates of step `step` (0-based): the schedule's, and Muon's muonLr · lr / peak. */
+export function stepRates(
   schedule: Schedule,
-  clip: number,
+  o: { muonLr: number },
   step: number,
-): { lr: number; gradNorm: number } {
-  const gradNorm = clipGradNorm(model.gradFlat, clip);
+): { lr: number; hiddenLr: number } {
   const lr = learningRate(schedule, step);
-  optimizer.step(model.flat, model.gradFlat, lr);
+  return { lr, hiddenLr: (o.muonLr * lr) / schedule.lr };
+}
+
+/** Step `step` (0-based) after the gradients: clip them, update (Muon's at muonLr · lr / peak). */
+export async function update(
+  model: GPT,
+  optimizer: AdamW | Muon,
+  schedule: Schedule,
+  o: { clip: number; muonLr: number },
+  step: number,
+  pool: WorkerPool | null = null,
+): Promise<{ lr: number; gradNorm: number }> {
+  const gradNorm = clipGradNorm(model.gradFlat, o.clip);
+  const { lr, hiddenLr } = stepRates(schedule, o, step);
+  if (optimizer instanceof AdamW) optimizer.step(model.flat, model.gradFlat, lr);
+  else {
+    const threads = pool?.orthogonalizer(optimizer);
+    await optimizer.step(model.flat, model.gradFlat, lr, hiddenLr, threads);
+  }
   return { lr, gradNorm };
 }

@@ -8,6 +8,7 @@
  */
 
 import { AdamW, type Schedule } from "./adam.ts";
+import { Muon, newtonSchulzFloats } from "./muon.ts";
 import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
 import { evalTokensOf, randomBatch, splitIndex, tokensOf } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
@@ -29,9 +30,21 @@ import {
 import { kernelBytes } from "./activations.ts";
 import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
-import { gradients, type StepInfo, update } from "./train.ts";
+import { gradients, stepRates, update } from "./train.ts";
+import { float32, openGpu, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
+import { GpuModel, type GpuOptimizerOptions } from "./webgpu/model.ts";
 
-export type { StepInfo } from "./train.ts";
+/** What one training step did. */
+export interface StepInfo {
+  /** Steps taken so far, this one included. */
+  step: number;
+  /** Mean cross-entropy of this step's batch (nats). */
+  loss: number;
+  /** Learning rate used. */
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+}
 
 /**
  * Options of a trainer. Every field has a default: the recipe of the shipped weights (AdamW,
@@ -53,11 +66,27 @@ export interface TrainerOptions {
   lr?: number;
   /** Final learning rate of the decay. Default 0. */
   minLr?: number;
-  /** Shape of the decay after warmup: "linear" (default) or "cosine". */
-  decay?: "cosine" | "linear";
+  /** Shape of the decay: "linear" (default), "cosine" or "1-sqrt" (1 - sqrt of the progress). */
+  decay?: "cosine" | "linear" | "1-sqrt";
   /** Steps of linear warmup (capped at `steps`). Default 50. */
   warmup?: number;
-  /** AdamW decoupled weight decay, on 2-D weights only. Default 0.3. */
+  /**
+   * Fraction of the steps after warmup spent decaying: 1 (the default) decays all the way, 0.3
+   * holds the peak for the first 70% (warmup-stable-decay).
+   */
+  cooldown?: number;
+  /**
+   * "adamw" (the default): AdamW for every tensor. "muon": Muon for the hidden matrices (each
+   * block's four projections), AdamW for the embeddings, biases and LayerNorms.
+   */
+  optimizer?: "adamw" | "muon";
+  /** Muon's peak learning rate of the hidden matrices (the same schedule). Default 4e-3. */
+  muonLr?: number;
+  /** Muon's momentum. Default 0.95. */
+  muonMomentum?: number;
+  /** Muon's Newton–Schulz iterations. Default 5. */
+  muonSteps?: number;
+  /** Decoupled weight decay, on 2-D weights only (AdamW's and Muon's). Default 0.3. */
   weightDecay?: number;
   /** AdamW decay rate of the gradient's running average. Default 0.8. */
   beta1?: number;
@@ -69,7 +98,10 @@ export interface TrainerOptions {
   dropout?: number;
   /** The run's seed: batches and dropout masks are drawn from seed + 1. Default 0. */
   seed?: number;
-  /** Threads sharing each batch (workers over shared memory; fast kernels only). Default 1. */
+  /**
+   * Threads sharing each batch (workers over shared memory; fast kernels only; 1 on webgpu).
+   * Default 1.
+   */
   threads?: number;
 }
 
@@ -157,8 +189,37 @@ function checkMemory(model: GPT, batch: number, threads: number): void {
 }
 
 /**
+ * The trainer's model on the GPU, with its batch and optimizer, holding the model's weights (one
+ * line of InputError for what the GPU does not do, and when there is no adapter).
+ */
+async function gpuModel(model: GPT, o: TrainSettings): Promise<GpuModel> {
+  if (o.dropout > 0) {
+    throw new InputError(
+      `dropout ${o.dropout} is not available on the webgpu kernels; use dropout 0, or train on the CPU's kernels (relaxed)`,
+      { options: ["dropout"] },
+    );
+  }
+  if (o.threads > 1) {
+    throw new InputError(
+      `threads ${o.threads}: the webgpu kernels train on one GPU, without worker threads; use threads 1`,
+      { options: ["threads"] },
+    );
+  }
+  const { kernels } = await openGpu();
+  const { beta1, beta2, weightDecay } = o;
+  const optimizer: GpuOptimizerOptions = o.optimizer === "muon"
+    ? { name: "muon", beta1, beta2, weightDecay, momentum: o.muonMomentum, steps: o.muonSteps }
+    : { name: "adamw", beta1, beta2, weightDecay };
+  return new GpuModel(kernels, model.config, weightsOf(model), { batch: o.batch, optimizer });
+}
+
+/**
  * Trains a model in place on a text, step by step or in a run. Holds the optimizer's state;
  * {@linkcode Trainer.close} it (or use `using`) when done if it started worker threads.
+ *
+ * After `selectKernels("webgpu")` the steps and evaluations run on the GPU (lib/webgpu), where
+ * the parameters and the optimizer's state live; they are read back into the model and the
+ * optimizer after every step, so the model, `checkpoint()` and saved weights are always current.
  *
  * @example
  * ```ts
@@ -181,13 +242,15 @@ export class Trainer {
   readonly trainTokens: Uint16Array;
   /** The validation split: the text's last 10%. */
   readonly valTokens: Uint16Array;
-  readonly #optimizer: AdamW;
+  readonly #optimizer: AdamW | Muon;
   readonly #schedule: Schedule;
   /** The batch sampler's generator (its state is the data position). */
   readonly #rng: Rng;
   readonly #pool: WorkerPool | null;
-  /** This thread's activations: the whole batch on one thread, its share with a pool. */
-  readonly #acts: Activations;
+  /** The model on the GPU (webgpu kernels), which takes the steps; null on the CPU. */
+  readonly #gpu: GpuModel | null;
+  /** This thread's activations: the whole batch on one thread, its share with a pool (CPU). */
+  readonly #acts: Activations | null;
   /** The batch, [B, T] (on one thread, the activations' own inputs and targets). */
   readonly #inputs: Uint16Array;
   readonly #targets: Uint16Array;
@@ -205,6 +268,7 @@ export class Trainer {
     settings: TrainSettings,
     sha: string,
     pool: WorkerPool | null,
+    gpu: GpuModel | null,
   ) {
     const o = settings, T = model.config.blockSize;
     this.#model = model;
@@ -213,17 +277,25 @@ export class Trainer {
     const split = splitIndex(tokens.length);
     this.trainTokens = tokens.subarray(0, split);
     this.valTokens = tokens.subarray(split);
-    this.#schedule = { lr: o.lr, minLr: o.minLr, warmup: o.warmup, steps: o.steps, decay: o.decay };
+    const { lr, minLr, warmup, steps, decay, cooldown } = o;
+    this.#schedule = { lr, minLr, warmup, steps, decay, cooldown };
     const { beta1, beta2, weightDecay } = o;
     // the optimizer's state and the activations are the trainer's, given back when it closes
     const lease = this.#lease = model.arena?.lease(this);
     const alloc = lease ? (n: number) => lease.f32(n) : model.alloc;
-    this.#optimizer = new AdamW(model.config, alloc, { beta1, beta2, weightDecay });
+    const adamw = { beta1, beta2, weightDecay };
+    this.#optimizer = o.optimizer === "muon"
+      ? new Muon(model.config, alloc, { ...adamw, momentum: o.muonMomentum, steps: o.muonSteps })
+      : new AdamW(model.config, alloc, adamw);
     this.#rng = new Rng(o.seed + 1);
     this.#pool = pool;
-    this.#acts = pool?.acts ?? model.activations(o.batch, { dropout: o.dropout > 0, lease });
-    this.#inputs = pool ? new Uint16Array(o.batch * T) : this.#acts.inputs;
-    this.#targets = pool ? new Uint16Array(o.batch * T) : this.#acts.targets;
+    this.#gpu = gpu;
+    this.#acts = gpu
+      ? null
+      : pool?.acts ?? model.activations(o.batch, { dropout: o.dropout > 0, lease });
+    const own = this.#acts === null || pool !== null;
+    this.#inputs = own ? new Uint16Array(o.batch * T) : this.#acts!.inputs;
+    this.#targets = own ? new Uint16Array(o.batch * T) : this.#acts!.targets;
     const dropout = o.dropout > 0 ? { p: o.dropout, seed: 0, firstRow: 0 } : null;
     this.#pass = batchPass(model.config, o.batch, dropout);
   }
@@ -253,16 +325,26 @@ export class Trainer {
         { options: ["blockSize"] },
       );
     }
+    if (webGpuChosen()) {
+      const gpu = await gpuModel(model, o);
+      try {
+        return new Trainer(model, tokens, o, await sha256Hex(data, model), null, gpu);
+      } catch (e) {
+        gpu.destroy();
+        throw e;
+      }
+    }
     const threads = kernelTier() === "js" ? 1 : Math.min(o.threads, o.batch);
     checkMemory(model, o.batch, threads);
     model.withGrads();
     const memory = kernelMemory();
     const shared = memory !== null && isShared(memory);
+    const scratch = o.optimizer === "muon" ? newtonSchulzFloats(model.config) : 0;
     const pool = threads > 1 && shared
-      ? await WorkerPool.start(model, o.batch, threads, o.dropout > 0)
+      ? await WorkerPool.start(model, o.batch, threads, o.dropout > 0, scratch)
       : null;
     try {
-      return new Trainer(model, tokens, o, await sha256Hex(data, model), pool);
+      return new Trainer(model, tokens, o, await sha256Hex(data, model), pool, null);
     } catch (e) {
       pool?.close();
       throw e;
@@ -294,29 +376,60 @@ export class Trainer {
     this.#checkOpen("create a new one");
     const model = this.#model, o = this.settings, B = o.batch, T = model.config.blockSize;
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
+    if (this.#gpu !== null) return await this.#gpuStep(this.#gpu);
     // this step's dropout masks come from (seed, step): nothing to save for a resume
     const drop = this.#pass.dropout;
     if (drop !== null) drop.seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
     const lossSum = this.#pool
       ? await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T), drop)
-      : gradients(model, this.#acts, this.#pass, 1 / (B * T));
+      : gradients(model, this.#acts!, this.#pass, 1 / (B * T));
     const loss = lossSum / (B * T);
+    this.#checkLoss(loss);
+    const optimizer = this.#optimizer, pool = this.#pool;
+    const { lr, gradNorm } = await update(model, optimizer, this.#schedule, o, this.#step, pool);
+    return { step: ++this.#step, loss, lr, gradNorm };
+  }
+
+  /**
+   * The step on the GPU, whose batch is drawn: one submission (gradients, clip, update), then
+   * the loss and the new state read back together. A loss that is not finite throws before the
+   * state is taken, and the GPU gets the state of before the step back.
+   */
+  async #gpuStep(gpu: GpuModel): Promise<StepInfo> {
+    const { lr, hiddenLr } = stepRates(this.#schedule, this.settings, this.#step);
+    const clip = this.settings.clip;
+    const result = gpu.trainStep(this.#inputs, this.#targets, { lr, hiddenLr, clip });
+    const [{ loss, gradNorm }, state] = await Promise.all([result, gpu.download()]);
+    const optimizer = this.#optimizer;
+    try {
+      this.#checkLoss(loss);
+    } catch (e) {
+      gpu.upload(weightsOf(this.#model), float32(optimizer.m), float32(optimizer.v));
+      gpu.stepsTaken = optimizer.t;
+      throw e;
+    }
+    this.#model.flat.set(state.params);
+    optimizer.m.set(state.m);
+    optimizer.v.set(state.v);
+    optimizer.t = gpu.stepsTaken;
+    return { step: ++this.#step, loss, lr, gradNorm };
+  }
+
+  /** Throws the error of a loss that is not finite, at the step being taken. */
+  #checkLoss(loss: number): void {
     const restored = this.#restored;
     this.#restored = false;
-    if (!Number.isFinite(loss)) {
-      // right after a restore, the checkpoint's own weights overflow: a run that was diverging
-      // when it was saved, or a corrupt file
-      throw new BareGPTError(
-        `the loss became ${loss} at step ${this.#step + 1}; ${
-          restored
-            ? "the first after the checkpoint, whose weights overflow (a diverging run or a corrupt file): delete it and train again with a lower lr"
-            : "lower lr or check the text (the last checkpoint is kept)"
-        }`,
-        { options: ["lr"] },
-      );
-    }
-    const { lr, gradNorm } = update(model, this.#optimizer, this.#schedule, o.clip, this.#step);
-    return { step: ++this.#step, loss, lr, gradNorm };
+    if (Number.isFinite(loss)) return;
+    // right after a restore, the checkpoint's own weights overflow: a run that was diverging
+    // when it was saved, or a corrupt file
+    throw new BareGPTError(
+      `the loss became ${loss} at step ${this.#step + 1}; ${
+        restored
+          ? "the first after the checkpoint, whose weights overflow (a diverging run or a corrupt file): delete it and train again with a lower lr"
+          : "lower lr or check the text (the last checkpoint is kept)"
+      }`,
+      { options: ["lr"] },
+    );
   }
 
   /** Takes one optimizer step on a random batch; returns the batch's mean loss (nats). */
@@ -366,7 +479,15 @@ export class Trainer {
       tokens = tokens.subarray(splitIndex(tokens.length));
     }
     const model = this.#model, settings = this.settings, pool = this.#pool, acts = this.#acts;
-    const runner = pool === null
+    const gpu = this.#gpu, [inputs, targets] = [this.#inputs, this.#targets];
+    const runner = gpu !== null
+      ? {
+        B: settings.batch,
+        inputs,
+        targets,
+        lossSum: (n: number) => gpu.evaluateLoss(inputs, targets, n),
+      }
+      : acts !== null && pool === null
       ? {
         B: acts.B,
         inputs: acts.inputs,
@@ -377,7 +498,7 @@ export class Trainer {
         B: settings.batch,
         inputs: this.#inputs,
         targets: this.#targets,
-        lossSum: (n: number) => pool.forwardLoss(this.#inputs, this.#targets, n),
+        lossSum: (n: number) => pool!.forwardLoss(this.#inputs, this.#targets, n),
       };
     const T = model.config.blockSize;
     const r = await evaluateTokens(tokens, T, runner, options.maxWindows, options.onProgress);
@@ -397,7 +518,7 @@ export class Trainer {
       corpus_sha256: this.corpusSha256,
       train_settings: JSON.stringify(recipe),
       threads: String(threads),
-      kernels: kernelTier(),
+      kernels: this.#gpu ? "webgpu" : kernelTier(),
     });
   }
 
@@ -427,6 +548,10 @@ export class Trainer {
     this.#optimizer.m.set(ckpt.m);
     this.#optimizer.v.set(ckpt.v);
     this.#optimizer.t = ckpt.adamT;
+    if (this.#gpu !== null) {
+      this.#gpu.upload(ckpt.params, ckpt.m, ckpt.v);
+      this.#gpu.stepsTaken = ckpt.adamT;
+    }
     this.#rng.state.set(ckpt.rngState);
     this.#step = ckpt.step;
     this.#restored = true;
@@ -449,6 +574,7 @@ export class Trainer {
     if (this.#closed) return;
     this.#closed = true;
     this.#pool?.close();
+    this.#gpu?.destroy();
     this.#lease?.release();
   }
 

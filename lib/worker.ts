@@ -5,6 +5,7 @@
  * @module
  */
 
+import { registerMemory } from "./kernels/arena.ts";
 import { Arena, forceVariants, useKernels } from "./kernels/dispatch.ts";
 import { PACK_BYTES } from "./kernels/mod.ts";
 import {
@@ -17,6 +18,7 @@ import {
   type Params,
   paramViews,
 } from "./model.ts";
+import { newtonSchulz } from "./muon.ts";
 import type { WorkerReply, WorkerRequest } from "./pool.ts";
 
 let config: ModelConfig;
@@ -24,6 +26,9 @@ let params: Params;
 let grads: Params;
 let gradFlat: Float32Array;
 let acts: Activations;
+let memory: WebAssembly.Memory;
+/** Muon's Newton–Schulz scratch (empty for AdamW). */
+let scratch: Float32Array;
 
 function handle(msg: WorkerRequest): WorkerReply {
   switch (msg.kind) {
@@ -40,6 +45,8 @@ function handle(msg: WorkerRequest): WorkerReply {
       grads = paramViews(config, gradFlat);
       const [f32, u16] = [(k: number) => lease.f32(k), (k: number) => lease.u16(k)];
       acts = new Activations(config, msg.rows, f32, u16, msg.dropout, true);
+      memory = msg.memory;
+      scratch = lease.f32(msg.scratchFloats);
       return {
         kind: "ready",
         inputsOffset: acts.inputs.byteOffset,
@@ -55,6 +62,14 @@ function handle(msg: WorkerRequest): WorkerReply {
     }
     case "forward":
       return { kind: "done", lossSum: forward({ params }, acts, batchPass(config, msg.rows)) };
+    case "orthogonalize": {
+      registerMemory(memory); // the memory may have grown since: its views are of a new buffer
+      for (const { at, rows, cols } of msg.matrices) {
+        const u = new Float32Array(memory.buffer, msg.updateOffset + 4 * at, rows * cols);
+        newtonSchulz(u, rows, cols, msg.steps, scratch);
+      }
+      return { kind: "done", lossSum: 0 };
+    }
   }
 }
 

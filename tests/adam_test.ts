@@ -9,7 +9,14 @@ import { defaultArena } from "../lib/kernels/dispatch.ts";
 const close = (a: number, b: number, tol = 1e-12) => Math.abs(a - b) <= tol * (1 + Math.abs(b));
 
 Deno.test("schedule: linear warmup, then cosine or linear decay to min-lr at the last step", () => {
-  const s = { lr: 1e-2, minLr: 1e-4, warmup: 10, steps: 110, decay: "cosine" as const };
+  const s = {
+    lr: 1e-2,
+    minLr: 1e-4,
+    warmup: 10,
+    steps: 110,
+    decay: "cosine" as const,
+    cooldown: 1,
+  };
   assert(close(learningRate(s, 0), 1e-3)); // (step + 1) / warmup of the peak
   assert(close(learningRate(s, 9), 1e-2));
   assert(close(learningRate(s, 10), 1e-2)); // the decay starts at the peak
@@ -20,6 +27,21 @@ Deno.test("schedule: linear warmup, then cosine or linear decay to min-lr at the
   assert(close(learningRate(linear, 109), 1e-4));
   assert(close(learningRate(linear, 34.75), 1e-4 + 0.75 * (1e-2 - 1e-4))); // a quarter of the way
   for (let t = 10; t < 109; t++) assert(learningRate(s, t + 1) <= learningRate(s, t));
+});
+
+Deno.test("schedule: warmup-stable-decay holds the peak, then a 1-sqrt or linear cooldown", () => {
+  // 110 steps, warmup 10: steps 10..109 follow it; the last 40% (40 steps of 100) decay
+  const s = { lr: 1e-2, minLr: 0, warmup: 10, steps: 111, decay: "1-sqrt" as const, cooldown: 0.4 };
+  assert(close(learningRate(s, 9), 1e-2));
+  for (const t of [10, 40, 70]) assert(close(learningRate(s, t), 1e-2)); // the stable phase
+  assert(close(learningRate(s, 80), 1e-2 * (1 - Math.sqrt(10 / 40)))); // a quarter in: 1 - √¼
+  assert(close(learningRate(s, 110), 0));
+  const linear = { ...s, decay: "linear" as const };
+  assert(close(learningRate(linear, 90), 0.5e-2)); // halfway down
+  assert(close(learningRate(linear, 110), 0));
+  for (let t = 10; t < 110; t++) assert(learningRate(s, t + 1) <= learningRate(s, t));
+  // cooldown 0: the peak to the end
+  assert(close(learningRate({ ...s, cooldown: 0 }, 109), 1e-2));
 });
 
 Deno.test("gradient clipping scales to the global norm only when above it", () => {

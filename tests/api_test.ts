@@ -56,6 +56,7 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "INSPECT_OPTIONS",
     "InputError",
     "MODEL_OPTIONS",
+    "OPTIMIZERS",
     "Picture",
     "SAMPLING_OPTIONS",
     "TRAIN_OPTIONS",
@@ -97,6 +98,7 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "topCandidates",
     "trainCommand",
     "trainingMemoryBytes",
+    "webgpuAdapter",
   ]);
 });
 

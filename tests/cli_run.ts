@@ -62,13 +62,13 @@ export async function runCli(args: string[], options: RunOptions = {}): Promise<
 }
 
 /** Starts the CLI in the background; stdout is discarded, stderr collected in `stderr()`. */
-export function spawnCli(args: string[], permissions = ["-A"]) {
+export function spawnCli(args: string[], permissions = ["-A"], env: Record<string, string> = {}) {
   const child = new Deno.Command(Deno.execPath(), {
     args: denoRunArgs(args, permissions),
     stdin: "null",
     stdout: "null",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
   let text = "";
   const reading = (async () => {

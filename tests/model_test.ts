@@ -63,7 +63,12 @@ const small: ModelConfig = {
 };
 
 /** Trains `steps` steps from seed 1 and returns the weights file's bytes. */
-async function trainBytes(threads: number, steps = 4, dropout = 0): Promise<Uint8Array> {
+async function trainBytes(
+  threads: number,
+  steps = 4,
+  dropout = 0,
+  optimizer: "adamw" | "muon" = "adamw",
+): Promise<Uint8Array> {
   const model = new GPT(small, { tokenizer: corpus.tokenizer }).init(1);
   const trainer = await Trainer.create(model, text, {
     batch: 6,
@@ -71,7 +76,13 @@ async function trainBytes(threads: number, steps = 4, dropout = 0): Promise<Uint
     threads,
     seed: 2,
     dropout,
-    // a fixed recipe, so that the goldens do not move with the defaults
+    // a fixed recipe, so that the goldens do not move with the defaults (AdamW's are those of
+    // the time before Muon: --optimizer adamw trains exactly as it did)
+    optimizer,
+    cooldown: 1,
+    muonLr: 4e-3,
+    muonMomentum: 0.95,
+    muonSteps: 5,
     lr: 2e-3,
     minLr: 2e-4,
     warmup: 100,
@@ -114,36 +125,57 @@ forEachTier(
   },
 );
 
-/** Golden results per tier: sha256 of the weights after 30 steps, and a seeded sample. */
-const GOLDEN: Record<string, { weights: string; sampled: string }> = {
-  js: {
-    weights: "1841b3b492e05bbb13a1e4408707db15b0bd787bfb006c11814001b5fc055291",
-    sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
+/**
+ * Golden results per optimizer and tier: sha256 of the weights after 30 steps, and a seeded
+ * sample. AdamW's were recorded before Muon existed.
+ */
+const GOLDEN: Record<string, Record<string, { weights: string; sampled: string }>> = {
+  adamw: {
+    js: {
+      weights: "1841b3b492e05bbb13a1e4408707db15b0bd787bfb006c11814001b5fc055291",
+      sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
+    },
+    simd: {
+      weights: "7ef5954ad4564cee2c4d0806b724fe925270a10381cfd6676476e4857c8104d4",
+      sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
+    },
+    relaxed: {
+      weights: "36fcd36129905858b0dfc3e7be67c77979bbdbff099329281169a20293274410",
+      sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
+    },
   },
-  simd: {
-    weights: "7ef5954ad4564cee2c4d0806b724fe925270a10381cfd6676476e4857c8104d4",
-    sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
-  },
-  relaxed: {
-    weights: "36fcd36129905858b0dfc3e7be67c77979bbdbff099329281169a20293274410",
-    sampled: "iffEUrg.nisR\n\nonSv R:RRr..wvU\n\nweNstoogN",
+  muon: {
+    js: {
+      weights: "fc61129b6fe985e0d411ea7b3e42686e3417c786a6289ab82b2d191ec9a7e02a",
+      sampled: "fRT:dth.misS\n\nonSv N.RRr..wvT\n\nweMttnogM",
+    },
+    simd: {
+      weights: "80c255cdce292b758b6e52cb2ff006dbaacabc508a53a47ee59f10553d1678c2",
+      sampled: "fRT:dth.misS\n\nonSv N.RRr..wvT\n\nweMttnogM",
+    },
+    relaxed: {
+      weights: "bce1405c24df1c1a59ab78f8bc3057cfa165af2087e56dc6ed2d901661f326cd",
+      sampled: "fRT:dth.misS\n\nonSv N.RRr..wvT\n\nweMttnogM",
+    },
   },
 };
 
-forEachTier("golden outputs for a fixed seed", async (tier) => {
-  const bytes = await trainBytes(1, 30);
-  const model = loadModel(bytes);
-  assertEquals(model.config, small);
-  assertEquals(model.tokenizer.decode(model.tokenizer.encode(text)), text);
-  assertEquals(model.facts.steps, "30");
-  const prompt = model.tokenizer.encode("ROMEO:");
-  const ids = [...decodeSteps(model, prompt, { tokens: 40, temperature: 0.8, rng: new Rng(3) })]
-    .map((s) => s.id);
-  const got = { weights: await sha256(bytes), sampled: model.tokenizer.decode(ids) };
-  const want = GOLDEN[kernelTier()];
-  if (want.weights === "") {
-    console.log(`golden for ${tier}: ${JSON.stringify(got)}`);
-    throw new Error(`no golden recorded for tier ${tier}`);
-  }
-  assertEquals(got, want);
-});
+for (const optimizer of ["adamw", "muon"] as const) {
+  forEachTier(`golden outputs for a fixed seed, ${optimizer}`, async (tier) => {
+    const bytes = await trainBytes(1, 30, 0, optimizer);
+    const model = loadModel(bytes);
+    assertEquals(model.config, small);
+    assertEquals(model.tokenizer.decode(model.tokenizer.encode(text)), text);
+    assertEquals(model.facts.steps, "30");
+    const prompt = model.tokenizer.encode("ROMEO:");
+    const ids = [...decodeSteps(model, prompt, { tokens: 40, temperature: 0.8, rng: new Rng(3) })]
+      .map((s) => s.id);
+    const got = { weights: await sha256(bytes), sampled: model.tokenizer.decode(ids) };
+    const want = GOLDEN[optimizer][kernelTier()];
+    if (want.weights === "") {
+      console.log(`golden for ${optimizer} ${tier}: ${JSON.stringify(got)}`);
+      throw new Error(`no golden recorded for ${optimizer} on tier ${tier}`);
+    }
+    assertEquals(got, want);
+  });
+}

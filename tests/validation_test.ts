@@ -143,7 +143,37 @@ Deno.test("validation: library calls with wrong types throw InputError naming th
     [
       "createTrainer decay 5",
       () => createTrainer(model, TEXT, { decay: 5 as Any }),
-      /^decay must be "linear" or "cosine", got the number 5$/,
+      /^decay must be "linear" or "cosine" or "1-sqrt", got the number 5$/,
+    ],
+    [
+      "createTrainer optimizer 'sgd'",
+      () => createTrainer(model, TEXT, { optimizer: "sgd" as Any }),
+      /^optimizer "sgd" is not an optimizer; use adamw or muon$/,
+    ],
+    [
+      "createTrainer optimizer true",
+      () => createTrainer(model, TEXT, { optimizer: true as Any }),
+      /^optimizer must be "adamw" or "muon", got the boolean true$/,
+    ],
+    [
+      "createTrainer muonLr 0",
+      () => createTrainer(model, TEXT, { optimizer: "muon", muonLr: 0 }),
+      /^muonLr is 0; use a positive learning rate$/,
+    ],
+    [
+      "createTrainer muonMomentum 1",
+      () => createTrainer(model, TEXT, { optimizer: "muon", muonMomentum: 1 }),
+      /^muonMomentum 1 is out of range; use a number from 0 to 0.9999$/,
+    ],
+    [
+      "createTrainer muonSteps 2.5",
+      () => createTrainer(model, TEXT, { optimizer: "muon", muonSteps: 2.5 }),
+      /^muonSteps 2.5 is out of range; use an integer from 1 to 20$/,
+    ],
+    [
+      "createTrainer cooldown 1.5",
+      () => createTrainer(model, TEXT, { cooldown: 1.5 }),
+      /^cooldown 1.5 is out of range; use a number from 0 to 1$/,
     ],
     [
       "createTrainer options 'x'",
@@ -331,7 +361,7 @@ Deno.test("validation: the schedule's options: lr 0 and minLr above lr are refus
   assertEquals(long.settings.warmup, 3, "a warmup longer than the run is capped at its steps");
 });
 
-Deno.test("validation: CLI: --lr 0, --min-lr above --lr are one-line errors; --warmup past --steps prints the true schedule", async () => {
+Deno.test("validation: CLI: --lr 0, --min-lr above --lr, a bad --optimizer, --decay or Muon flag are one-line errors; --warmup past --steps prints the true schedule", async () => {
   await using tmp = await tempDirWithCorpus("baregpt_validation_");
   const dir = tmp.path;
   const train = (extra: string[]) =>
@@ -356,6 +386,20 @@ Deno.test("validation: CLI: --lr 0, --min-lr above --lr are one-line errors; --w
     [["--min-lr", "0.01"], /^error: --min-lr 0\.01 is above --lr 0\.004; /],
     [["--lr", "0.1", "--min-lr", "0.5"], /^error: --min-lr 0\.5 is above --lr 0\.1; /],
     [["--min-lr", "0.0041"], /^error: --min-lr 0\.0041 is above --lr 0\.004; /],
+    [["--optimizer", "sgd"], /^error: --optimizer "sgd" is not an optimizer; use adamw or muon$/],
+    [
+      ["--decay", "step"],
+      /^error: --decay "step" is not a schedule; use linear or cosine or 1-sqrt$/,
+    ],
+    [
+      ["--optimizer", "adamw", "--muon-lr", "0.01"],
+      /^error: --muon-lr sets Muon, which this run does not use; add --optimizer muon or drop it$/,
+    ],
+    [
+      ["--optimizer", "muon", "--muon-lr", "0"],
+      /^error: --muon-lr is 0; use a positive learning rate$/,
+    ],
+    [["--cooldown", "2"], /^error: --cooldown 2 is out of range; use a number from 0 to 1$/],
   ];
   for (const [extra, pattern] of cases) assertUserError(await train(extra), pattern);
   const long = await train(["--warmup", "100"]);

@@ -57,7 +57,8 @@ let modelStatus = "";
  * the kernels a plain memory and sizes it for the model (this page runs on one thread).
  */
 async function loadOnTier(bytes: Uint8Array, tier: KernelTier | undefined): Promise<Loaded> {
-  const chosen = selectKernels(tier, { shared: crossOriginIsolated, reset: true });
+  // the page's menu offers the WebAssembly tiers only: the choice is one of them
+  const chosen = selectKernels(tier, { shared: crossOriginIsolated, reset: true }) as KernelTier;
   const model = await loadWeights(bytes);
   return { model, tier: chosen };
 }

@@ -258,7 +258,12 @@ async function makeModel(
   const memory = crossOriginIsolated ? {} : {
     memoryBytes: trainingMemoryBytes(config, { batch: s.batch, threads: 1 }),
   };
-  const tier = selectKernels(wanted, { shared: crossOriginIsolated, reset: true, ...memory });
+  // the page's menu offers the WebAssembly tiers only: the choice is one of them
+  const tier = selectKernels(wanted, {
+    shared: crossOriginIsolated,
+    reset: true,
+    ...memory,
+  }) as KernelTier;
   if (init === undefined) {
     return { model: createModel(text, { ...s.shape, seed: s.seed }), tier, added: [] };
   }

@@ -1,0 +1,154 @@
+/**
+ * GPU memory, planned before anything is allocated: a {@linkcode Layout} is a list of regions,
+ * each one future GPUBuffer, and a region hands out its tensors ({@linkcode GpuArray}s at
+ * element offsets) while it is being laid out. So the bytes a configuration and batch need are
+ * known, and checked against the adapter's limits (the largest buffer, the largest binding), by
+ * the same code that later allocates them: {@linkcode Layout.check} throws a one-line
+ * InputError, then {@linkcode Layout.allocate} makes the buffers and the tensors become usable.
+ *
+ * @module
+ */
+
+import { InputError } from "../errors.ts";
+import type { GpuArray } from "./pipelines.ts";
+
+/** The options a memory error names: what makes a model's buffers smaller. */
+const SIZE_OPTIONS = ["batch", "dModel", "nLayers", "blockSize"];
+
+/** What a layout is checked against: a device's (or adapter's) limits. */
+export type MemoryLimits = Pick<
+  GPUSupportedLimits,
+  "maxBufferSize" | "maxStorageBufferBindingSize" | "minStorageBufferOffsetAlignment"
+>;
+
+/** A tensor handed out before its buffer exists; `buffer` is set by {@linkcode Region.allocate}. */
+interface PlannedArray {
+  buffer: GPUBuffer;
+  readonly offset: number;
+}
+
+/** The tensors of one future GPUBuffer, laid out one after the other (4-byte elements). */
+export class Region {
+  readonly name: string;
+  #floats = 0;
+  #largest = { name: "", floats: 0 };
+  readonly #arrays: PlannedArray[] = [];
+  #buffer: GPUBuffer | null = null;
+
+  constructor(name: string) {
+    this.name = name;
+  }
+
+  /** Elements laid out so far. */
+  get floats(): number {
+    return this.#floats;
+  }
+
+  /** The largest tensor, which one binding must hold. */
+  get largest(): { readonly name: string; readonly floats: number } {
+    return this.#largest;
+  }
+
+  /** The next `floats` elements, as the tensor `name` (usable once the region is allocated). */
+  take(name: string, floats: number): GpuArray {
+    if (this.#buffer !== null) throw new Error(`region ${this.name} is allocated already`);
+    const array: PlannedArray = { buffer: undefined as unknown as GPUBuffer, offset: this.#floats };
+    this.#arrays.push(array);
+    this.#floats += floats;
+    if (floats > this.#largest.floats) this.#largest = { name, floats };
+    return array;
+  }
+
+  /** Makes the buffer (storage, copy source and destination, zeroed) and binds the tensors. */
+  allocate(device: GPUDevice): GPUBuffer {
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+    const buffer = device.createBuffer({
+      label: this.name,
+      size: Math.max(4, this.#floats * 4),
+      usage,
+    });
+    for (const array of this.#arrays) array.buffer = buffer;
+    return this.#buffer = buffer;
+  }
+}
+
+/** The regions of a GPU model (or of a KV cache): what they take, checked, then allocated. */
+export class Layout {
+  readonly regions: Region[] = [];
+
+  /** A new region of this layout. */
+  region(name: string): Region {
+    const region = new Region(name);
+    this.regions.push(region);
+    return region;
+  }
+
+  /** Bytes of all the regions. */
+  get bytes(): number {
+    return this.regions.reduce((sum, r) => sum + r.floats * 4, 0);
+  }
+
+  /**
+   * Throws an InputError (one line, starting with `what`, e.g. "this model (…)") when a region is
+   * larger than the largest buffer the adapter makes, or else when a tensor is larger than one
+   * binding holds.
+   */
+  check(limits: MemoryLimits, what: string): void {
+    const needs = `${what} needs ${formatBytes(this.bytes)} on the GPU`;
+    const advice = { text: "use a smaller batch or model", options: SIZE_OPTIONS };
+    const largest = this.regions.reduce((a, b) => (b.floats > a.floats ? b : a));
+    if (largest.floats * 4 > limits.maxBufferSize) {
+      throw new InputError(
+        `${needs}, ${formatBytes(largest.floats * 4)} of it in one buffer (${largest.name}), ` +
+          `more than the adapter's ${formatBytes(limits.maxBufferSize)} (maxBufferSize); ` +
+          advice.text,
+        { options: advice.options },
+      );
+    }
+    const limit = limits.maxStorageBufferBindingSize;
+    for (const r of this.regions) {
+      // a buffer larger than a binding is bound in windows from aligned offsets at or before
+      // each tensor
+      const window = r.largest.floats * 4 + limits.minStorageBufferOffsetAlignment;
+      if (r.floats * 4 > limit && window > limit) {
+        throw new InputError(
+          `${needs}, with ${formatBytes(r.largest.floats * 4)} in one tensor (${r.largest.name} ` +
+            `of ${r.name}), more than the adapter's ${formatBytes(limit)} per binding ` +
+            `(maxStorageBufferBindingSize); ${advice.text}`,
+          { options: advice.options },
+        );
+      }
+    }
+  }
+
+  /** Makes every region's buffer. */
+  allocate(device: GPUDevice): GPUBuffer[] {
+    return this.regions.map((r) => r.allocate(device));
+  }
+}
+
+/** Most elements one binding of a device holds from any offset (for work over whole buffers). */
+export function bindableFloats(limits: MemoryLimits): number {
+  return Math.floor(
+    (limits.maxStorageBufferBindingSize - limits.minStorageBufferOffsetAlignment) / 4,
+  );
+}
+
+/** The n elements of `a` in consecutive stretches of at most `most` (one binding each). */
+export function stretches(a: GpuArray, n: number, most: number): [GpuArray, number][] {
+  const out: [GpuArray, number][] = [];
+  for (let at = 0; at < n; at += most) out.push([shifted(a, at), Math.min(most, n - at)]);
+  return out;
+}
+
+/** The elements of `a` from its element `by` on. */
+export function shifted(a: GpuArray, by: number): GpuArray {
+  return { buffer: a.buffer, offset: a.offset + by };
+}
+
+/** Bytes for messages: "3.1 GiB", "128 MiB", "12 KiB". */
+export function formatBytes(bytes: number): string {
+  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  if (bytes >= 2 ** 20) return `${Math.round(bytes / 2 ** 20)} MiB`;
+  return `${Math.max(1, Math.round(bytes / 1024))} KiB`;
+}

@@ -1,0 +1,196 @@
+/**
+ * The WebGPU tier through the library (`selectKernels("webgpu")`): chosen only when asked for
+ * (never by the automatic choice) and off again with a WebAssembly tier; a trainer on the GPU
+ * takes the CPU trainer's steps (AdamW and Muon), its checkpoints resume on the CPU and the
+ * CPU's on the GPU, with the same losses; evaluate and generate follow the CPU's; a loss that is
+ * not finite stops the step with the CPU's error and leaves the state as it was; dropout and
+ * threads are refused.
+ *
+ * Needs a WebGPU adapter: without one the tests are skipped with the reason printed, except
+ * under CI=true, where that is a failure.
+ */
+
+import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert";
+import {
+  bestKernels,
+  createModel,
+  createTrainer,
+  evaluate,
+  generate,
+  InputError,
+  type Model,
+  selectKernels,
+  type TrainerOptions,
+  webgpuAdapter,
+} from "../mod.ts";
+import { requestGpu } from "../lib/webgpu/device.ts";
+import { playCorpus } from "./fixtures.ts";
+
+// Vulkan's window-system layer wants a runtime folder (see tests/webgpu_test.ts)
+if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+const missing = await requestGpu({ timeoutMs: 30_000 })
+  .then((gpu) => {
+    gpu.device.destroy();
+    return "";
+  })
+  .catch((e) => (e as Error).message);
+if (missing !== "") {
+  if (Deno.env.get("CI") === "true") {
+    Deno.test("a WebGPU adapter is available (CI installs lavapipe)", () => {
+      throw new Error(missing);
+    });
+  } else console.warn(`skipping the WebGPU library tests: ${missing}`);
+}
+
+/** A test that runs only where there is an adapter; the CPU's kernels are chosen afterwards. */
+function gpuTest(name: string, fn: (cpu: "relaxed" | "simd" | "js") => Promise<void>): void {
+  Deno.test({
+    name,
+    ignore: missing !== "",
+    fn: async () => {
+      const cpu = selectKernels(bestKernels()) as "relaxed" | "simd" | "js";
+      try {
+        await fn(cpu);
+      } finally {
+        selectKernels(cpu);
+      }
+    },
+  });
+}
+
+const TEXT = playCorpus();
+const SHAPE = { blockSize: 16, dModel: 32, nLayers: 2, nHeads: 2, seed: 3 };
+const RECIPE: TrainerOptions = { steps: 12, batch: 4, warmup: 2, lr: 4e-3 };
+
+/** The `__metadata__` of safetensors bytes. */
+function metadataOf(bytes: Uint8Array): Record<string, string> {
+  const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+  return JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))).__metadata__;
+}
+
+/** max |a - b| over two models' weights. */
+function weightDiff(a: Model, b: Model): number {
+  const [x, y] = [a as unknown as { flat: Float32Array }, b as unknown as { flat: Float32Array }];
+  let d = 0;
+  for (let i = 0; i < x.flat.length; i++) d = Math.max(d, Math.abs(x.flat[i] - y.flat[i]));
+  return d;
+}
+
+/** Steps on a trainer, their losses. */
+async function losses(trainer: { step(): Promise<number> }, n: number): Promise<number[]> {
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(await trainer.step());
+  return out;
+}
+
+function close(got: number[], want: number[], what: string): void {
+  got.forEach((x, i) => {
+    assert(Math.abs(x - want[i]) <= 1e-4, `${what}, step ${i + 1}: ${x} vs ${want[i]}`);
+  });
+}
+
+gpuTest("webgpu is chosen only when asked for, and off again with a CPU tier", async (cpu) => {
+  assert(bestKernels() !== ("webgpu" as string));
+  assertEquals(selectKernels(), cpu);
+  assertEquals(selectKernels("webgpu"), "webgpu");
+  assertEquals(selectKernels(), "webgpu");
+  const adapter = await webgpuAdapter();
+  console.log(`  adapter: ${adapter.description}${adapter.software ? " (software)" : ""}`);
+  assert(typeof adapter.description === "string" && typeof adapter.software === "boolean");
+  assertEquals(selectKernels(cpu), cpu);
+  assertEquals(selectKernels(), cpu);
+});
+
+for (const optimizer of ["adamw", "muon"] as const) {
+  gpuTest(`${optimizer} on the GPU: the CPU's steps, checkpoints both ways`, async (cpu) => {
+    const recipe = { ...RECIPE, optimizer };
+    // the CPU's run: 6 steps, a checkpoint, 6 more
+    selectKernels(cpu);
+    const cpuModel = createModel(TEXT, SHAPE);
+    using cpuTrainer = await createTrainer(cpuModel, TEXT, recipe);
+    const want = await losses(cpuTrainer, 6);
+    const cpuCkpt = cpuTrainer.checkpoint();
+    want.push(...await losses(cpuTrainer, 6));
+    const cpuEval = await cpuTrainer.evaluate();
+
+    // the same run on the GPU
+    selectKernels("webgpu");
+    const gpuModel = createModel(TEXT, SHAPE);
+    using gpuTrainer = await createTrainer(gpuModel, TEXT, recipe);
+    const got = await losses(gpuTrainer, 6);
+    const gpuCkpt = gpuTrainer.checkpoint();
+    assertEquals(metadataOf(gpuCkpt).kernels, "webgpu");
+    assertEquals(metadataOf(cpuCkpt).kernels, cpu);
+    got.push(...await losses(gpuTrainer, 6));
+    close(got, want, "GPU vs CPU");
+    // the model holds the GPU's weights after every step
+    const diff = weightDiff(gpuModel, cpuModel);
+    const gpuEval = await gpuTrainer.evaluate();
+    console.log(
+      `  ${optimizer}: losses ${got.map((x) => x.toFixed(4)).join(" ")}; weights within ${
+        diff.toExponential(2)
+      }; validation ${gpuEval.loss.toFixed(5)} (CPU ${cpuEval.loss.toFixed(5)})`,
+    );
+    assert(diff <= 1e-3, `weights differ by ${diff}`);
+    assert(Math.abs(gpuEval.loss - cpuEval.loss) <= 1e-4);
+
+    // the CPU's checkpoint resumes on the GPU ...
+    using fromCpu = await createTrainer(createModel(TEXT, SHAPE), TEXT, recipe);
+    assertEquals(fromCpu.restore(cpuCkpt).step, 6);
+    close(await losses(fromCpu, 6), want.slice(6), "CPU checkpoint on the GPU");
+    // ... and the GPU's on the CPU
+    selectKernels(cpu);
+    using fromGpu = await createTrainer(createModel(TEXT, SHAPE), TEXT, recipe);
+    assertEquals(fromGpu.restore(gpuCkpt).kernels, "webgpu");
+    close(await losses(fromGpu, 6), want.slice(6), "GPU checkpoint on the CPU");
+  });
+}
+
+gpuTest("evaluate and generate on the GPU follow the CPU", async (cpu) => {
+  selectKernels(cpu);
+  const model = createModel(TEXT, SHAPE);
+  {
+    using trainer = await createTrainer(model, TEXT, { ...RECIPE, steps: 30, lr: 1e-2 });
+    await trainer.run();
+  }
+  const options = { prompt: "ROMEO:", tokens: 40, temperature: 0 };
+  const cpuText = (await Array.fromAsync(generate(model, options))).join("");
+  const cpuLoss = (await evaluate(model, TEXT)).loss;
+  const sampled = { prompt: "O", tokens: 40, temperature: 1, seed: 5 };
+  const cpuSampled = (await Array.fromAsync(generate(model, sampled))).join("");
+  selectKernels("webgpu");
+  const gpuText = (await Array.fromAsync(generate(model, options))).join("");
+  const gpuLoss = (await evaluate(model, TEXT)).loss;
+  const gpuSampled = (await Array.fromAsync(generate(model, sampled))).join("");
+  console.log(
+    `  greedy ${JSON.stringify(gpuText)}; loss ${gpuLoss.toFixed(5)} (CPU ${cpuLoss.toFixed(5)})`,
+  );
+  assertEquals(gpuText, cpuText);
+  assertEquals(gpuSampled, cpuSampled);
+  assert(Math.abs(gpuLoss - cpuLoss) <= 1e-4, `${gpuLoss} vs ${cpuLoss}`);
+  await rejects(evaluate(model, TEXT, { threads: 2 }), /threads 2: the webgpu kernels/);
+});
+
+gpuTest("a loss that is not finite stops the step; dropout and threads are refused", async () => {
+  selectKernels("webgpu");
+  const model = createModel(TEXT, SHAPE);
+  const flat = (model as unknown as { flat: Float32Array }).flat;
+  flat.fill(3e38, 0, 2000); // wte: the LayerNorms overflow
+  const before = Float32Array.from(flat);
+  using trainer = await createTrainer(model, TEXT, RECIPE);
+  await rejects(
+    trainer.step(),
+    /^BareGPTError: the loss became (NaN|Infinity) at step 1; lower lr/,
+  );
+  assertEquals(trainer.stepsDone, 0);
+  assertEquals(flat, before);
+  await rejects(
+    createTrainer(model, TEXT, { ...RECIPE, dropout: 0.1 }),
+    (e) => e instanceof InputError && /^dropout 0.1 is not available on the webgpu/.test(e.message),
+  );
+  await rejects(
+    createTrainer(model, TEXT, { ...RECIPE, threads: 2 }),
+    (e) =>
+      e instanceof InputError && /^threads 2: the webgpu kernels train on one GPU/.test(e.message),
+  );
+});
