@@ -94,11 +94,21 @@ const KERNEL_GROUPS: [string, RegExp][] = [
   ["bias gradients, residual adds, reduction between threads", /^bias_backward|^add/],
 ];
 
-async function trainSteps(threads: number, withProfile = false) {
+/** Steps of the default model; AdamW by default, the optimizer of the comparisons with PyTorch. */
+async function trainSteps(
+  threads: number,
+  withProfile = false,
+  optimizer: "adamw" | "muon" = "adamw",
+) {
   setupKernels(tier);
   const model = defaultModel(run, 1);
   // the trainer trains on the text's first 90%, as `cli.ts train` does
-  const trainer = await Trainer.create(model, corpus.tokens, { threads, steps: 1000, batch: 16 });
+  const trainer = await Trainer.create(model, corpus.tokens, {
+    threads,
+    steps: 1000,
+    batch: 16,
+    optimizer,
+  });
   const times: number[] = [];
   let spent = new Map<string, { ms: number; calls: number }>();
   try {
@@ -316,6 +326,7 @@ const peaks = {
 const roof = (tier === "relaxed" ? peaks.relaxed : peaks.simd) ?? NaN;
 const one = await trainSteps(1, true);
 const all = cores > 1 ? await trainSteps(cores) : one;
+const muon = await trainSteps(cores, false, "muon");
 const { rows: forms, variants } = matmulForms();
 const sample = sampling();
 const memory = await peakRss();
@@ -330,13 +341,16 @@ const lines = [
   `| roof: WebAssembly multiply-add peak, 1 thread | ${
     peaks.relaxed ? `relaxed_madd ${fmt(peaks.relaxed)} GFLOP/s, ` : ""
   }${peaks.simd ? `mul + add ${fmt(peaks.simd)} GFLOP/s` : "none (js tier)"} |`,
-  `| training step, 1 thread (median / min / max of ${one.n}) | ${fmt(one.median, 0)} / ${
-    fmt(one.min, 0)
-  } / ${fmt(one.max, 0)} ms |`,
-  `| training step, ${all.threads} threads (median / min / max of ${all.n}) | ${
+  `| training step with AdamW, 1 thread (median / min / max of ${one.n}) | ${
+    fmt(one.median, 0)
+  } / ${fmt(one.min, 0)} / ${fmt(one.max, 0)} ms |`,
+  `| training step with AdamW, ${all.threads} threads (median / min / max of ${all.n}) | ${
     fmt(all.median, 0)
   } / ${fmt(all.min, 0)} / ${fmt(all.max, 0)} ms |`,
   `| 2-thread step over 1-thread step (speed-up) | ${fmt(one.median / all.median, 2)}x |`,
+  `| training step with Muon (the default), ${muon.threads} threads (median / min / max of ${muon.n}) | ${
+    fmt(muon.median, 0)
+  } / ${fmt(muon.min, 0)} / ${fmt(muon.max, 0)} ms |`,
   ...forms.map((r) =>
     `| ${r.form} ${r.shape}${r.target ? "" : " (reported)"} | ${fmt(r.gflops)} GFLOP/s, ${
       pct(r.share)
@@ -360,7 +374,7 @@ if (values.json) {
     cores,
     deno: Deno.version.deno,
     peakGflops: { ...peaks, roof },
-    trainStepMs: { oneThread: one, allThreads: all },
+    trainStepMs: { oneThread: one, allThreads: all, muonAllThreads: muon },
     matmul: forms,
     variants,
     sampling: sample,

@@ -263,6 +263,7 @@ async function compare(threads: number): Promise<Comparison> {
     threads,
     steps: 1000,
     batch: BATCH,
+    optimizer: "adamw", // PyTorch's step is AdamW's
   });
   const variants = VARIANTS.filter((v) => threads > 1 || !v.multiThreadOnly);
   const children = variants.map((v) => new TorchChild(threads, v.args));

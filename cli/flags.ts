@@ -267,11 +267,13 @@ const METAVARS: Record<string, string> = {
   prompt: "TEXT",
   split: "val|all",
   decay: "NAME",
+  optimizer: "NAME",
 };
 
 /** A flag's value name: N for counts, X for other numbers. */
 function metavar(flag: string): string {
-  return /^(lr|min-lr|weight-decay|beta1|beta2|clip|dropout|temperature|top-p)$/.test(flag)
+  return /^(lr|min-lr|muon-lr|muon-momentum|cooldown|weight-decay|beta1|beta2|clip|dropout|temperature|top-p)$/
+      .test(flag)
     ? "X"
     : "N";
 }

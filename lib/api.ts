@@ -41,24 +41,14 @@ import {
   chooseWebGpu,
   EVAL_BATCH,
   evaluationCopy,
-  openGpu,
+  type KernelChoice,
   webGpuChosen,
 } from "./webgpu/backend.ts";
 
 export type { KernelTier } from "./kernels/mod.ts";
 
-/**
- * A choice of kernels: a WebAssembly tier of the CPU, or "webgpu": training, `evaluate` and
- * `generate` on the GPU through WebGPU (the CPU's fastest tier does the rest).
- *
- * @example
- * ```ts
- * import type { KernelChoice } from "@baregpt/baregpt";
- * const choice: KernelChoice = "webgpu";
- * console.log(choice);
- * ```
- */
-export type KernelChoice = KernelTier | "webgpu";
+export type { KernelChoice, WebGpuAdapter } from "./webgpu/backend.ts";
+export { webgpuAdapter } from "./webgpu/backend.ts";
 
 export type { Model } from "./model.ts";
 
@@ -143,7 +133,26 @@ export interface KernelOptions {
  * ```
  */
 export function selectKernels(tier: KernelTier, options?: KernelOptions): KernelTier;
+/**
+ * Chooses the WebGPU tier (see the first signature): training, `evaluate` and `generate` on the
+ * GPU, the fastest WebAssembly tier for the rest; returns "webgpu".
+ *
+ * @example
+ * ```ts ignore
+ * import { selectKernels } from "@baregpt/baregpt";
+ * console.log(selectKernels("webgpu")); // "webgpu"; the adapter is asked for on first use
+ * ```
+ */
 export function selectKernels(tier: "webgpu", options?: KernelOptions): "webgpu";
+/**
+ * Chooses a tier or confirms the one in use (see the first signature); "webgpu" when it is on.
+ *
+ * @example
+ * ```ts
+ * import { selectKernels } from "@baregpt/baregpt";
+ * console.log(selectKernels()); // "relaxed" in Deno, unless "webgpu" was chosen
+ * ```
+ */
 export function selectKernels(tier?: KernelChoice, options?: KernelOptions): KernelChoice;
 export function selectKernels(tier?: KernelChoice, options: KernelOptions = {}): KernelChoice {
   if (tier === "webgpu") {
@@ -180,50 +189,6 @@ function selectCpuKernels(tier: KernelTier | undefined, options: KernelOptions):
   kernelsChosen = true;
   modelsMade = 0;
   return chosen;
-}
-
-/**
- * What {@linkcode webgpuAdapter} found.
- *
- * @example
- * ```ts
- * import type { WebGpuAdapter } from "@baregpt/baregpt";
- * const a: WebGpuAdapter = { description: "llvmpipe", vendor: "mesa", software: true };
- * console.log(a.software ? "a software adapter" : a.description);
- * ```
- */
-export interface WebGpuAdapter {
-  /** The adapter's description (or device name). */
-  description: string;
-  /** Its vendor (empty where not reported). */
-  vendor: string;
-  /** A fallback (software) adapter, such as Mesa's lavapipe or Chromium's SwiftShader. */
-  software: boolean;
-}
-
-/**
- * Opens the GPU that the "webgpu" kernels use (once; later calls answer at once) and says what
- * it is. Call it after `selectKernels("webgpu")` to fail early, before any work, when there is
- * no adapter.
- *
- * @throws {InputError} when navigator.gpu or an adapter is missing (one line, saying what to use
- * instead); a BareGPTError when the device request fails or does not answer within 10 s.
- *
- * @example
- * ```ts ignore
- * import { selectKernels, webgpuAdapter } from "@baregpt/baregpt";
- * selectKernels("webgpu");
- * const { description, software } = await webgpuAdapter();
- * console.log(description, software ? "(software)" : "");
- * ```
- */
-export async function webgpuAdapter(): Promise<WebGpuAdapter> {
-  const { context } = await openGpu();
-  return {
-    description: context.description,
-    vendor: context.vendor,
-    software: context.software,
-  };
 }
 
 /**

@@ -8,7 +8,6 @@
 
 import { InputError } from "./errors.ts";
 import type { ModelConfig } from "./model.ts";
-import type { EvaluateOptions, TrainerOptions } from "./trainer.ts";
 
 /** The range of a numeric option and its default. */
 export interface OptionSpec {
@@ -56,7 +55,7 @@ export const TRAIN_OPTIONS: Record<
 > = {
   batch: int(1, 4096, 16),
   steps: int(1, 1e9, 2600),
-  lr: real(0, 10, 4e-3),
+  lr: real(0, 10, 8e-3),
   minLr: real(0, 10, 0),
   warmup: int(0, 1e9, 50),
   cooldown: real(0, 1, 1),
@@ -75,8 +74,11 @@ export const TRAIN_OPTIONS: Record<
 /** The learning-rate decays after warmup. */
 export const DECAYS: readonly ("linear" | "cosine" | "1-sqrt")[] = ["linear", "cosine", "1-sqrt"];
 
-/** The optimizers: AdamW for every tensor, or Muon for the hidden matrices and AdamW for the rest. */
-export const OPTIMIZERS: readonly ("adamw" | "muon")[] = ["adamw", "muon"];
+/**
+ * The optimizers, the default first: Muon for the hidden matrices and AdamW for the rest, or AdamW
+ * for every tensor.
+ */
+export const OPTIMIZERS: readonly ("muon" | "adamw")[] = ["muon", "adamw"];
 
 /** How an option's range reads in an error: "an integer from 1 to 4096". */
 export function describeRange(s: OptionSpec): string {
@@ -348,4 +350,84 @@ export function checkEvaluateOptions(options: EvaluateOptions | undefined): Eval
   checkChoice("unknown", o.unknown, ["error", "drop"]);
   checkFunction("onProgress", o.onProgress);
   return o;
+}
+
+/**
+ * Options of a trainer. Every field has a default: the recipe of the shipped weights (Muon and
+ * AdamW, linear warmup, then a linear decay to `minLr` at step `steps`).
+ *
+ * @example
+ * ```ts
+ * import type { TrainerOptions } from "@baregpt/baregpt";
+ * const quick: TrainerOptions = { steps: 200, batch: 8, lr: 3e-3, warmup: 20, seed: 1 };
+ * console.log(quick);
+ * ```
+ */
+export interface TrainerOptions {
+  /** Sequences of blockSize characters per step. Default 16. */
+  batch?: number;
+  /** Length of the learning-rate schedule, and the steps `run` takes. Default 2600. */
+  steps?: number;
+  /** Peak learning rate (AdamW's tensors, and the schedule's peak). Default 8e-3. */
+  lr?: number;
+  /** Final learning rate of the decay. Default 0. */
+  minLr?: number;
+  /** Shape of the decay: "linear" (default), "cosine" or "1-sqrt" (1 - sqrt of the progress). */
+  decay?: "cosine" | "linear" | "1-sqrt";
+  /** Steps of linear warmup (capped at `steps`). Default 50. */
+  warmup?: number;
+  /**
+   * Fraction of the steps after warmup spent decaying: 1 (the default) decays all the way, 0.3
+   * holds the peak for the first 70% (warmup-stable-decay).
+   */
+  cooldown?: number;
+  /**
+   * "muon" (the default): Muon for the hidden matrices (each block's four projections), AdamW for
+   * the embeddings, biases and LayerNorms. "adamw": AdamW for every tensor.
+   */
+  optimizer?: "adamw" | "muon";
+  /** Muon's peak learning rate of the hidden matrices (the same schedule's shape). Default 4e-3. */
+  muonLr?: number;
+  /** Muon's momentum. Default 0.95. */
+  muonMomentum?: number;
+  /** Muon's Newton–Schulz iterations. Default 5. */
+  muonSteps?: number;
+  /** Decoupled weight decay, on 2-D weights only (AdamW's and Muon's). Default 0.3. */
+  weightDecay?: number;
+  /** AdamW decay rate of the gradient's running average. Default 0.8. */
+  beta1?: number;
+  /** AdamW decay rate of the squared gradient's running average. Default 0.95. */
+  beta2?: number;
+  /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
+  clip?: number;
+  /** Dropout on the embedding and every attention and MLP output (0: off). Default 0. */
+  dropout?: number;
+  /** The run's seed: batches and dropout masks are drawn from seed + 1. Default 0. */
+  seed?: number;
+  /**
+   * Threads sharing each batch (workers over shared memory; fast kernels only; 1 on webgpu).
+   * Default 1.
+   */
+  threads?: number;
+}
+
+/** Options of evaluation. */
+export interface EvaluateOptions {
+  /** Evaluate only this many evenly spaced windows (an estimate). Default: every window. */
+  maxWindows?: number;
+  /** "all" (the default): the whole text given; "val": its last 10% (a trainer without a text evaluates its own validation split). */
+  split?: "all" | "val";
+  /**
+   * What to do with characters of a text outside the model's vocabulary: "error" (the default)
+   * throws an InputError listing them; "drop" leaves them out first (scoring the rest) and
+   * reports how many in `dropped`. Applies to texts, not token ids.
+   */
+  unknown?: "error" | "drop";
+  /** Called after every batch of windows with how many are done, of how many. Default none. */
+  onProgress?: (windowsDone: number, windowsTotal: number) => void;
+  /**
+   * Threads for the library's `evaluate` (workers over shared memory, fast kernels only; a
+   * trainer uses its own). The loss then differs in its last bits from one thread's. Default 1.
+   */
+  threads?: number;
 }

@@ -23,16 +23,6 @@ export function gradients(model: GPT, acts: Activations, s: Pass, lossScale: num
   return lossSum;
 }
 
-/** The learning rates of step `step` (0-based): the schedule's, and Muon's muonLr · lr / peak. */
-export function stepRates(
-  schedule: Schedule,
-  o: { muonLr: number },
-  step: number,
-): { lr: number; hiddenLr: number } {
-  const lr = learningRate(schedule, step);
-  return { lr, hiddenLr: (o.muonLr * lr) / schedule.lr };
-}
-
 /** Step `step` (0-based) after the gradients: clip them, update (Muon's at muonLr · lr / peak). */
 export async function update(
   model: GPT,
@@ -43,10 +33,10 @@ export async function update(
   pool: WorkerPool | null = null,
 ): Promise<{ lr: number; gradNorm: number }> {
   const gradNorm = clipGradNorm(model.gradFlat, o.clip);
-  const { lr, hiddenLr } = stepRates(schedule, o, step);
+  const lr = learningRate(schedule, step);
   if (optimizer instanceof AdamW) optimizer.step(model.flat, model.gradFlat, lr);
   else {
-    const threads = pool?.orthogonalizer(optimizer);
+    const hiddenLr = (o.muonLr * lr) / schedule.lr, threads = pool?.orthogonalizer(optimizer);
     await optimizer.step(model.flat, model.gradFlat, lr, hiddenLr, threads);
   }
   return { lr, gradNorm };

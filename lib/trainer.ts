@@ -7,7 +7,7 @@
  * @module
  */
 
-import { AdamW, type Schedule } from "./adam.ts";
+import { AdamW, learningRate, type Schedule } from "./adam.ts";
 import { Muon, newtonSchulzFloats } from "./muon.ts";
 import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
 import { evalTokensOf, randomBatch, splitIndex, tokensOf } from "./data.ts";
@@ -24,15 +24,19 @@ import {
   checkOptions,
   checkSignal,
   checkText,
+  type EvaluateOptions,
+  type TrainerOptions,
   type TrainSettings,
   trainSettings,
 } from "./options.ts";
 import { kernelBytes } from "./activations.ts";
 import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
-import { gradients, stepRates, update } from "./train.ts";
-import { float32, openGpu, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
-import { GpuModel, type GpuOptimizerOptions } from "./webgpu/model.ts";
+import { gradients, update } from "./train.ts";
+import { float32, trainingCopy, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
+import type { GpuModel } from "./webgpu/model.ts";
+
+export type { EvaluateOptions, TrainerOptions } from "./options.ts";
 
 /** What one training step did. */
 export interface StepInfo {
@@ -44,65 +48,6 @@ export interface StepInfo {
   lr: number;
   /** Global gradient norm before clipping. */
   gradNorm: number;
-}
-
-/**
- * Options of a trainer. Every field has a default: the recipe of the shipped weights (AdamW,
- * linear warmup, then a linear decay to `minLr` at step `steps`).
- *
- * @example
- * ```ts
- * import type { TrainerOptions } from "@baregpt/baregpt";
- * const quick: TrainerOptions = { steps: 200, batch: 8, lr: 3e-3, warmup: 20, seed: 1 };
- * console.log(quick);
- * ```
- */
-export interface TrainerOptions {
-  /** Sequences of blockSize characters per step. Default 16. */
-  batch?: number;
-  /** Length of the learning-rate schedule, and the steps `run` takes. Default 2600. */
-  steps?: number;
-  /** Peak learning rate. Default 4e-3. */
-  lr?: number;
-  /** Final learning rate of the decay. Default 0. */
-  minLr?: number;
-  /** Shape of the decay: "linear" (default), "cosine" or "1-sqrt" (1 - sqrt of the progress). */
-  decay?: "cosine" | "linear" | "1-sqrt";
-  /** Steps of linear warmup (capped at `steps`). Default 50. */
-  warmup?: number;
-  /**
-   * Fraction of the steps after warmup spent decaying: 1 (the default) decays all the way, 0.3
-   * holds the peak for the first 70% (warmup-stable-decay).
-   */
-  cooldown?: number;
-  /**
-   * "adamw" (the default): AdamW for every tensor. "muon": Muon for the hidden matrices (each
-   * block's four projections), AdamW for the embeddings, biases and LayerNorms.
-   */
-  optimizer?: "adamw" | "muon";
-  /** Muon's peak learning rate of the hidden matrices (the same schedule). Default 4e-3. */
-  muonLr?: number;
-  /** Muon's momentum. Default 0.95. */
-  muonMomentum?: number;
-  /** Muon's Newton–Schulz iterations. Default 5. */
-  muonSteps?: number;
-  /** Decoupled weight decay, on 2-D weights only (AdamW's and Muon's). Default 0.3. */
-  weightDecay?: number;
-  /** AdamW decay rate of the gradient's running average. Default 0.8. */
-  beta1?: number;
-  /** AdamW decay rate of the squared gradient's running average. Default 0.95. */
-  beta2?: number;
-  /** Clip the gradient's global L2 norm to this (0: off). Default 1. */
-  clip?: number;
-  /** Dropout on the embedding and every attention and MLP output (0: off). Default 0. */
-  dropout?: number;
-  /** The run's seed: batches and dropout masks are drawn from seed + 1. Default 0. */
-  seed?: number;
-  /**
-   * Threads sharing each batch (workers over shared memory; fast kernels only; 1 on webgpu).
-   * Default 1.
-   */
-  threads?: number;
 }
 
 /**
@@ -143,27 +88,6 @@ export interface RunResult {
   aborted: boolean;
 }
 
-/** Options of evaluation. */
-export interface EvaluateOptions {
-  /** Evaluate only this many evenly spaced windows (an estimate). Default: every window. */
-  maxWindows?: number;
-  /** "all" (the default): the whole text given; "val": its last 10% (a trainer without a text evaluates its own validation split). */
-  split?: "all" | "val";
-  /**
-   * What to do with characters of a text outside the model's vocabulary: "error" (the default)
-   * throws an InputError listing them; "drop" leaves them out first (scoring the rest) and
-   * reports how many in `dropped`. Applies to texts, not token ids.
-   */
-  unknown?: "error" | "drop";
-  /** Called after every batch of windows with how many are done, of how many. Default none. */
-  onProgress?: (windowsDone: number, windowsTotal: number) => void;
-  /**
-   * Threads for the library's `evaluate` (workers over shared memory, fast kernels only; a
-   * trainer uses its own). The loss then differs in its last bits from one thread's. Default 1.
-   */
-  threads?: number;
-}
-
 /** The sha256 of a text's UTF-8 bytes (for ids, of the text they decode to). */
 async function sha256Hex(data: string | Uint16Array, model: GPT): Promise<string> {
   const text = typeof data === "string" ? data : model.tokenizer.decode(data);
@@ -186,31 +110,6 @@ function checkMemory(model: GPT, batch: number, threads: number): void {
       { options: ["dModel", "nLayers", "blockSize", "batch"] },
     );
   }
-}
-
-/**
- * The trainer's model on the GPU, with its batch and optimizer, holding the model's weights (one
- * line of InputError for what the GPU does not do, and when there is no adapter).
- */
-async function gpuModel(model: GPT, o: TrainSettings): Promise<GpuModel> {
-  if (o.dropout > 0) {
-    throw new InputError(
-      `dropout ${o.dropout} is not available on the webgpu kernels; use dropout 0, or train on the CPU's kernels (relaxed)`,
-      { options: ["dropout"] },
-    );
-  }
-  if (o.threads > 1) {
-    throw new InputError(
-      `threads ${o.threads}: the webgpu kernels train on one GPU, without worker threads; use threads 1`,
-      { options: ["threads"] },
-    );
-  }
-  const { kernels } = await openGpu();
-  const { beta1, beta2, weightDecay } = o;
-  const optimizer: GpuOptimizerOptions = o.optimizer === "muon"
-    ? { name: "muon", beta1, beta2, weightDecay, momentum: o.muonMomentum, steps: o.muonSteps }
-    : { name: "adamw", beta1, beta2, weightDecay };
-  return new GpuModel(kernels, model.config, weightsOf(model), { batch: o.batch, optimizer });
 }
 
 /**
@@ -326,7 +225,7 @@ export class Trainer {
       );
     }
     if (webGpuChosen()) {
-      const gpu = await gpuModel(model, o);
+      const gpu = await trainingCopy(model, o);
       try {
         return new Trainer(model, tokens, o, await sha256Hex(data, model), null, gpu);
       } catch (e) {
@@ -396,7 +295,9 @@ export class Trainer {
    * state is taken, and the GPU gets the state of before the step back.
    */
   async #gpuStep(gpu: GpuModel): Promise<StepInfo> {
-    const { lr, hiddenLr } = stepRates(this.#schedule, this.settings, this.#step);
+    // the rates of lib/train.ts update: the schedule's, and Muon's at muonLr · lr / peak
+    const lr = learningRate(this.#schedule, this.#step);
+    const hiddenLr = (this.settings.muonLr * lr) / this.#schedule.lr;
     const clip = this.settings.clip;
     const result = gpu.trainStep(this.#inputs, this.#targets, { lr, hiddenLr, clip });
     const [{ loss, gradNorm }, state] = await Promise.all([result, gpu.download()]);

@@ -154,7 +154,7 @@ Deno.test("help: --kernels says what js is for, in every command's help", async 
     const text = r.stdout.replace(/\n +/g, " "); // join the wrapped lines
     assertMatch(
       text,
-      /--kernels TIER +kernel tier: relaxed, simd or js .*js: the plain TypeScript reference in lib\/tensor\.ts — run it after editing that file/,
+      /--kernels TIER +kernel tier: relaxed, simd, js or webgpu .*js: the plain TypeScript reference in lib\/tensor\.ts — run it after editing that file/,
     );
   }
 });

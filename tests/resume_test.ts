@@ -222,7 +222,7 @@ Deno.test("resume: a checkpoint of another model, corpus or recipe is a one-line
     ],
     [
       base(["--resume", "--lr", "0.003"]),
-      /checkpoint .*\.ckpt was made with --lr 0\.004\b.*, this run has --lr 0\.003\b.*; resume with the checkpoint's settings or delete it/,
+      /checkpoint .*\.ckpt was made with --lr 0\.008\b.*, this run has --lr 0\.003\b.*; resume with the checkpoint's settings or delete it/,
     ],
     [base(), /model\.safetensors\.ckpt holds an interrupted run; pass --resume to continue it/],
   ];

@@ -89,7 +89,7 @@ Deno.test("train --warmup longer than --steps: capped at the steps, and the bann
   // a warmup shorter than the run keeps the usual wording
   const usual = await runCli(train(d, `${d}/u.safetensors`, ["--steps", "10", "--warmup", "3"]));
   assertEquals(usual.code, 0, usual.stderr);
-  assertMatch(usual.stderr, /lr 0\.004 -> \S+ \(warmup 3, linear decay\)/);
+  assertMatch(usual.stderr, /lr 0\.008 -> \S+ \(warmup 3, linear decay\)/);
 });
 
 Deno.test("train --eval-every 0: no periodic evaluation, but the final val_loss is stored", async () => {

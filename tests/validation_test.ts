@@ -148,12 +148,12 @@ Deno.test("validation: library calls with wrong types throw InputError naming th
     [
       "createTrainer optimizer 'sgd'",
       () => createTrainer(model, TEXT, { optimizer: "sgd" as Any }),
-      /^optimizer "sgd" is not an optimizer; use adamw or muon$/,
+      /^optimizer "sgd" is not an optimizer; use muon or adamw$/,
     ],
     [
       "createTrainer optimizer true",
       () => createTrainer(model, TEXT, { optimizer: true as Any }),
-      /^optimizer must be "adamw" or "muon", got the boolean true$/,
+      /^optimizer must be "muon" or "adamw", got the boolean true$/,
     ],
     [
       "createTrainer muonLr 0",
@@ -346,7 +346,7 @@ Deno.test("validation: the schedule's options: lr 0 and minLr above lr are refus
     const [options, pattern] of [
       [{ lr: 0 }, /^lr is 0; use a positive learning rate$/],
       [{ lr: 0, minLr: 0 }, /^lr is 0/],
-      [{ minLr: 0.01 }, /^minLr 0\.01 is above lr 0\.004; /],
+      [{ minLr: 0.01 }, /^minLr 0\.01 is above lr 0\.008; /],
       [{ lr: 0.1, minLr: 0.5 }, /^minLr 0\.5 is above lr 0\.1; /],
       [{ lr: 1e-4, minLr: 1.0001e-4 }, /^minLr 0\.00010001 is above lr 0\.0001; /],
     ] as [Record<string, number>, RegExp][]
@@ -383,10 +383,10 @@ Deno.test("validation: CLI: --lr 0, --min-lr above --lr, a bad --optimizer, --de
     [["--lr", "0"], /^error: --lr is 0; use a positive learning rate$/],
     [["--lr", "0.0"], /^error: --lr is 0/],
     [["--lr", "0e3"], /^error: --lr is 0/],
-    [["--min-lr", "0.01"], /^error: --min-lr 0\.01 is above --lr 0\.004; /],
+    [["--min-lr", "0.01"], /^error: --min-lr 0\.01 is above --lr 0\.008; /],
     [["--lr", "0.1", "--min-lr", "0.5"], /^error: --min-lr 0\.5 is above --lr 0\.1; /],
-    [["--min-lr", "0.0041"], /^error: --min-lr 0\.0041 is above --lr 0\.004; /],
-    [["--optimizer", "sgd"], /^error: --optimizer "sgd" is not an optimizer; use adamw or muon$/],
+    [["--min-lr", "0.0081"], /^error: --min-lr 0\.0081 is above --lr 0\.008; /],
+    [["--optimizer", "sgd"], /^error: --optimizer "sgd" is not an optimizer; use muon or adamw$/],
     [
       ["--decay", "step"],
       /^error: --decay "step" is not a schedule; use linear or cosine or 1-sqrt$/,
@@ -399,7 +399,7 @@ Deno.test("validation: CLI: --lr 0, --min-lr above --lr, a bad --optimizer, --de
       ["--optimizer", "muon", "--muon-lr", "0"],
       /^error: --muon-lr is 0; use a positive learning rate$/,
     ],
-    [["--cooldown", "2"], /^error: --cooldown 2 is out of range; use a number from 0 to 1$/],
+    [["--cooldown", "2"], /^error: --cooldown "2" is out of range; use a number from 0 to 1$/],
   ];
   for (const [extra, pattern] of cases) assertUserError(await train(extra), pattern);
   const long = await train(["--warmup", "100"]);
@@ -408,7 +408,7 @@ Deno.test("validation: CLI: --lr 0, --min-lr above --lr, a bad --optimizer, --de
     long.stderr,
     /warmup 100, capped at the 3 steps\): the peak is reached at the last step/,
   );
-  const same = await train(["--min-lr", "0.004"]);
+  const same = await train(["--min-lr", "0.008"]);
   assertEquals(same.code, 0, same.stderr);
 });
 

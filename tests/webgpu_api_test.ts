@@ -23,24 +23,10 @@ import {
   type TrainerOptions,
   webgpuAdapter,
 } from "../mod.ts";
-import { requestGpu } from "../lib/webgpu/device.ts";
 import { playCorpus } from "./fixtures.ts";
+import { missingAdapter } from "./webgpu_fixtures.ts";
 
-// Vulkan's window-system layer wants a runtime folder (see tests/webgpu_test.ts)
-if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
-const missing = await requestGpu({ timeoutMs: 30_000 })
-  .then((gpu) => {
-    gpu.device.destroy();
-    return "";
-  })
-  .catch((e) => (e as Error).message);
-if (missing !== "") {
-  if (Deno.env.get("CI") === "true") {
-    Deno.test("a WebGPU adapter is available (CI installs lavapipe)", () => {
-      throw new Error(missing);
-    });
-  } else console.warn(`skipping the WebGPU library tests: ${missing}`);
-}
+const missing = await missingAdapter("library");
 
 /** A test that runs only where there is an adapter; the CPU's kernels are chosen afterwards. */
 function gpuTest(name: string, fn: (cpu: "relaxed" | "simd" | "js") => Promise<void>): void {

@@ -12,7 +12,6 @@
  */
 
 import { deepStrictEqual as assertEquals, match as assertMatch, ok as assert } from "node:assert";
-import { requestGpu } from "../lib/webgpu/device.ts";
 import {
   assertNoStackTrace,
   assertUserError,
@@ -24,23 +23,9 @@ import {
   TINY,
 } from "./cli_run.ts";
 import { playCorpus } from "./fixtures.ts";
+import { missingAdapter, RUNTIME } from "./webgpu_fixtures.ts";
 
-// Vulkan's window-system layer wants a runtime folder (see tests/webgpu_test.ts)
-if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
-const RUNTIME = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR")! };
-const missing = await requestGpu({ timeoutMs: 30_000 })
-  .then((gpu) => {
-    gpu.device.destroy();
-    return "";
-  })
-  .catch((e) => (e as Error).message);
-if (missing !== "") {
-  if (Deno.env.get("CI") === "true") {
-    Deno.test("a WebGPU adapter is available (CI installs lavapipe)", () => {
-      throw new Error(missing);
-    });
-  } else console.warn(`skipping the WebGPU CLI tests: ${missing}`);
-}
+const missing = await missingAdapter("CLI");
 
 /** A test that runs only where there is an adapter. */
 function gpuTest(name: string, fn: () => Promise<void>): void {

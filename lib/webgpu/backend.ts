@@ -9,17 +9,33 @@
  * @module
  */
 
+import type { KernelTier } from "../kernels/mod.ts";
+import { InputError } from "../errors.ts";
 import type { GPT } from "../model.ts";
+import type { TrainSettings } from "../options.ts";
 import { type GpuContext, requestGpu } from "./device.ts";
 import { GpuKVCache } from "./generate.ts";
 import { GpuKernels } from "./kernels.ts";
-import { GpuModel } from "./model.ts";
+import { GpuModel, type GpuOptimizerOptions } from "./model.ts";
 
 /** An open device and its compiled kernels. */
 export interface GpuBackend {
   readonly context: GpuContext;
   readonly kernels: GpuKernels;
 }
+
+/**
+ * A choice of kernels: a WebAssembly tier of the CPU, or "webgpu": training, `evaluate` and
+ * `generate` on the GPU through WebGPU (the CPU's fastest tier does the rest).
+ *
+ * @example
+ * ```ts
+ * import type { KernelChoice } from "@baregpt/baregpt";
+ * const choice: KernelChoice = "webgpu";
+ * console.log(choice);
+ * ```
+ */
+export type KernelChoice = KernelTier | "webgpu";
 
 let chosen = false;
 let opening: Promise<GpuBackend> | null = null;
@@ -59,6 +75,50 @@ export function openGpu(): Promise<GpuBackend> {
 /** Float32 values as the GPU takes them (float64 ones converted). */
 export function float32(a: Float32Array | Float64Array): Float32Array {
   return a instanceof Float32Array ? a : Float32Array.from(a);
+}
+
+/**
+ * What {@linkcode webgpuAdapter} found.
+ *
+ * @example
+ * ```ts
+ * import type { WebGpuAdapter } from "@baregpt/baregpt";
+ * const a: WebGpuAdapter = { description: "llvmpipe", vendor: "mesa", software: true };
+ * console.log(a.software ? "a software adapter" : a.description);
+ * ```
+ */
+export interface WebGpuAdapter {
+  /** The adapter's description (or device name). */
+  description: string;
+  /** Its vendor (empty where not reported). */
+  vendor: string;
+  /** A fallback (software) adapter, such as Mesa's lavapipe or Chromium's SwiftShader. */
+  software: boolean;
+}
+
+/**
+ * Opens the GPU that the "webgpu" kernels use (once; later calls answer at once) and says what
+ * it is. Call it after `selectKernels("webgpu")` to fail early, before any work, when there is
+ * no adapter.
+ *
+ * @throws {InputError} when navigator.gpu or an adapter is missing (one line, saying what to use
+ * instead); a BareGPTError when the device request fails or does not answer within 10 s.
+ *
+ * @example
+ * ```ts ignore
+ * import { selectKernels, webgpuAdapter } from "@baregpt/baregpt";
+ * selectKernels("webgpu");
+ * const { description, software } = await webgpuAdapter();
+ * console.log(description, software ? "(software)" : "");
+ * ```
+ */
+export async function webgpuAdapter(): Promise<WebGpuAdapter> {
+  const { context } = await openGpu();
+  return {
+    description: context.description,
+    vendor: context.vendor,
+    software: context.software,
+  };
 }
 
 /** A model's flat float32 weights (a float64 model's converted). */
@@ -112,4 +172,29 @@ export function giveGpuCache(model: GPT, cache: GpuKVCache): void {
   const c = copiesOf(model);
   if (cache.model === c.generation) c.caches.push(cache);
   else cache.destroy();
+}
+
+/**
+ * The trainer's model on the GPU, with its batch and optimizer, holding the model's weights (one
+ * line of InputError for what the GPU does not do, and when there is no adapter).
+ */
+export async function trainingCopy(model: GPT, o: TrainSettings): Promise<GpuModel> {
+  if (o.dropout > 0) {
+    throw new InputError(
+      `dropout ${o.dropout} is not available on the webgpu kernels; use dropout 0, or train on the CPU's kernels (relaxed)`,
+      { options: ["dropout"] },
+    );
+  }
+  if (o.threads > 1) {
+    throw new InputError(
+      `threads ${o.threads}: the webgpu kernels train on one GPU, without worker threads; use threads 1`,
+      { options: ["threads"] },
+    );
+  }
+  const { kernels } = await openGpu();
+  const { beta1, beta2, weightDecay } = o;
+  const optimizer: GpuOptimizerOptions = o.optimizer === "muon"
+    ? { name: "muon", beta1, beta2, weightDecay, momentum: o.muonMomentum, steps: o.muonSteps }
+    : { name: "adamw", beta1, beta2, weightDecay };
+  return new GpuModel(kernels, model.config, weightsOf(model), { batch: o.batch, optimizer });
 }

@@ -72,7 +72,8 @@ export interface GpuOptions {
  */
 export async function requestGpu(options: GpuOptions = {}): Promise<GpuContext> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  // a window's navigator or a worker's (whose type has no Navigator)
+  const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu;
   if (gpu === undefined) {
     throw new InputError(`WebGPU is not available here (navigator.gpu is missing); ${USE_CPU}`);
   }
