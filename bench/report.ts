@@ -14,7 +14,9 @@
  * - peak resident memory of a default training run (a child `cli.ts train` process).
  *
  * `--json FILE` also writes the figures as JSON; `--tier` forces a kernel tier; `--quick` runs
- * fewer steps (for a smoke test).
+ * fewer steps (for a smoke test). `--tier webgpu` reports the WebGPU tier instead, on the
+ * adapter found (`webgpu_bench.ts`: the adapter, training steps of the default model and of
+ * nanoGPT's configuration, matrix-product TFLOP/s); the CPU rows are left out.
  *
  * @module
  */
@@ -39,6 +41,7 @@ import {
   variantChoices,
 } from "../lib/kernels/dispatch.ts";
 import { Trainer } from "../lib/trainer.ts";
+import { webgpuReport } from "./webgpu_bench.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -52,7 +55,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: deno run -A bench/report.ts [--quick] [--tier js|simd|relaxed] [--json FILE] [--corpus FILE]",
+    "usage: deno run -A bench/report.ts [--quick] [--tier js|simd|relaxed|webgpu] [--json FILE] [--corpus FILE]",
   );
   Deno.exit(0);
 }
@@ -60,6 +63,18 @@ const quick = values.quick === true;
 const STEPS = quick ? 3 : 20;
 const WARMUP = quick ? 1 : 12;
 const cores = navigator.hardwareConcurrency ?? 1;
+
+if (values.tier === "webgpu") {
+  const { corpus, config } = await defaultRun(await corpusPath(values.corpus));
+  try {
+    await webgpuReport({ tokens: corpus.tokens, config, quick, json: values.json });
+  } catch (e) {
+    // no adapter, or a device that fails: one line, not a stack trace
+    console.error(`error: ${(e as Error).message.split("\n")[0]}`);
+    Deno.exit(2);
+  }
+  Deno.exit(0);
+}
 
 const tier = setupKernels(values.tier as KernelTier | undefined);
 const dataPath = await corpusPath(values.corpus);
