@@ -15,7 +15,8 @@
  *   CLI's `train`.
  * - Generate and look inside: {@linkcode generate} (an async iterable of characters),
  *   {@linkcode nextCharDistribution}, {@linkcode attention}, {@linkcode attentionMap},
- *   {@linkcode inspect} and {@linkcode inspectSteps} (candidates and attention step by step),
+ *   {@linkcode inspect}, {@linkcode inspectSteps} and {@linkcode inspectStream} (candidates and
+ *   attention step by step; the stream runs on the GPU after `selectKernels("webgpu")`),
  *   {@linkcode forwardActivations} (every activation of one forward pass, named and shaped),
  *   {@linkcode layerNorm} and {@linkcode layerNormBackward} (a layer of the reference math, to
  *   check its gradient by finite differences). Pictures of them (SVG heatmaps, terminal views,
@@ -91,14 +92,10 @@ export type {
   TrainerOptions,
 } from "./lib/api.ts";
 export {
-  type Attention,
-  attention,
   type AttentionMap,
-  attentionMap,
   type Candidate,
   type CharProbability,
   type DistributionOptions,
-  forwardActivations,
   generate,
   type GenerateOptions,
   inspect,
@@ -106,11 +103,18 @@ export {
   type InspectResult,
   type InspectStep,
   inspectSteps,
-  type NamedActivation,
+  inspectStream,
   nextCharDistribution,
   type SamplingOptions,
   topCandidates,
 } from "./lib/generate.ts";
+export {
+  type Attention,
+  attention,
+  attentionMap,
+  forwardActivations,
+  type NamedActivation,
+} from "./lib/forward.ts";
 export type { ModelConfig } from "./lib/model.ts";
 export { type ExtendOptions, extendVocabulary, type Extension } from "./lib/vocab.ts";
 export {

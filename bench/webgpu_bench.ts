@@ -3,9 +3,10 @@
  *
  * - the adapter: its description, and whether it is a software one (lavapipe, SwiftShader);
  * - training step with AdamW (one submission, waited for; median / min / max after warm-up) of
- *   the default model (batch 16 x 128) and of nanoGPT's Shakespeare configuration (6 layers,
- *   d_model 384, 6 heads, block 256, batch 64 x 256; batch 1 x 256 on a software adapter, where a
- *   full step takes minutes, and the row says so);
+ *   the default model (batch 16 x 128), then its steps in a row as `Trainer.run` takes them, and
+ *   of nanoGPT's Shakespeare configuration (6 layers, d_model 384, 6 heads, block 256, batch
+ *   64 x 256; batch 1 x 256 on a software adapter, where a full step takes minutes, and the row
+ *   says so);
  * - TFLOP/s (2·M·K·N / time) of the matrix products Y[M,N] = X[M,K]·W[K,N] of both models'
  *   layers at M = B·T, timed over many dispatches recorded in one submission and waiting for
  *   `device.queue.onSubmittedWorkDone()` (M = 2048 and few repetitions on a software adapter).
@@ -68,6 +69,49 @@ async function stepTimes(
 }
 
 /**
+ * ms a step when steps follow each other as `Trainer.run` takes them: each submitted before the
+ * last one's loss is read, the parameters and moments copied back with it (after one warm-up).
+ */
+async function pipelinedMs(
+  kernels: GpuKernels,
+  tokens: Uint16Array,
+  config: ModelConfig,
+  B: number,
+  steps: number,
+): Promise<number> {
+  const cpu = new GPT(config).init(1);
+  const model = new GpuModel(kernels, config, cpu.flat as Float32Array, {
+    batch: B,
+    optimizer: ADAMW,
+  });
+  const T = config.blockSize, P = model.parameterCount;
+  const inputs = new Uint16Array(B * T), targets = new Uint16Array(B * T), rng = new Rng(0);
+  const mirror = new Float32Array(3 * P);
+  const step = () => {
+    randomBatch(inputs, targets, tokens, B, T, rng);
+    return model.trainStep(inputs, targets, { lr: 1e-3, clip: 1 }, (s) => {
+      mirror.set(s.params);
+      mirror.set(s.m, P);
+      mirror.set(s.v, 2 * P);
+    });
+  };
+  try {
+    await step();
+    const t0 = performance.now();
+    let ahead = step();
+    for (let i = 1; i < steps; i++) {
+      const next = step();
+      await ahead;
+      ahead = next;
+    }
+    await ahead;
+    return (performance.now() - t0) / steps;
+  } finally {
+    model.destroy();
+  }
+}
+
+/**
  * ms of one product Y[M,N] = X[M,K]·W[K,N]: `reps` dispatches in one submission, after one
  * waited-for warm-up dispatch.
  */
@@ -111,6 +155,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
   const [warmup, steps] = quick || soft ? [1, 3] : [5, 10];
   const largeBatch = soft ? 1 : 64;
   const small = await stepTimes(kernels, tokens, config, 16, warmup, steps);
+  const pipelined = await pipelinedMs(kernels, tokens, config, 16, steps);
   const big = await stepTimes(kernels, tokens, large, largeBatch, 1, soft ? 2 : steps);
   // products of the layers (c_attn, c_fc, mlp.c_proj) at M = B·T
   const reps = quick || soft ? 3 : 50;
@@ -146,6 +191,9 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
     `| training step with AdamW, default model (${
       P(config)
     }), batch 16 x 128 (median / min / max of ${small.n}) | ${row(small)} |`,
+    `| the same, steps in a row as \`train\` takes them (the next submitted before each loss is read, the state copied back; mean of ${steps}) | ${
+      fmt(pipelined, 0)
+    } ms |`,
     `| training step with AdamW, nanoGPT's 6 x 384 (${P(large)}), batch ${largeBatch} x 256${
       soft ? " (not 64: a full step takes minutes on a software adapter)" : ""
     } (median / min / max of ${big.n}) | ${row(big)} |`,
@@ -168,6 +216,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
       adapter: { description: gpu.description, vendor: gpu.vendor, software: soft },
       trainStepMs: {
         default: { batch: 16, ...small },
+        defaultPipelined: { batch: 16, mean: pipelined, n: steps },
         nanoGPT: { batch: largeBatch, ...big },
       },
       nanoGPTBytesBatch64: largeBytes,

@@ -325,7 +325,9 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
           trainer.threads > 1 ? "s" : ""
         }, kernels ${tier}${
           adapter
-            ? ` (${shown(adapter.description)}${adapter.software ? ", a software adapter" : ""})`
+            ? ` (${shown(adapter.description)}${adapter.software ? ", a software adapter" : ""}${
+              adapter.subgroups ? ", subgroups" : ""
+            })`
             : ""
         }`,
       );
@@ -376,36 +378,39 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
       };
       const progress = new Progress(steps, trainer.stepsDone, batch * c.blockSize);
       try {
-        while (trainer.stepsDone < steps) {
-          // a signal that came before this step (while starting, resuming or evaluating) stops
-          // the run after it: a resumed run always goes on from its checkpoint
-          const loss = await trainer.step();
-          const step = trainer.stepsDone;
-          progress.update(step, loss);
-          if (step >= steps) break; // the last step: finish rather than checkpoint
-          if (signal !== undefined) break;
-          if (checkpointEvery > 0 && step % checkpointEvery === 0) {
-            await saveCheckpoint();
-            progress.note(`step ${step}: saved checkpoint ${ckptPath}`);
-          }
-          if (evalEvery > 0 && step % evalEvery === 0) {
-            try {
-              const e = await trainer.evaluate(undefined, {
-                ...(evalBatches > 0 ? { maxWindows: evalBatches } : {}),
-                onProgress: stopOnSignal,
-              });
-              progress.note(
-                `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
-                  evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
-                }`,
-              );
-            } catch (e) {
-              if (e !== interrupted) throw e;
-              break;
+        // a signal that came before a step (while starting, resuming or evaluating) stops the run
+        // after it (on the GPU, after the one already submitted): a resumed run always goes on
+        // from its checkpoint
+        const stopping = new AbortController();
+        await trainer.run({
+          steps: steps - trainer.stepsDone,
+          signal: stopping.signal,
+          onProgress: async ({ step, loss }) => {
+            progress.update(step, loss);
+            if (step >= steps) return; // the last step: finish rather than checkpoint
+            if (signal !== undefined) return stopping.abort();
+            if (checkpointEvery > 0 && step % checkpointEvery === 0) {
+              await saveCheckpoint();
+              progress.note(`step ${step}: saved checkpoint ${ckptPath}`);
             }
-          }
-          await new Promise((resolve) => setTimeout(resolve, 0)); // let a signal be seen
-        }
+            if (evalEvery > 0 && step % evalEvery === 0) {
+              try {
+                const e = await trainer.evaluate(undefined, {
+                  ...(evalBatches > 0 ? { maxWindows: evalBatches } : {}),
+                  onProgress: stopOnSignal,
+                });
+                progress.note(
+                  `step ${step}: validation loss ${evalBatches > 0 ? "~" : ""}${e.loss.toFixed(4)}${
+                    evalBatches > 0 ? ` (estimate on ${e.windows} windows)` : ""
+                  }`,
+                );
+              } catch (e) {
+                if (e !== interrupted) throw e;
+                stopping.abort();
+              }
+            }
+          },
+        });
       } finally {
         progress.done();
       }

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { Arena, attentionScratchSize, type FloatArray } from "./kernels/dispatch.ts";
+import { InputError } from "./errors.ts";
+import { Arena, attentionScratchSize, type FloatArray, kernelTier } from "./kernels/dispatch.ts";
 import type { BlockActs, BlockScratch, Dropout, HeadActs, NormActs, Pass } from "./layers.ts";
 import { type ModelConfig, parameterCount } from "./model.ts";
 
@@ -129,4 +130,24 @@ export function kernelBytes(c: ModelConfig, use: MemoryUse): number {
     n * (1 + (use.grads || batch > 0 ? 1 : 0) + (batch > 0 ? 2 + threads - 1 : 0));
   const acts = batch > 0 ? activationBytes(c, batch) : 0;
   return Arena.size(4 * floats) + acts + (use.caches ?? 0) * activationBytes(c, 1, false, false);
+}
+
+/** The WebAssembly kernels address at most 4 GiB: refuse a run that cannot fit, up front. */
+export function checkKernelMemory(
+  model: { config: ModelConfig; parameterCount: number },
+  batch: number,
+  threads: number,
+): void {
+  if (kernelTier() === "js") return;
+  const c = model.config, bytes = kernelBytes(c, { batch, threads }) + 64 * 2 ** 20;
+  if (bytes > 2 ** 32) {
+    throw new InputError(
+      `this model (${
+        model.parameterCount.toLocaleString("en-US")
+      } parameters, batch ${batch} x ${c.blockSize}) needs about ${
+        (bytes / 2 ** 30).toFixed(1)
+      } GiB, more than the 4 GiB the WebAssembly kernels can address; use a smaller dModel, nLayers, blockSize or batch`,
+      { options: ["dModel", "nLayers", "blockSize", "batch"] },
+    );
+  }
 }

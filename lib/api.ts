@@ -37,13 +37,7 @@ import { WorkerPool } from "./pool.ts";
 import { Tokenizer } from "./tokenizer.ts";
 import { type EvaluateOptions, Trainer, type TrainerOptions } from "./trainer.ts";
 import { evalTokensOf, splitIndex } from "./data.ts";
-import {
-  chooseWebGpu,
-  EVAL_BATCH,
-  evaluationCopy,
-  type KernelChoice,
-  webGpuChosen,
-} from "./webgpu/backend.ts";
+import { chooseWebGpu, gpuEvaluation, type KernelChoice, webGpuChosen } from "./webgpu/backend.ts";
 
 export type { KernelTier } from "./kernels/mod.ts";
 
@@ -449,11 +443,9 @@ export async function evaluate(
         { options: ["threads"] },
       );
     }
-    const gpu = await evaluationCopy(m);
-    const inputs = new Uint16Array(EVAL_BATCH * T), targets = new Uint16Array(EVAL_BATCH * T);
-    const lossSum = async (n: number) => finiteLoss(await gpu.evaluateLoss(inputs, targets, n));
-    const runner = { B: EVAL_BATCH, inputs, targets, lossSum };
-    const r = await evaluateTokens(tokens, T, runner, maxWindows, onProgress);
+    const gpu = await gpuEvaluation(m);
+    const lossSum = async (n: number) => finiteLoss(await gpu.lossSum(n));
+    const r = await evaluateTokens(tokens, T, { ...gpu, lossSum }, maxWindows, onProgress);
     return { ...r, dropped: given.dropped };
   }
   const memory = kernelMemory();

@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { KernelTier } from "./kernels/mod.ts";
 import { DECAYS, OPTIMIZERS, TRAIN_OPTIONS } from "./options.ts";
 import type { TrainerOptions } from "./trainer.ts";
+import type { KernelChoice } from "./webgpu/backend.ts";
 
 /**
  * A run: the text's name, the base model or the model's shape, and the training options as they
@@ -24,8 +24,11 @@ export interface TrainCommand extends Omit<TrainerOptions, "threads"> {
   shape?: { blockSize: number; dModel: number; nLayers: number; nHeads: number };
   /** Threads the run used. */
   threads: number;
-  /** The kernel tier, written as `--kernels` when given (leave it out for the fastest tier). */
-  kernels?: KernelTier;
+  /**
+   * The kernels, written as `--kernels` when given (leave it out for the fastest WebAssembly
+   * tier): a WebAssembly tier or "webgpu".
+   */
+  kernels?: KernelChoice;
 }
 
 /** The training flags in the CLI's order, each with the option it sets. */

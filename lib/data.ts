@@ -231,3 +231,14 @@ export function evalTokensOf(
   }
   return { tokens: model.tokenizer.encode(kept.join("")), dropped };
 }
+
+/** The sha256 of a text's UTF-8 bytes (for ids, of the text they decode to). */
+export async function sha256Hex(
+  data: string | Uint16Array,
+  model: { tokenizer: Tokenizer },
+): Promise<string> {
+  const text = typeof data === "string" ? data : model.tokenizer.decode(data);
+  const bytes = new TextEncoder().encode(text);
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}

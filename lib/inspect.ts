@@ -8,6 +8,7 @@
  */
 
 import { InputError } from "./errors.ts";
+import type { FloatArray } from "./kernels/dispatch.ts";
 import { type GPT, KVCache } from "./model.ts";
 import { checkOption, checkSampling, INSPECT_OPTIONS, SAMPLING_OPTIONS } from "./options.ts";
 import { Rng } from "./rng.ts";
@@ -86,6 +87,53 @@ function checkLayer(model: GPT, layer: number): void {
   checkOption("layer", layer, { min: 0, max: model.config.nLayers - 1, integer: true });
 }
 
+/** {@link InspectOptions} checked, with their defaults: what a step-by-step generation runs. */
+export interface InspectSettings {
+  /** Characters to generate, candidates kept per step, the layer recorded, the draws' seed. */
+  count: number;
+  top: number;
+  layer: number;
+  seed: number;
+  /** The draws' temperature (default 0: greedy), top-k and top-p. */
+  sampling: SamplingOptions;
+}
+
+/** Checks the options of {@link inspectSteps} (InputErrors naming them) and fills the defaults. */
+export function inspectSettings(model: GPT, options: InspectOptions): InspectSettings {
+  const V = model.config.vocabSize, o = INSPECT_OPTIONS;
+  const count = checkOption("tokens", options.tokens ?? o.tokens.default!, o.tokens);
+  const top = checkOption("top", options.top ?? Math.min(o.top.default!, V), { ...o.top, max: V });
+  if (options.seed !== undefined) checkOption("seed", options.seed, SAMPLING_OPTIONS.seed);
+  const layer = options.layer ?? model.config.nLayers - 1;
+  const sampling: SamplingOptions = {
+    temperature: options.temperature ?? 0,
+    topK: options.topK,
+    topP: options.topP,
+  };
+  checkSampling(sampling, V);
+  checkLayer(model, layer);
+  return { count, top, layer, seed: options.seed ?? 0, sampling };
+}
+
+/**
+ * The step that the decoding loop's draw becomes: the distribution shown (the one drawn from, or
+ * when greedy the plain softmax of the logits), the chosen id's probability, the top candidates,
+ * and the attention [H, windowLength] of the query that produced the logits (kept, not copied).
+ */
+export function inspectStep(
+  step: { id: number; probs: Float64Array; logits: FloatArray; windowStart: number },
+  attention: Float32Array,
+  position: number,
+  s: InspectSettings,
+): InspectStep {
+  const { id, windowStart } = step;
+  const shown = s.sampling.temperature === 0
+    ? nextDistribution(step.logits, {})
+    : Float64Array.from(step.probs);
+  const candidates = topCandidates(shown, s.top);
+  return { position, id, prob: shown[id], candidates, probs: shown, attention, windowStart };
+}
+
 /**
  * Generates `tokens` characters after a prompt, one step at a time, yielding for each the
  * character chosen, the top candidates and the attention of the query that predicted it.
@@ -100,45 +148,23 @@ export function* inspectSteps(
   options: InspectOptions & { cache?: KVCache } = {},
 ): Generator<InspectStep> {
   const T = model.config.blockSize, H = model.config.nHeads;
-  const V = model.config.vocabSize, o = INSPECT_OPTIONS;
-  const count = checkOption("tokens", options.tokens ?? o.tokens.default!, o.tokens);
-  const top = checkOption("top", options.top ?? Math.min(o.top.default!, V), { ...o.top, max: V });
-  if (options.seed !== undefined) checkOption("seed", options.seed, SAMPLING_OPTIONS.seed);
-  const layer = options.layer ?? model.config.nLayers - 1;
-  const sampling: SamplingOptions = {
-    temperature: options.temperature ?? 0,
-    topK: options.topK,
-    topP: options.topP,
-  };
-  checkSampling(sampling, model.config.vocabSize);
-  checkLayer(model, layer);
-  const greedy = sampling.temperature === 0;
+  const s = inspectSettings(model, options);
   let position = Math.max(prompt.length, 1);
-  const rng = new Rng(options.seed ?? 0);
   const steps = decodeSteps(model, prompt, {
-    ...sampling,
-    tokens: count,
-    rng,
+    ...s.sampling,
+    tokens: s.count,
+    rng: new Rng(s.seed),
     cache: options.cache,
   });
-  for (const { id, probs, logits, cache, windowStart } of steps) {
-    const shown = greedy ? nextDistribution(logits, {}) : Float64Array.from(probs);
-    const q = cache.length - 1; // the query that produced these logits
+  for (const step of steps) {
+    const { cache } = step, q = cache.length - 1; // the query that produced these logits
     const attention = new Float32Array(H * cache.length);
-    const maps = cache.attention[layer];
+    const maps = cache.attention[s.layer];
     for (let h = 0; h < H; h++) {
       const row = (h * T + q) * T;
       attention.set(maps.subarray(row, row + cache.length), h * cache.length);
     }
-    yield {
-      position: position++,
-      id,
-      prob: shown[id],
-      candidates: topCandidates(shown, top),
-      probs: shown,
-      attention,
-      windowStart,
-    };
+    yield inspectStep(step, attention, position++, s);
   }
 }
 

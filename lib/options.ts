@@ -138,6 +138,7 @@ export const OPTION_NAMES = {
   attentionMap: ["layer", "promptLength"],
   inspect: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
   inspectSteps: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
+  inspectStream: ["tokens", "top", "layer", "seed", ...SAMPLING_NAMES],
 };
 
 /**
@@ -430,4 +431,54 @@ export interface EvaluateOptions {
    * trainer uses its own). The loss then differs in its last bits from one thread's. Default 1.
    */
   threads?: number;
+}
+
+/** What one training step did. */
+export interface StepInfo {
+  /** Steps taken so far, this one included. */
+  step: number;
+  /** Mean cross-entropy of this step's batch (nats). */
+  loss: number;
+  /** Learning rate used. */
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+}
+
+/**
+ * Options of `Trainer.run`.
+ *
+ * @example
+ * ```ts
+ * import type { RunOptions } from "@baregpt/baregpt";
+ * const options: RunOptions = { steps: 100, signal: AbortSignal.timeout(60_000) };
+ * console.log(options.steps);
+ * ```
+ */
+export interface RunOptions {
+  /** Steps to take. Default: the rest of the schedule. */
+  steps?: number;
+  /** Called after every step (awaited when it returns a promise). Default: none. */
+  onProgress?: (info: StepInfo) => void | Promise<void>;
+  /** Stops the run after the step in progress (no error is thrown). Default: none. */
+  signal?: AbortSignal;
+}
+
+/**
+ * What `Trainer.run` did.
+ *
+ * @example
+ * ```ts
+ * import type { RunResult } from "@baregpt/baregpt";
+ * const r: RunResult = { steps: 100, loss: 2.1, aborted: false };
+ * console.log(r.aborted ? "stopped early" : `done, loss ${r.loss}`);
+ * ```
+ */
+export interface RunResult {
+  /** Steps taken by this run. */
+  steps: number;
+  /** Loss of the last step taken (NaN when none was). */
+  loss: number;
+  /** True when the signal stopped the run early. */
+  aborted: boolean;
 }

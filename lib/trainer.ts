@@ -10,7 +10,7 @@
 import { AdamW, learningRate, type Schedule } from "./adam.ts";
 import { Muon, newtonSchulzFloats } from "./muon.ts";
 import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
-import { evalTokensOf, randomBatch, splitIndex, tokensOf } from "./data.ts";
+import { evalTokensOf, randomBatch, sha256Hex, splitIndex, tokensOf } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { isShared } from "./kernels/arena.ts";
@@ -25,91 +25,32 @@ import {
   checkSignal,
   checkText,
   type EvaluateOptions,
+  type RunOptions,
+  type RunResult,
+  type StepInfo,
   type TrainerOptions,
   type TrainSettings,
   trainSettings,
 } from "./options.ts";
-import { kernelBytes } from "./activations.ts";
+import { checkKernelMemory } from "./activations.ts";
 import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
 import { gradients, update } from "./train.ts";
-import { float32, trainingCopy, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
+import { float32, gpuEvaluation, trainingCopy, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
 import type { GpuModel } from "./webgpu/model.ts";
 
-export type { EvaluateOptions, TrainerOptions } from "./options.ts";
+export type {
+  EvaluateOptions,
+  RunOptions,
+  RunResult,
+  StepInfo,
+  TrainerOptions,
+} from "./options.ts";
 
-/** What one training step did. */
-export interface StepInfo {
-  /** Steps taken so far, this one included. */
-  step: number;
-  /** Mean cross-entropy of this step's batch (nats). */
-  loss: number;
-  /** Learning rate used. */
-  lr: number;
-  /** Global gradient norm before clipping. */
-  gradNorm: number;
-}
-
-/**
- * Options of {@linkcode Trainer.run}.
- *
- * @example
- * ```ts
- * import type { RunOptions } from "@baregpt/baregpt";
- * const options: RunOptions = { steps: 100, signal: AbortSignal.timeout(60_000) };
- * console.log(options.steps);
- * ```
- */
-export interface RunOptions {
-  /** Steps to take. Default: the rest of the schedule. */
-  steps?: number;
-  /** Called after every step (awaited when it returns a promise). Default: none. */
-  onProgress?: (info: StepInfo) => void | Promise<void>;
-  /** Stops the run after the step in progress (no error is thrown). Default: none. */
-  signal?: AbortSignal;
-}
-
-/**
- * What {@linkcode Trainer.run} did.
- *
- * @example
- * ```ts
- * import type { RunResult } from "@baregpt/baregpt";
- * const r: RunResult = { steps: 100, loss: 2.1, aborted: false };
- * console.log(r.aborted ? "stopped early" : `done, loss ${r.loss}`);
- * ```
- */
-export interface RunResult {
-  /** Steps taken by this run. */
-  steps: number;
-  /** Loss of the last step taken (NaN when none was). */
-  loss: number;
-  /** True when the signal stopped the run early. */
-  aborted: boolean;
-}
-
-/** The sha256 of a text's UTF-8 bytes (for ids, of the text they decode to). */
-async function sha256Hex(data: string | Uint16Array, model: GPT): Promise<string> {
-  const text = typeof data === "string" ? data : model.tokenizer.decode(data);
-  const bytes = new TextEncoder().encode(text);
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** The WebAssembly kernels address at most 4 GiB: refuse a run that cannot fit, up front. */
-function checkMemory(model: GPT, batch: number, threads: number): void {
-  if (kernelTier() === "js") return;
-  const c = model.config, bytes = kernelBytes(c, { batch, threads }) + 64 * 2 ** 20;
-  if (bytes > 2 ** 32) {
-    throw new InputError(
-      `this model (${
-        model.parameterCount.toLocaleString("en-US")
-      } parameters, batch ${batch} x ${c.blockSize}) needs about ${
-        (bytes / 2 ** 30).toFixed(1)
-      } GiB, more than the 4 GiB the WebAssembly kernels can address; use a smaller dModel, nLayers, blockSize or batch`,
-      { options: ["dModel", "nLayers", "blockSize", "batch"] },
-    );
-  }
+/** A step submitted to the GPU: its report to come, and the batch generator's state before it. */
+interface GpuStep {
+  info: Promise<StepInfo>;
+  rngBefore: Uint32Array;
 }
 
 /**
@@ -117,8 +58,10 @@ function checkMemory(model: GPT, batch: number, threads: number): void {
  * {@linkcode Trainer.close} it (or use `using`) when done if it started worker threads.
  *
  * After `selectKernels("webgpu")` the steps and evaluations run on the GPU (lib/webgpu), where
- * the parameters and the optimizer's state live; they are read back into the model and the
- * optimizer after every step, so the model, `checkpoint()` and saved weights are always current.
+ * the parameters and the optimizer's state live. Each step copies them back in its own
+ * submission, so the model, `checkpoint()` and saved weights are those of the last step
+ * reported; `run()` submits the next step before it reports one, so the GPU does not wait for
+ * the readback.
  *
  * @example
  * ```ts
@@ -156,6 +99,10 @@ export class Trainer {
   /** The pass of a training step (its dropout's seed changes every step). */
   readonly #pass: Pass;
   #step = 0;
+  /** Steps submitted to the GPU (one more than #step while run() has one ahead). */
+  #submitted = 0;
+  /** Counts the GPU's set-backs: the state read back from a step submitted before is stale. */
+  #epoch = 0;
   /** True from a restore to the step after it. */
   #restored = false;
   #closed = false;
@@ -234,7 +181,7 @@ export class Trainer {
       }
     }
     const threads = kernelTier() === "js" ? 1 : Math.min(o.threads, o.batch);
-    checkMemory(model, o.batch, threads);
+    checkKernelMemory(model, o.batch, threads);
     model.withGrads();
     const memory = kernelMemory();
     const shared = memory !== null && isShared(memory);
@@ -272,10 +219,11 @@ export class Trainer {
 
   /** One optimizer step on a random batch, with what it did; throws when the loss is not finite. */
   async #trainStep(): Promise<StepInfo> {
+    const gpu = this.#gpu;
+    if (gpu !== null) return await this.#settleGpu(gpu, this.#submitGpu(gpu), null);
     this.#checkOpen("create a new one");
     const model = this.#model, o = this.settings, B = o.batch, T = model.config.blockSize;
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
-    if (this.#gpu !== null) return await this.#gpuStep(this.#gpu);
     // this step's dropout masks come from (seed, step): nothing to save for a resume
     const drop = this.#pass.dropout;
     if (drop !== null) drop.seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
@@ -290,30 +238,71 @@ export class Trainer {
   }
 
   /**
-   * The step on the GPU, whose batch is drawn: one submission (gradients, clip, update), then
-   * the loss and the new state read back together. A loss that is not finite throws before the
-   * state is taken, and the GPU gets the state of before the step back.
+   * Submits a step on the GPU, on a batch drawn now: one submission (gradients, clip, update, and
+   * a copy of the new state). It settles once its loss and state are read back, the state copied
+   * into the model and the optimizer when the loss is finite; later steps may be submitted before.
    */
-  async #gpuStep(gpu: GpuModel): Promise<StepInfo> {
+  #submitGpu(gpu: GpuModel): GpuStep {
+    this.#checkOpen("create a new one");
+    const o = this.settings, T = this.#model.config.blockSize;
+    const rngBefore = this.#rng.state.slice();
+    randomBatch(this.#inputs, this.#targets, this.trainTokens, o.batch, T, this.#rng);
     // the rates of lib/train.ts update: the schedule's, and Muon's at muonLr · lr / peak
-    const lr = learningRate(this.#schedule, this.#step);
-    const hiddenLr = (this.settings.muonLr * lr) / this.#schedule.lr;
-    const clip = this.settings.clip;
-    const result = gpu.trainStep(this.#inputs, this.#targets, { lr, hiddenLr, clip });
-    const [{ loss, gradNorm }, state] = await Promise.all([result, gpu.download()]);
-    const optimizer = this.#optimizer;
+    const step = this.#submitted++, lr = learningRate(this.#schedule, step);
+    const hiddenLr = (o.muonLr * lr) / this.#schedule.lr;
+    const [model, optimizer, epoch] = [this.#model, this.#optimizer, this.#epoch];
+    let updates = 0;
+    const result = gpu.trainStep(
+      this.#inputs,
+      this.#targets,
+      { lr, hiddenLr, clip: o.clip },
+      (s) => {
+        if (epoch !== this.#epoch) return; // the GPU was set back meanwhile
+        model.flat.set(s.params);
+        optimizer.m.set(s.m);
+        optimizer.v.set(s.v);
+        optimizer.t = updates;
+      },
+    );
+    updates = gpu.stepsTaken;
+    const info = result.then(({ loss, gradNorm }) => ({ step: step + 1, loss, lr, gradNorm }));
+    return { info, rngBefore };
+  }
+
+  /**
+   * Waits for the oldest step submitted and reports it. On a loss that is not finite (or a failed
+   * step) the GPU is set back to the last good state, dropping `later` too, and it throws.
+   */
+  async #settleGpu(gpu: GpuModel, step: GpuStep, later: GpuStep | null): Promise<StepInfo> {
+    let info: StepInfo;
     try {
-      this.#checkLoss(loss);
+      info = await step.info;
+      this.#checkLoss(info.loss);
     } catch (e) {
-      gpu.upload(weightsOf(this.#model), float32(optimizer.m), float32(optimizer.v));
-      gpu.stepsTaken = optimizer.t;
+      if (later !== null) await this.#dropGpu(gpu, later);
+      else this.#setBack(gpu);
       throw e;
     }
-    this.#model.flat.set(state.params);
-    optimizer.m.set(state.m);
-    optimizer.v.set(state.v);
-    optimizer.t = gpu.stepsTaken;
-    return { step: ++this.#step, loss, lr, gradNorm };
+    this.#step++;
+    return info;
+  }
+
+  /** Drops a step submitted and not reported: waits for it, then sets the GPU and data back. */
+  async #dropGpu(gpu: GpuModel, step: GpuStep): Promise<void> {
+    this.#epoch++; // its state is not taken into the model
+    await step.info.catch(() => {});
+    this.#rng.state.set(step.rngBefore);
+    this.#setBack(gpu);
+  }
+
+  /** The GPU takes the model's and the optimizer's state again (steps since are undone). */
+  #setBack(gpu: GpuModel): void {
+    this.#epoch++;
+    this.#submitted = this.#step;
+    if (this.#closed) return;
+    const optimizer = this.#optimizer;
+    gpu.upload(weightsOf(this.#model), float32(optimizer.m), float32(optimizer.v));
+    gpu.stepsTaken = optimizer.t;
   }
 
   /** Throws the error of a loss that is not finite, at the step being taken. */
@@ -353,15 +342,30 @@ export class Trainer {
       throw new InputError(`run steps ${steps} is not a whole number of steps; use 0 or more`);
     }
     let loss = NaN, last = performance.now();
-    for (let i = 0; i < steps; i++) {
-      if (options.signal?.aborted) return { steps: i, loss, aborted: true };
-      const info = await this.#trainStep();
-      loss = info.loss;
-      await options.onProgress?.(info);
-      if (performance.now() - last > 15) {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        last = performance.now();
+    // on the GPU the next step is submitted before this one is reported, so the GPU never waits
+    // for a readback (a run that stops or fails with one ahead drops it: nothing reported is lost)
+    const gpu = this.#gpu, aborted = () => options.signal?.aborted === true;
+    let ahead: GpuStep | null = null;
+    try {
+      for (let i = 0; i < steps; i++) {
+        if (aborted() && ahead === null) return { steps: i, loss, aborted: true };
+        let info: StepInfo;
+        if (gpu !== null) {
+          const step = ahead ?? this.#submitGpu(gpu);
+          ahead = null;
+          const next = i + 1 < steps && !aborted() ? this.#submitGpu(gpu) : null;
+          info = await this.#settleGpu(gpu, step, next); // drops next when it throws
+          ahead = next;
+        } else info = await this.#trainStep();
+        loss = info.loss;
+        await options.onProgress?.(info);
+        if (performance.now() - last > 15) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          last = performance.now();
+        }
       }
+    } finally {
+      if (ahead !== null) await this.#dropGpu(gpu!, ahead);
     }
     return { steps, loss, aborted: false };
   }
@@ -380,14 +384,9 @@ export class Trainer {
       tokens = tokens.subarray(splitIndex(tokens.length));
     }
     const model = this.#model, settings = this.settings, pool = this.#pool, acts = this.#acts;
-    const gpu = this.#gpu, [inputs, targets] = [this.#inputs, this.#targets];
-    const runner = gpu !== null
-      ? {
-        B: settings.batch,
-        inputs,
-        targets,
-        lossSum: (n: number) => gpu.evaluateLoss(inputs, targets, n),
-      }
+    // on the GPU, a copy holding the model's weights (run() may have the next step running)
+    const runner = this.#gpu !== null
+      ? await gpuEvaluation(model)
       : acts !== null && pool === null
       ? {
         B: acts.B,
@@ -430,6 +429,9 @@ export class Trainer {
    */
   restore(bytes: Uint8Array): { step: number; threads?: string; kernels?: string } {
     this.#checkOpen("create a new one");
+    if (this.#submitted !== this.#step && this.#gpu !== null) {
+      throw new InputError("restore a checkpoint between runs, not while one is taking steps");
+    }
     let ckpt: Checkpoint;
     try {
       ckpt = Checkpoint.decode(bytes);
@@ -454,7 +456,7 @@ export class Trainer {
       this.#gpu.stepsTaken = ckpt.adamT;
     }
     this.#rng.state.set(ckpt.rngState);
-    this.#step = ckpt.step;
+    this.#step = this.#submitted = ckpt.step;
     this.#restored = true;
     return { step: ckpt.step, threads: ckpt.metadata.threads, kernels: ckpt.metadata.kernels };
   }

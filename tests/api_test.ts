@@ -81,6 +81,7 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "generate",
     "inspect",
     "inspectSteps",
+    "inspectStream",
     "isBareGPTError",
     "layerNorm",
     "layerNormBackward",

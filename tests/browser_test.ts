@@ -14,6 +14,12 @@
 // model, a missing model named from the root, and heatmap labels legible (>= 8 px) at a
 // 128-character window.
 //
+// On WebGPU (Chromium's SwiftShader adapter, with --enable-unsafe-webgpu): the page at
+// ?tier=webgpu generates 100 greedy characters of the small model on the GPU that agree with the
+// CLI's CPU text for at least 80 of them, with candidates, the attention strip recorded on the
+// GPU and the heatmaps; without the flag (no adapter) choosing webgpu shows the library's
+// one-line error, and the page then loads and generates on another tier.
+//
 // Chromium: $CHROMIUM_PATH, else /usr/bin/chromium (Debian's `chromium` package). Without it the
 // test is skipped with a printed reason, except with CI=true, where it fails.
 
@@ -21,7 +27,14 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { handle, resolvePath, startServer } from "../scripts/serve.ts";
 import type { Job, Report } from "./browser/driver.ts";
 import { playCorpus } from "./fixtures.ts";
-import { CHROMIUM, CHROMIUM_ARGS, chromiumPresent, CI } from "./browser/chromium.ts";
+import {
+  CHROMIUM,
+  CHROMIUM_ARGS,
+  CHROMIUM_WEBGPU_ARGS,
+  chromiumPresent,
+  CI,
+  runDeno,
+} from "./browser/chromium.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const ARTIFACTS = `${ROOT}test-artifacts/`;
@@ -36,19 +49,6 @@ const HEADS = 2, BLOCK = 32;
 
 const present = await chromiumPresent("browser test");
 
-async function run(args: string[], what: string): Promise<string> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args,
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  if (out.code !== 0) throw new Error(`${what} failed (exit ${out.code}): ${stderr}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
 /** Bundles the page and trains the small model, once for both tests; returns the weights. */
 let prepared: Promise<string> | undefined;
 function prepare(): Promise<string> {
@@ -61,7 +61,7 @@ function prepare(): Promise<string> {
 
     // the bundle (as `deno task bundle` builds it) and a small model, in parallel
     await Promise.all([
-      run([
+      runDeno([
         "run",
         "--quiet",
         "--unstable-bundle",
@@ -69,7 +69,7 @@ function prepare(): Promise<string> {
         "--allow-write=web/dist",
         "scripts/bundle.ts",
       ], "bundling"),
-      run([
+      runDeno([
         "run",
         "--quiet",
         "-A",
@@ -97,12 +97,12 @@ function prepare(): Promise<string> {
   })();
 }
 
-/** The CLI's greedy text at a kernel tier (once per tier). */
+/** The CLI's greedy text at a kernel tier (once per tier and length). */
 const cliTexts = new Map<string, Promise<string>>();
-function cliText(weights: string, tier: string): Promise<string> {
-  let text = cliTexts.get(tier);
+function cliText(weights: string, tier: string, tokens = TOKENS): Promise<string> {
+  let text = cliTexts.get(`${tier} ${tokens}`);
   if (text === undefined) {
-    text = run([
+    text = runDeno([
       "run",
       "--quiet",
       `--allow-read=${ROOT}`,
@@ -113,7 +113,7 @@ function cliText(weights: string, tier: string): Promise<string> {
       "--prompt",
       PROMPT,
       "--tokens",
-      String(TOKENS),
+      String(tokens),
       "--temperature",
       "0",
       "--seed",
@@ -121,9 +121,36 @@ function cliText(weights: string, tier: string): Promise<string> {
       "--kernels",
       tier,
     ], `cli sample --kernels ${tier}`).then((out) => out.replace(/\n$/, ""));
-    cliTexts.set(tier, text);
+    cliTexts.set(`${tier} ${tokens}`, text);
   }
   return text;
+}
+
+/** The driver's job for the small model's page on `port`: `tokens` greedy characters after PROMPT. */
+function smallModelJob(port: number, tiers: Job["tiers"], name: string, tokens = TOKENS): Job {
+  return {
+    chromium: CHROMIUM,
+    args: CHROMIUM_ARGS,
+    page: `http://127.0.0.1:${port}/web/`,
+    query: {
+      // ?weights= is a path from the repository root (the site root under scripts/serve.ts)
+      weights: "test-artifacts/browser/model.safetensors",
+      prompt: PROMPT,
+      tokens: String(tokens),
+      temperature: "0",
+    },
+    tiers,
+    hover: [...PROMPT].length + tokens - 5,
+    screenshots: ARTIFACTS.replace(/\/$/, ""),
+    name,
+  };
+}
+
+/** Runs the page driver on a job; its report. */
+async function driveJob(job: Job): Promise<Report> {
+  // playwright reads /proc paths that Deno grants only with -A, so the driver is a process
+  const out = await runDeno(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
+  return JSON.parse(out.trim().split("\n").at(-1)!) as Report;
 }
 
 /**
@@ -135,25 +162,7 @@ async function checkPage(isolated: boolean, tiers: Job["tiers"], name: string): 
   const server = startServer({ port: 0, isolated });
   let report: Report;
   try {
-    const job: Job = {
-      chromium: CHROMIUM,
-      args: CHROMIUM_ARGS,
-      page: `http://127.0.0.1:${server.addr.port}/web/`,
-      query: {
-        // ?weights= is a path from the repository root (the site root under scripts/serve.ts)
-        weights: "test-artifacts/browser/model.safetensors",
-        prompt: PROMPT,
-        tokens: String(TOKENS),
-        temperature: "0",
-      },
-      tiers,
-      hover: [...PROMPT].length + TOKENS - 5,
-      screenshots: ARTIFACTS.replace(/\/$/, ""),
-      name,
-    };
-    // playwright reads /proc paths that Deno grants only with -A, so the driver is a process
-    const out = await run(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
-    report = JSON.parse(out.trim().split("\n").at(-1)!) as Report;
+    report = await driveJob(smallModelJob(server.addr.port, tiers, name));
   } finally {
     await server.shutdown();
   }
@@ -219,6 +228,87 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "browser page on webgpu (SwiftShader): greedy text agrees with the CLI's, candidates, strip and heatmaps; without an adapter, one line and the page goes on",
+  ignore: !present && !CI,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
+    const weights = await prepare();
+    const tokens = 100, promptLength = [...PROMPT].length;
+    const server = startServer({ port: 0, isolated: true });
+    let gpu: Report, none: Report;
+    try {
+      const job: Job = {
+        ...smallModelJob(server.addr.port, ["webgpu"], "browser-webgpu", tokens),
+        args: CHROMIUM_WEBGPU_ARGS,
+        // before the heatmaps' window: the strip shows the attention read back from the GPU
+        hoverStrip: promptLength + 10,
+      };
+      // SwiftShader, then no adapter at all (the flag left out), falling back to js
+      [gpu, none] = await Promise.all([
+        driveJob(job),
+        driveJob({
+          ...job,
+          args: CHROMIUM_ARGS,
+          query: { ...job.query, tokens: "8" },
+          name: "browser-noadapter",
+          variants: [{ label: "fallback", query: {}, fallback: "js" }],
+        }),
+      ]);
+    } finally {
+      await server.shutdown();
+    }
+    const [r] = gpu.results;
+    assertEquals(r.errors, []);
+    assertEquals([r.ready.state, r.ready.tier], ["ready", "webgpu"], r.ready.error);
+    assert(
+      /kernels: webgpu \(.+, software adapter, subgroups\)/.test(r.ready.status ?? ""),
+      r.ready.status,
+    );
+    assertEquals(r.state, "done", `${r.status} ${r.error}`);
+    assert(/characters in .* s \(\d+\/s\)/.test(r.status ?? ""), r.status);
+    const want = [...await cliText(weights, "relaxed", tokens)].slice(promptLength);
+    const got = [...r.text!].slice(promptLength);
+    assertEquals(got.length, tokens);
+    let agree = 0;
+    while (agree < tokens && got[agree] === want[agree]) agree++;
+    console.log(`browser test on webgpu: ${agree} of ${tokens} characters agree with the CLI's`);
+    assert(agree >= 80, `only ${agree} agree:\n${want.join("")}\n${got.join("")}`);
+    const n = BLOCK;
+    assertEquals([r.window, r.heads], [n, Array(HEADS).fill(n * (n + 1) / 2)]);
+    assert((r.candidates ?? 0) > 0, "no candidates shown");
+    assertEquals(r.marked, HEADS);
+    // the strip of a character before the window: the attention recorded at generation time
+    assert(
+      /one row per head over the keys \d+\.\.\d+/.test(r.strip?.caption ?? ""),
+      r.strip?.caption,
+    );
+    assert((r.strip?.width ?? 0) > 0, "no attention strip drawn");
+
+    // no adapter: the library's one line, the status line says no model on webgpu, no hang
+    const [f] = none.results;
+    assertEquals(f.errors, []);
+    assertEquals(f.failed?.state, "error");
+    assert(
+      f.failed?.status?.includes("no model loaded") && f.failed.status.includes("webgpu"),
+      f.failed?.status,
+    );
+    assert(
+      /^error: (no WebGPU adapter was found|WebGPU is not available here)[^\n]*$/.test(
+        f.failed?.error ?? "",
+      ),
+      f.failed?.error,
+    );
+    // ... and the page goes on: js from the menu loads and generates the CLI's text
+    assertEquals([f.ready.state, f.ready.tier, f.ready.error], ["ready", "js", ""]);
+    assertEquals(f.state, "done", f.status);
+    assertEquals(f.text, await cliText(weights, "js", 8));
+  },
+});
+
 /** A safetensors file's block size (its header's config). */
 async function blockSize(path: string): Promise<number> {
   const file = await Deno.open(path);
@@ -245,7 +335,7 @@ Deno.test({
   async fn() {
     if (!present) throw new Error(`Chromium not found at ${CHROMIUM} and CI=true`);
     // only the bundle is needed (the shipped model is served from weights/)
-    await run([
+    await runDeno([
       "run",
       "--quiet",
       "--unstable-bundle",
@@ -282,8 +372,7 @@ Deno.test({
           { label: "missing", query: { weights: "out/none.safetensors" } },
         ],
       };
-      const out = await run(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)], "the driver");
-      report = JSON.parse(out.trim().split("\n").at(-1)!) as Report;
+      report = await driveJob(job);
     } finally {
       await server.shutdown();
     }

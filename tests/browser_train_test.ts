@@ -10,7 +10,11 @@
 // not UTF-8 gets the CLI's one-line error; the downloaded file, chosen as the model file,
 // fine-tunes as `--init` does (equal bytes again); samples stream into the text pane as it
 // trains; pause holds the step, and stop ends the run without saying done. Not isolated (served without COOP/COEP): the page
-// trains on one thread, says so, and its file equals the CLI's with --threads 1.
+// trains on one thread, says so, and its file equals the CLI's with --threads 1. On WebGPU
+// (?tier=webgpu, Chromium's SwiftShader adapter): a run trains on the GPU, on one thread, with
+// every step's loss within 1e-3 of the library's CPU run of the same settings, says webgpu, and
+// shows the command with --kernels webgpu; reloaded in the middle, it continues on webgpu from
+// its checkpoint.
 //
 // Chromium: $CHROMIUM_PATH, else /usr/bin/chromium (Debian's `chromium` package). Without it the
 // test is skipped with a printed reason, except with CI=true, where it fails.
@@ -19,7 +23,14 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { startServer } from "../scripts/serve.ts";
 import type { Scenario, ScenarioResult, TrainJob } from "./browser/train_driver.ts";
 import { playCorpus } from "./fixtures.ts";
-import { CHROMIUM, CHROMIUM_ARGS, chromiumPresent, CI } from "./browser/chromium.ts";
+import {
+  CHROMIUM,
+  CHROMIUM_ARGS,
+  CHROMIUM_WEBGPU_ARGS,
+  chromiumPresent,
+  CI,
+} from "./browser/chromium.ts";
+import { bestKernels, createModel, createTrainer, selectKernels } from "../mod.ts";
 
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname);
 const DIR = `${ROOT}test-artifacts/train/`;
@@ -78,15 +89,26 @@ function prepare(): Promise<void> {
   })();
 }
 
-/** Serves the repository and runs the scenarios in one browser. */
-async function drive(isolated: boolean, scenarios: Scenario[]): Promise<ScenarioResult[]> {
+/**
+ * Serves the repository and runs the scenarios in one browser, at the page's URL options
+ * `query` (with ?tier=webgpu, Chromium gets SwiftShader's adapter).
+ */
+async function drive(
+  isolated: boolean,
+  scenarios: Scenario[],
+  query: Record<string, string> = {},
+): Promise<ScenarioResult[]> {
+  const webgpu = query.tier === "webgpu";
   await prepare();
   const server = startServer({ port: 0, isolated });
   try {
     const job: TrainJob = {
       chromium: CHROMIUM,
-      args: CHROMIUM_ARGS,
-      page: `http://127.0.0.1:${server.addr.port}/web/?weights=none`,
+      args: webgpu ? CHROMIUM_WEBGPU_ARGS : CHROMIUM_ARGS,
+      page: `http://127.0.0.1:${server.addr.port}/web/?${new URLSearchParams({
+        weights: "none",
+        ...query,
+      })}`,
       scenarios,
     };
     const r = await deno(["run", "--quiet", "-A", DRIVER, JSON.stringify(job)]);
@@ -219,5 +241,46 @@ Deno.test({
     assert(r.status.includes("1 thread (the page is not cross-origin isolated"), r.status);
     const command = await sameAsCli(r.downloaded!, "plain");
     assert(command.includes("--threads 1"), command);
+  },
+});
+
+Deno.test({
+  name:
+    "training panel on webgpu (SwiftShader): the CPU's losses within 1e-3, --kernels webgpu in the command, a reload continues on webgpu",
+  ignore: !present && !CI,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    // one run, reloaded after its checkpoint at step 3 and continued (each page opens the GPU
+    // and compiles its kernels: seconds on SwiftShader); samples of 20 characters at steps 4 and 8
+    const steps = 9;
+    const settings = fields(steps, {
+      "train-threads": "2", // asked for, but the GPU trains on one thread (the command says so)
+      "train-checkpoint-every": "3",
+      "train-sample-every": "4",
+    });
+    const [r] = await drive(true, [
+      { kind: "reload", fields: settings, reloadAt: 3, downloadTo: `${DIR}gpu.st` },
+    ], { tier: "webgpu", tokens: "20" });
+    // the library's CPU run of the page's settings (fields(): d 32, 1 layer, 2 heads, block 16)
+    selectKernels(bestKernels());
+    const text = playCorpus();
+    const model = createModel(text, { blockSize: 16, dModel: 32, nLayers: 1, nHeads: 2, seed: 3 });
+    using trainer = await createTrainer(model, text, { steps, batch: 8, lr: 0.01, seed: 3 });
+    const want: number[] = [];
+    for (let i = 0; i < steps; i++) want.push(await trainer.step());
+    assertEquals(r.errors, []);
+    assertEquals(r.state, "done", `${r.status} ${r.error}`);
+    const at = Number(/checkpoint at step (\d+) of 9 steps/.exec(r.offer ?? "")?.[1]);
+    assert(at >= 3 && at < steps, r.offer);
+    // the continued run trains on webgpu again: the saved run remembers its kernels
+    assert(/1 thread, webgpu \(.+, software adapter, subgroups\) kernels/.test(r.status), r.status);
+    assertEquals(r.losses!.length, steps);
+    const worst = Math.max(...r.losses!.map((loss, i) => Math.abs(loss - want[i])));
+    console.log(`  training on webgpu: losses within ${worst.toExponential(2)} of the CPU's`);
+    assert(worst <= 1e-3, `losses differ by ${worst}:\n${r.losses}\n${want}`);
+    const command = await commandOf(r.downloaded!);
+    assert(command.endsWith("--threads 1 --kernels webgpu"), command);
+    assert((r.sampled ?? 0) > 0, "no sample shown");
   },
 });

@@ -8,6 +8,7 @@ import {
   evaluate,
   generate,
   inspect,
+  inspectStream,
   loadWeights,
   nextCharDistribution,
   saveWeights,
@@ -211,6 +212,10 @@ Deno.test("library: overflowing weights throw WeightsError in evaluate and gener
       thrown = e;
     }
     assert(isNonFinite(thrown), `${what}: inspect: ${thrown}`);
+    await Array.fromAsync(inspectStream(model, "the", { tokens: 3 })).then(
+      () => assert(false, `${what}: inspectStream did not throw`),
+      (e) => assert(isNonFinite(e), `${what}: inspectStream: ${e}`),
+    );
   }
   // a good model still evaluates and generates as before
   const good = await loadWeights(modelBytes());

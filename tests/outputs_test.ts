@@ -425,8 +425,9 @@ Deno.test("outputs: two trains started together with the same --out: exactly one
     const loser = a.code === 2 ? a : b;
     assertUserError(
       loser,
-      // refused by the lock; or, where one run was slow to start, by the overwrite rule
-      /^error: (another run .* (is writing|wrote) .*race-\d\.safetensors|.*race-\d\.safetensors already exists; pass --force)/,
+      // refused by the lock (held, or taken and released while this one was starting); or,
+      // where one run was slow to start, by the overwrite rule
+      /^error: (another run (.* )?(is writing|wrote) .*race-\d\.safetensors|.*race-\d\.safetensors already exists; pass --force)/,
     );
   }
   assertEquals([...Deno.readDirSync(d)].map((e) => e.name).sort(), [

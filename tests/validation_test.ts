@@ -16,6 +16,7 @@ import {
   InputError,
   inspect,
   inspectSteps,
+  inspectStream,
   nextCharDistribution,
   WeightsError,
 } from "../mod.ts";
@@ -251,6 +252,16 @@ Deno.test("validation: library calls with wrong types throw InputError naming th
       () => inspectSteps(model, undefined as Any),
       /^prompt must be a string, got undefined$/,
     ],
+    [
+      "inspectStream prompt undefined",
+      () => inspectStream(model, undefined as Any),
+      /^prompt must be a string, got undefined$/,
+    ],
+    [
+      "inspectStream top '3'",
+      () => inspectStream(model, "h", { top: "3" as Any }),
+      /^top must be an integer, got the string "3"$/,
+    ],
   ];
   const wrong: string[] = [];
   for (const [name, call, pattern] of cases) {
@@ -321,6 +332,7 @@ Deno.test("validation: an option name a call does not take is an InputError, not
         () => createTrainer(model, text, { learningRate: 1 } as object),
       ],
       ["evaluate", "windows", () => evaluate(model, text, { windows: 3 } as object)],
+      ["inspectStream", "top_k", () => inspectStream(model, "he", { top_k: 3 } as object).next()],
     ] as const
   ) {
     await run().then(

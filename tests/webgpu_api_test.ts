@@ -4,7 +4,9 @@
  * takes the CPU trainer's steps (AdamW and Muon), its checkpoints resume on the CPU and the
  * CPU's on the GPU, with the same losses; evaluate and generate follow the CPU's; a loss that is
  * not finite stops the step with the CPU's error and leaves the state as it was; dropout and
- * threads are refused.
+ * threads are refused. `run()` submits the next step before it reports one (the order of the
+ * submissions and reports is recorded), with the losses and weights of step-by-step training,
+ * and a run that stops or fails with a step ahead drops it, losing nothing reported.
  *
  * Needs a WebGPU adapter: without one the tests are skipped with the reason printed, except
  * under CI=true, where that is a failure.
@@ -23,6 +25,7 @@ import {
   type TrainerOptions,
   webgpuAdapter,
 } from "../mod.ts";
+import { GpuModel } from "../lib/webgpu/model.ts";
 import { playCorpus } from "./fixtures.ts";
 import { missingAdapter } from "./webgpu_fixtures.ts";
 
@@ -179,4 +182,83 @@ gpuTest("a loss that is not finite stops the step; dropout and threads are refus
     (e) =>
       e instanceof InputError && /^threads 2: the webgpu kernels train on one GPU/.test(e.message),
   );
+});
+
+gpuTest("run() keeps a step ahead on the GPU, and drops it when stopped", async () => {
+  selectKernels("webgpu");
+  // step by step: the reference losses and weights
+  const stepped = createModel(TEXT, SHAPE);
+  using byStep = await createTrainer(stepped, TEXT, RECIPE);
+  const want = await losses(byStep, 12);
+
+  // a run, with its submissions and reports in order
+  const events: string[] = [];
+  const trainStep = GpuModel.prototype.trainStep;
+  let submitted = 0;
+  GpuModel.prototype.trainStep = function (...args) {
+    events.push(`submit ${++submitted}`);
+    return trainStep.apply(this, args);
+  };
+  const model = createModel(TEXT, SHAPE);
+  using trainer = await createTrainer(model, TEXT, RECIPE);
+  const got: number[] = [];
+  let weightsAtReport = 0;
+  try {
+    await trainer.run({
+      onProgress: ({ step, loss }) => {
+        events.push(`report ${step}`);
+        got.push(loss);
+        // the model holds the reported step's weights while the next step runs
+        if (step === 6) weightsAtReport = weightDiff(model, createModel(TEXT, SHAPE));
+      },
+    });
+  } finally {
+    GpuModel.prototype.trainStep = trainStep;
+  }
+  const order = ["submit 1"];
+  for (let i = 1; i <= 12; i++) order.push(...(i < 12 ? [`submit ${i + 1}`] : []), `report ${i}`);
+  assertEquals(events, order);
+  assertEquals(got, want);
+  assertEquals(weightDiff(model, stepped), 0);
+  assert(weightsAtReport > 0);
+
+  // stopped by an error in onProgress at step 5: the step ahead is dropped, and a new run goes on
+  // as if it had not been taken (the same batches, the same losses)
+  const again = createModel(TEXT, SHAPE);
+  using stopped = await createTrainer(again, TEXT, RECIPE);
+  const stop = new Error("stop");
+  await rejects(
+    stopped.run({
+      onProgress: ({ step }) => {
+        if (step === 5) throw stop;
+      },
+    }),
+    (e) => e === stop,
+  );
+  assertEquals(stopped.stepsDone, 5);
+  const rest: number[] = [];
+  await stopped.run({ onProgress: ({ loss }) => void rest.push(loss) });
+  assertEquals(rest, want.slice(5));
+  assertEquals(weightDiff(again, stepped), 0);
+
+  // aborted at step 3: the step ahead is taken and reported, then the run returns
+  using aborted = await createTrainer(createModel(TEXT, SHAPE), TEXT, RECIPE);
+  const controller = new AbortController();
+  const r = await aborted.run({
+    signal: controller.signal,
+    onProgress: ({ step }) => {
+      if (step === 3) controller.abort();
+    },
+  });
+  assertEquals([r.steps, r.aborted, aborted.stepsDone, r.loss], [4, true, 4, want[3]]);
+
+  // a loss that is not finite in a run: the step ahead is dropped too, the state is as before
+  const broken = createModel(TEXT, SHAPE);
+  const flat = (broken as unknown as { flat: Float32Array }).flat;
+  flat.fill(3e38, 0, 2000);
+  const before = Float32Array.from(flat);
+  using failing = await createTrainer(broken, TEXT, RECIPE);
+  await rejects(failing.run(), /^BareGPTError: the loss became (NaN|Infinity) at step 1; lower lr/);
+  assertEquals(failing.stepsDone, 0);
+  assertEquals(flat, before);
 });

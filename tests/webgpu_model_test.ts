@@ -257,7 +257,7 @@ gpuTest("greedy generation on the GPU's KV cache follows the CPU's", async (k) =
   const cache = new GpuKVCache(model);
   const start = promptOrStart(cpu, cpu.tokenizer.encode(prompt));
   const ids: number[] = [];
-  for await (const id of decodeGpu(cache, start, { ...options, rng: new Rng(1) })) ids.push(id);
+  for await (const { id } of decodeGpu(cache, start, { ...options, rng: new Rng(1) })) ids.push(id);
   const got = cpu.tokenizer.decode(ids);
   let agree = 0;
   while (agree < want.length && got[agree] === want[agree]) agree++;

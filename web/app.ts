@@ -5,7 +5,7 @@
  * model weighed and where the query that predicted it looked, plus the attention heatmaps of one
  * layer over the whole window. The model runs here with the library's public API (`mod.ts`,
  * pictures included), as the CLI does, on the WebAssembly kernels this browser
- * supports (or a tier forced with ?tier=).
+ * supports (or a tier forced with ?tier=), or with ?tier=webgpu on the GPU through WebGPU.
  *
  * This module loads the model and generates, and starts the page; `state.ts` holds the elements
  * and the shared state, `views.ts` draws the candidates, the attention strip and the heatmaps, and
@@ -18,17 +18,19 @@
 import {
   bestKernels,
   type InspectStep,
-  inspectSteps,
-  type KernelTier,
+  inspectStream,
+  type KernelChoice,
   loadWeights,
   type Model,
-  selectKernels,
 } from "../mod.ts";
 import { listen } from "./events.ts";
 import { listenTraining } from "./train_events.ts";
 import {
   AUTOSTART,
+  chooseKernels,
   clearError,
+  type Kernels,
+  kernelsName,
   type Loaded,
   page,
   params,
@@ -52,20 +54,11 @@ let modelStatus = "";
 // Kernels and model
 
 /**
- * Loads the model on a kernel tier, choosing the kernels again (the models of an earlier tier are
- * dropped). Without cross-origin isolation there is no SharedArrayBuffer: the library then gives
- * the kernels a plain memory and sizes it for the model (this page runs on one thread).
+ * The tier chosen in the menu ("auto": the fastest WebAssembly tier here, never webgpu; the
+ * library refuses unsupported ones).
  */
-async function loadOnTier(bytes: Uint8Array, tier: KernelTier | undefined): Promise<Loaded> {
-  // the page's menu offers the WebAssembly tiers only: the choice is one of them
-  const chosen = selectKernels(tier, { shared: crossOriginIsolated, reset: true }) as KernelTier;
-  const model = await loadWeights(bytes);
-  return { model, tier: chosen };
-}
-
-/** The tier chosen in the menu ("auto": the fastest here; the library refuses unsupported ones). */
-function chosenTier(choice: string): KernelTier | undefined {
-  return choice === "auto" ? undefined : choice as KernelTier;
+function chosenTier(choice: string): KernelChoice | undefined {
+  return choice === "auto" ? undefined : choice as KernelChoice;
 }
 
 /** The weights' location as a user names it: from the repository root when under it. */
@@ -89,11 +82,15 @@ async function fetchWeights(): Promise<Uint8Array> {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-/** Loads the model on the chosen tier and fills the layer choice and the status line. */
+/**
+ * Loads the model on the chosen kernels (chosen again: the models of an earlier choice are
+ * dropped) and fills the layer choice and the status line. On webgpu the model itself is on the
+ * CPU's fastest tier, and a missing adapter is an error here, before the model loads.
+ */
 async function setup(): Promise<void> {
-  const tier = chosenTier(ui.tier.value);
   page.loaded = null;
-  describe(page.loaded = await loadOnTier(weightsBytes!, tier));
+  const kernels = await chooseKernels(chosenTier(ui.tier.value));
+  describe(page.loaded = { model: await loadWeights(weightsBytes!), ...kernels });
 }
 
 /** Fills the layer choice and the status line for the loaded model. */
@@ -113,9 +110,9 @@ function describe(loaded: Loaded): void {
   modelStatus =
     `${modelName}: ${c.nLayers} layers, d_model ${c.dModel}, ${c.nHeads} heads, block ${c.blockSize}, vocab ${c.vocabSize}, ${
       (loaded.model.parameterCount / 1e6).toFixed(2)
-    }M parameters${
-      facts.val_loss ? `, validation loss ${facts.val_loss}` : ""
-    } · kernels: ${loaded.tier}${ui.tier.value === "auto" ? " (auto)" : ""} · ${
+    }M parameters${facts.val_loss ? `, validation loss ${facts.val_loss}` : ""} · kernels: ${
+      kernelsName(loaded)
+    }${ui.tier.value === "auto" ? " (auto)" : ""} · ${
       crossOriginIsolated ? "cross-origin isolated" : "not cross-origin isolated"
     }`;
   setStatus(modelStatus);
@@ -123,7 +120,7 @@ function describe(loaded: Loaded): void {
 }
 
 /** Makes a model the page's (a training run's, or a file given): the views start afresh. */
-function adopt(model: Model, tier: KernelTier, name: string, bytes?: Uint8Array): void {
+function adopt(model: Model, kernels: Kernels, name: string, bytes?: Uint8Array): void {
   if (bytes !== undefined) weightsBytes = bytes; // a change of kernels reloads these
   modelName = name;
   if (page.loaded?.model !== model && !page.running) {
@@ -134,7 +131,7 @@ function adopt(model: Model, tier: KernelTier, name: string, bytes?: Uint8Array)
     ui.output.replaceChildren();
     clearViews();
   }
-  describe(page.loaded = { model, tier });
+  describe(page.loaded = { model, ...kernels });
   ui.generate.disabled = page.running;
 }
 
@@ -209,14 +206,18 @@ async function generate(): Promise<void> {
   const seed = Math.floor(Number(ui.seed.value) || 0);
   const promptText = ui.prompt.value === "" ? "\n" : ui.prompt.value;
   const layer = Number(ui.layer.value);
-  // the library checks the prompt and every option when the first step is taken
+  // the library checks the prompt and every option when the first step is taken; every tier
+  // streams the same steps (webgpu: from the GPU's KV cache, each step's attention read back)
   const options = { tokens: count, top: TOP, layer, temperature, topK, seed };
-  let prompt: number[], generator: Generator<InspectStep>, first: IteratorResult<InspectStep>;
+  let prompt: number[], generator: AsyncGenerator<InspectStep>, first: IteratorResult<InspectStep>;
+  page.running = true; // the first step may take a while (on webgpu it opens the GPU's cache)
+  ui.generate.disabled = ui.tier.disabled = true;
   try {
     prompt = Array.from(tokenizer.encode(promptText, "the prompt"));
-    generator = inspectSteps(model, promptText, options);
-    first = generator.next();
+    generator = inspectStream(model, promptText, options);
+    first = await generator.next();
   } catch (e) {
+    ended();
     return showError((e as Error).message); // the status line keeps the model
   }
   clearError();
@@ -229,14 +230,12 @@ async function generate(): Promise<void> {
   pending = [];
   ui.output.replaceChildren(...page.spans);
   resetViews();
-  page.running = true;
   page.stopRequested = false;
-  ui.generate.disabled = ui.tier.disabled = true;
   ui.stop.disabled = false;
   setState("running");
   const started = performance.now();
   try {
-    for (let r = first; !r.done; r = generator.next()) {
+    for (let r = first; !r.done; r = await generator.next()) {
       const step = r.value;
       page.steps.push(step);
       page.text.push(step.id);
@@ -250,6 +249,8 @@ async function generate(): Promise<void> {
     const seconds = (performance.now() - started) / 1000;
     const produced = page.steps.length;
     flush();
+    // the heatmaps: one synchronous pass over the window (attentionMap), on the CPU's kernels
+    // whatever the tier, webgpu too
     refreshView();
     ui.status.textContent = `${modelStatus} · ${produced} characters in ${seconds.toFixed(2)} s (${
       Math.round(produced / Math.max(seconds, 1e-6))
@@ -258,12 +259,17 @@ async function generate(): Promise<void> {
   } catch (e) {
     showError((e as Error).message);
   } finally {
-    generator.return(undefined); // hands the model's cache back when stopped early
-    page.running = false;
-    ui.generate.disabled = false;
-    ui.tier.disabled = page.training;
-    ui.stop.disabled = true;
+    await generator.return(undefined); // hands the model's cache back when stopped early
+    ended();
   }
+}
+
+/** A generation is over: the controls are free again. */
+function ended(): void {
+  page.running = false;
+  ui.generate.disabled = false;
+  ui.tier.disabled = page.training;
+  ui.stop.disabled = true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -279,7 +285,7 @@ async function start(): Promise<void> {
     await setup();
     ui.generate.disabled = false;
   } catch (e) {
-    ui.status.textContent = `no model loaded (${weightsName()})`;
+    ui.status.textContent = `no model loaded (${weightsName()}, kernels: ${ui.tier.value})`;
     return showError((e as Error).message);
   }
   if (AUTOSTART) await generate(); // a shared link streams at once (generate shows its errors)

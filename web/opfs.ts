@@ -22,7 +22,7 @@ export interface SavedRun {
   dataName: string;
   /** The base model's file name when fine-tuning (its bytes are saved too). */
   initName?: string;
-  /** The kernel tier the run trains on (a continued run must use the same to match). */
+  /** The kernels the run trains on, "webgpu" too (a continued run uses the same to match). */
   tier: string;
   /** The loss curves up to the checkpoint. */
   curves?: { train: LinePoint[]; val: LinePoint[] };

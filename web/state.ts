@@ -3,13 +3,22 @@
  * The page's elements, its URL options and the state the other modules share: the loaded model,
  * the text shown (as ids, with a generation step per generated character), the selection, and
  * whether a run is going on. The URL options (?prompt=, ?tokens=, ?temperature=, ?topk=, ?seed=,
- * ?tier=) are copied into the form when this module is first imported; ?weights= names the model
- * (from the repository root) and ?autostart=1 generates once it is loaded.
+ * ?tier=, webgpu included) are copied into the form when this module is first imported;
+ * ?weights= names the model (from the repository root) and ?autostart=1 generates once it is
+ * loaded. The kernels are chosen here too, for the page and the training panel alike.
  *
  * @module
  */
 
-import type { InspectStep, KernelTier, Model } from "../mod.ts";
+import {
+  bestKernels,
+  type InspectStep,
+  type KernelChoice,
+  type Model,
+  selectKernels,
+  type WebGpuAdapter,
+  webgpuAdapter,
+} from "../mod.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Elements and URL options
@@ -82,7 +91,7 @@ for (
 }
 {
   const tier = params.get("tier");
-  if (tier === "auto" || tier === "relaxed" || tier === "simd" || tier === "js") {
+  if (tier !== null && ["auto", "relaxed", "simd", "js", "webgpu"].includes(tier)) {
     ui.tier.value = tier;
   }
 }
@@ -93,10 +102,45 @@ export const TOP = 10;
 // ---------------------------------------------------------------------------------------------
 // State
 
+/** The kernels in use: a WebAssembly tier, or webgpu (over the CPU's fastest) and its adapter. */
+export interface Kernels {
+  tier: KernelChoice;
+  adapter?: WebGpuAdapter;
+}
+
 /** A model loaded on a kernel tier. */
-export interface Loaded {
+export interface Loaded extends Kernels {
   model: Model;
-  tier: KernelTier;
+}
+
+/**
+ * Chooses the kernels afresh (the models of an earlier choice keep working, on plain
+ * TypeScript): a WebAssembly tier (undefined: the fastest here, never webgpu), or webgpu, whose
+ * adapter is opened now, so that a missing one is the library's one-line error before any work.
+ * Without cross-origin isolation there is no SharedArrayBuffer: the kernels get a plain memory,
+ * sized by the library for the first model (or `memoryBytes`).
+ */
+export async function chooseKernels(
+  tier: KernelChoice | undefined,
+  memory: { memoryBytes?: number } = {},
+): Promise<Kernels> {
+  const options = { shared: crossOriginIsolated, reset: true, ...memory };
+  if (tier !== "webgpu") {
+    return { tier: selectKernels(tier ?? bestKernels({ shared: options.shared }), options) };
+  }
+  selectKernels("webgpu", options);
+  return { tier, adapter: await webgpuAdapter() };
+}
+
+/**
+ * The kernels as the page names them: the tier, or `webgpu (<adapter>, software adapter,
+ * subgroups)` (the last two where they apply).
+ */
+export function kernelsName(k: Kernels): string {
+  if (k.adapter === undefined) return k.tier;
+  const { description, vendor, software, subgroups } = k.adapter;
+  const notes = [description || vendor, software && "software adapter", subgroups && "subgroups"];
+  return `${k.tier} (${notes.filter((x) => x).join(", ")})`;
 }
 
 /** What the page's modules share (one object, so that each of them can update it). */

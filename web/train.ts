@@ -3,8 +3,10 @@
  * Training in the page, with the library's trainer: a text from the text area, a file (checked
  * as the CLI checks a corpus) or Tiny Shakespeare; a new model of a preset or custom size, or a
  * model file to fine-tune; every core through workers when the page is cross-origin isolated.
- * The run checkpoints to OPFS (`opfs.ts`), so a reload offers to continue it, and ends with the
- * same weights, bit for bit. The weights download as a .safetensors file whose `command` fact is
+ * With the webgpu kernels it trains on the GPU, on one thread (the library refuses what the GPU
+ * does not do, in one line, shown in the panel). The run checkpoints to OPFS (`opfs.ts`), with
+ * its kernels, so a reload offers to continue it on them, and ends with the same weights, bit
+ * for bit. The weights download as a .safetensors file whose `command` fact is
  * the equivalent `train` command, as the CLI stores it.
  *
  * @module
@@ -15,17 +17,17 @@ import {
   createTrainer,
   decodeCorpus,
   extendVocabulary,
-  type KernelTier,
+  type KernelChoice,
   loadWeights,
   type Model,
   saveWeights,
-  selectKernels,
   Tokenizer,
   trainCommand,
   type Trainer,
   trainingMemoryBytes,
 } from "../mod.ts";
 import { forgetRun, loadRun, saveCheckpoint, type SavedRun, saveRun } from "./opfs.ts";
+import { chooseKernels, type Kernels, kernelsName } from "./state.ts";
 import {
   clock,
   curves,
@@ -42,10 +44,10 @@ import {
 
 /** What the page does for the panel (from app.ts). */
 export interface TrainHooks {
-  /** The kernel tier the menu asks for (undefined: the fastest here). */
-  tier(): KernelTier | undefined;
+  /** The kernels the menu asks for (undefined: the fastest WebAssembly tier here). */
+  tier(): KernelChoice | undefined;
   /** Makes `model` the page's model (generation, candidates, attention); `bytes` reload it. */
-  adopt(model: Model, tier: KernelTier, name: string, bytes?: Uint8Array): void;
+  adopt(model: Model, kernels: Kernels, name: string, bytes?: Uint8Array): void;
   /** Loads weights as the page's model. */
   load(bytes: Uint8Array, name: string): Promise<Model>;
   /**
@@ -247,9 +249,9 @@ async function makeModel(
   saved: SavedRun,
   text: string,
   init: Uint8Array | undefined,
-): Promise<{ model: Model; tier: KernelTier; added: string[] }> {
+): Promise<{ model: Model; kernels: Kernels; added: string[] }> {
   const s = saved.settings;
-  const wanted = saved.tier === "" ? undefined : saved.tier as KernelTier;
+  const wanted = saved.tier === "" ? undefined : saved.tier as KernelChoice;
   const chars = Tokenizer.fromText(text).size;
   // fine-tuning: the base model's shape, and at most every character of the text added
   const config = init === undefined
@@ -258,22 +260,17 @@ async function makeModel(
   const memory = crossOriginIsolated ? {} : {
     memoryBytes: trainingMemoryBytes(config, { batch: s.batch, threads: 1 }),
   };
-  // the page's menu offers the WebAssembly tiers only: the choice is one of them
-  const tier = selectKernels(wanted, {
-    shared: crossOriginIsolated,
-    reset: true,
-    ...memory,
-  }) as KernelTier;
+  const kernels = await chooseKernels(wanted, memory);
   if (init === undefined) {
-    return { model: createModel(text, { ...s.shape, seed: s.seed }), tier, added: [] };
+    return { model: createModel(text, { ...s.shape, seed: s.seed }), kernels, added: [] };
   }
   const grown = extendVocabulary(await loadWeights(init), text, { seed: s.seed });
-  return { model: grown.model, tier, added: grown.added };
+  return { model: grown.model, kernels, added: grown.added };
 }
 
 /** A model file's configuration (loaded once on fresh kernels, then dropped). */
-async function configOf(bytes: Uint8Array, tier: KernelTier | undefined) {
-  selectKernels(tier, { shared: crossOriginIsolated, reset: true });
+async function configOf(bytes: Uint8Array, tier: KernelChoice | undefined) {
+  await chooseKernels(tier);
   const model = await loadWeights(bytes);
   const config = { ...model.config };
   model.dispose();
@@ -307,11 +304,13 @@ async function train(
   let trainer: Trainer | undefined;
   try {
     trainStatus("Setting up the model…");
-    const { model, tier, added } = await makeModel(saved, text, init);
-    saved.tier = tier;
+    const { model, kernels, added } = await makeModel(saved, text, init);
+    const tier = saved.tier = kernels.tier;
     // the page's options; the others are the library's defaults, as in the command below
     const options = { steps: s.steps, batch: s.batch, lr: s.lr, seed: s.seed };
-    trainer = await createTrainer(model, text, { ...options, threads: s.threads });
+    // the GPU trains without worker threads: the threads field is the CPU tiers'
+    const threads = tier === "webgpu" ? 1 : s.threads;
+    trainer = await createTrainer(model, text, { ...options, threads });
     const c = model.config;
     if (trainer.valTokens.length < c.blockSize + 1) {
       throw new Error(
@@ -338,12 +337,12 @@ async function train(
       curves.train = (saved.curves?.train ?? []).filter((p) => p.x <= step);
       curves.val = (saved.curves?.val ?? []).filter((p) => p.x <= step);
     } else await saveRun(saved, text, init);
-    hooks.adopt(model, tier, `${saved.dataName} (training)`);
+    hooks.adopt(model, kernels, `${saved.dataName} (training)`);
     const how = `${trainer.threads} thread${trainer.threads > 1 ? "s" : ""}${
       crossOriginIsolated
         ? ""
         : " (the page is not cross-origin isolated: no shared memory for worker threads)"
-    }, ${tier} kernels`;
+    }, ${kernelsName(kernels)} kernels`;
     const grown = added.length > 0 ? `, ${added.length} new characters in the vocabulary` : "";
     await loop(hooks, trainer, saved, command, how + grown);
     if (run.stopRequested && trainer.stepsDone < s.steps) {
@@ -362,7 +361,7 @@ async function train(
     };
     const bytes = saveWeights(model, facts);
     run.result = { bytes, name: weightsName(saved.dataName, s.steps) };
-    hooks.adopt(model, tier, run.result.name, bytes);
+    hooks.adopt(model, kernels, run.result.name, bytes);
     await forgetRun();
     const mean = timing.stepMs.reduce((a, b) => a + b, 0) / Math.max(1, timing.stepMs.length);
     trainStatus(

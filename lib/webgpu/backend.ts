@@ -11,6 +11,7 @@
 
 import type { KernelTier } from "../kernels/mod.ts";
 import { InputError } from "../errors.ts";
+import type { LossRunner } from "../evaluate.ts";
 import type { GPT } from "../model.ts";
 import type { TrainSettings } from "../options.ts";
 import { type GpuContext, requestGpu } from "./device.ts";
@@ -83,7 +84,12 @@ export function float32(a: Float32Array | Float64Array): Float32Array {
  * @example
  * ```ts
  * import type { WebGpuAdapter } from "@baregpt/baregpt";
- * const a: WebGpuAdapter = { description: "llvmpipe", vendor: "mesa", software: true };
+ * const a: WebGpuAdapter = {
+ *   description: "llvmpipe",
+ *   vendor: "mesa",
+ *   software: true,
+ *   subgroups: false,
+ * };
  * console.log(a.software ? "a software adapter" : a.description);
  * ```
  */
@@ -94,6 +100,8 @@ export interface WebGpuAdapter {
   vendor: string;
   /** A fallback (software) adapter, such as Mesa's lavapipe or Chromium's SwiftShader. */
   software: boolean;
+  /** The row reductions use subgroup operations (the adapter offers "subgroups"). */
+  subgroups: boolean;
 }
 
 /**
@@ -113,11 +121,12 @@ export interface WebGpuAdapter {
  * ```
  */
 export async function webgpuAdapter(): Promise<WebGpuAdapter> {
-  const { context } = await openGpu();
+  const { context, kernels } = await openGpu();
   return {
     description: context.description,
     vendor: context.vendor,
     software: context.software,
+    subgroups: kernels.subgroups,
   };
 }
 
@@ -146,13 +155,18 @@ function copiesOf(model: GPT): Copies {
   return c;
 }
 
-/** A GPU copy of the model for evaluation, holding its current weights. */
-export async function evaluationCopy(model: GPT): Promise<GpuModel> {
+/**
+ * Evaluation (lib/evaluate.ts's runner) on a GPU copy of the model holding its current weights,
+ * in batches of {@linkcode EVAL_BATCH} windows.
+ */
+export async function gpuEvaluation(model: GPT): Promise<LossRunner> {
   const { kernels } = await openGpu(), c = copiesOf(model);
   if (c.evaluation === undefined || c.evaluation.kernels !== kernels) {
     c.evaluation = new GpuModel(kernels, model.config, weightsOf(model), { batch: EVAL_BATCH });
   } else c.evaluation.upload(weightsOf(model));
-  return c.evaluation;
+  const gpu = c.evaluation, T = model.config.blockSize;
+  const inputs = new Uint16Array(EVAL_BATCH * T), targets = new Uint16Array(EVAL_BATCH * T);
+  return { B: EVAL_BATCH, inputs, targets, lossSum: (n) => gpu.evaluateLoss(inputs, targets, n) };
 }
 
 /** A KV cache on a GPU copy of the model holding its current weights; give it back when done. */

@@ -93,7 +93,10 @@ export async function requestGpu(options: GpuOptions = {}): Promise<GpuContext> 
   const subgroups = adapter.features.has("subgroups");
   const requiredFeatures: GPUFeatureName[] = subgroups ? ["subgroups" as GPUFeatureName] : [];
   const info = adapter.info;
-  const description = info.description || info.device || "unknown adapter";
+  // Chromium leaves description and device empty (SwiftShader: vendor google, architecture
+  // swiftshader): the vendor and architecture name it then
+  const description = info.description || info.device ||
+    [info.vendor, info.architecture].filter((s) => s).join(" ") || "unknown adapter";
   let device: GPUDevice;
   try {
     device = await withTimeout(

@@ -43,7 +43,7 @@ import {
   TILE,
 } from "./matmul.ts";
 import { type GpuArray, type Groups, itemGroups, MAX_GROUPS, Pipelines } from "./pipelines.ts";
-import { ROW_SOURCES, ROW_THREADS } from "./rows.ts";
+import { ROW_SOURCES, ROW_THREADS, withSubgroups } from "./rows.ts";
 import { UPDATE_SOURCES } from "./update.ts";
 
 type P = GPUComputePassEncoder;
@@ -53,6 +53,11 @@ type A = GpuArray;
 export interface GpuKernelOptions {
   /** Most dispatches recorded between two submissions (default 8192; 256 bytes each or less). */
   maxDispatches?: number;
+  /**
+   * Reduce rows with subgroup operations (default: when the device has the "subgroups"
+   * feature); false takes the workgroup-memory tree everywhere.
+   */
+  subgroups?: boolean;
 }
 
 /** Floats of scratch {@linkcode GpuKernels.attentionBackward} needs: the score gradients. */
@@ -77,6 +82,8 @@ export class GpuKernels {
     private readonly pipes: Pipelines,
     /** The sum of squares' partial sums (one float per workgroup of its first pass). */
     private readonly partials: A,
+    /** Whether the row reductions use subgroup operations. */
+    readonly subgroups: boolean,
   ) {}
 
   /** Compiles every kernel for `device`; an Error naming the kernel if one does not compile. */
@@ -89,13 +96,18 @@ export class GpuKernels {
       ...ELEMENTWISE_SOURCES,
       ...UPDATE_SOURCES,
     ];
-    const pipes = await Pipelines.compile(device, sources, options.maxDispatches ?? 8192);
+    const subgroups = options.subgroups ?? device.features.has("subgroups");
+    if (subgroups && !device.features.has("subgroups")) {
+      throw new RangeError("this device has no subgroups feature");
+    }
+    const compiled = subgroups ? sources.map(withSubgroups) : sources;
+    const pipes = await Pipelines.compile(device, compiled, options.maxDispatches ?? 8192);
     const partials = device.createBuffer({
       label: "sum of squares partials",
       size: ROW_THREADS * 4,
       usage: GPUBufferUsage.STORAGE,
     });
-    return new GpuKernels(pipes, { buffer: partials, offset: 0 });
+    return new GpuKernels(pipes, { buffer: partials, offset: 0 }, subgroups);
   }
 
   /**
@@ -268,9 +280,17 @@ export class GpuKernels {
     ];
     const input: [A, number][] = [[dInp, N * C], ...rows, [weight, C], ...stats];
     this.pipes.dispatch(pass, "layernorm_backward_input", input, [N, C], [], itemGroups(N));
-    const params: [A, number][] = [[dWeight, C], [dBias, C], ...rows, ...stats];
+    // dWeight and dBias as one binding over both (see the kernel)
+    if (dWeight.buffer !== dBias.buffer) {
+      throw new RangeError("layernormBackward: dWeight and dBias must be in one buffer");
+    }
+    const from = Math.min(dWeight.offset, dBias.offset);
+    const span = Math.max(dWeight.offset, dBias.offset) + C - from;
+    const both: [A, number] = [{ buffer: dWeight.buffer, offset: from }, span];
+    const params: [A, number][] = [both, ...rows, ...stats];
+    const at = [dWeight.offset - from, dBias.offset - from];
     const groups: Groups = [Math.ceil(C / 16), 1];
-    this.pipes.dispatch(pass, "layernorm_backward_params", params, [N, C], [], groups);
+    this.pipes.dispatch(pass, "layernorm_backward_params", params, [...at, N, C], [], groups);
   }
 
   /** out[n] = gelu(inp[n]) (tanh form). */
@@ -315,11 +335,20 @@ export class GpuKernels {
   // -------------------------------------------------------------------------------------------
   // Embedding: x[b,t] = wte[token] + wpe[t], over whole sequences
 
-  /** out[B,T,C] = wte[tokens[b,t]] + wpe[t] (tokens u32 [B,T]). */
-  embeddingForward(pass: P, out: A, tokens: A, wte: A, wpe: A, B: number, T: number, C: number) {
+  /** out[B,T,C] = wte[tokens[b,t]] + wpe[t] (tokens u32 [B,T] below V; wte [V,C]). */
+  embeddingForward(
+    pass: P,
+    out: A,
+    tokens: A,
+    wte: A,
+    wpe: A,
+    B: number,
+    T: number,
+    C: number,
+    V: number,
+  ) {
     const rows = B * T;
-    // wte is bounds-checked for one row: the tokens pick its rows
-    const arrays: [A, number][] = [[out, rows * C], [tokens, rows], [wte, C], [wpe, T * C]];
+    const arrays: [A, number][] = [[out, rows * C], [tokens, rows], [wte, V * C], [wpe, T * C]];
     this.pipes.dispatch(
       pass,
       "embedding_forward",

@@ -217,7 +217,8 @@ export function gpuPass(c: ModelConfig, B: number): GpuPass {
 export function recordTrunk(k: GpuKernels, pass: P, p: GpuParams, a: GpuActs, s: GpuPass): A {
   const { B, C } = s;
   // x[b, t] = wte[token] + wpe[start + t]: the kernel adds wpe row t mod rows, so shift wpe
-  k.embeddingForward(pass, a.encoded, a.inputs, p.wte, shifted(p.wpe, s.start * C), B, s.rows, C);
+  const wpe = shifted(p.wpe, s.start * C);
+  k.embeddingForward(pass, a.encoded, a.inputs, p.wte, wpe, B, s.rows, C, s.V);
   let x = a.encoded;
   for (let l = 0; l < p.blocks.length; l++) {
     blockForward(k, pass, a.blocks[l], p.blocks[l], x, s);
@@ -241,7 +242,7 @@ function blockForward(
   k.matmul(pass, qkvRows, a.ln1.out, p.qkv.weight, p.qkv.bias, M, C, 3 * C);
   k.attentionForward(pass, a.attnOut, a.attnProbs, a.qkv, B, T, C, H, s.start, s.rows);
   k.matmul(pass, a.residualAttn, a.attnOut, p.attnProj.weight, p.attnProj.bias, M, C, C);
-  k.add(pass, a.residualAttn, a.residualAttn, x, M * C);
+  k.addInPlace(pass, a.residualAttn, x, M * C);
 
   const ln2 = a.ln2;
   k.layernormForward(
@@ -258,7 +259,7 @@ function blockForward(
   k.matmul(pass, a.fc, ln2.out, p.fc.weight, p.fc.bias, M, C, 4 * C);
   k.geluForward(pass, a.fcGelu, a.fc, M * 4 * C);
   k.matmul(pass, a.residualOut, a.fcGelu, p.mlpProj.weight, p.mlpProj.bias, M, 4 * C, C);
-  k.add(pass, a.residualOut, a.residualOut, a.residualAttn, M * C);
+  k.addInPlace(pass, a.residualOut, a.residualAttn, M * C);
 }
 
 /** logits[rows, V] = ln_f(x) · wteᵀ for `rows` rows of x [rows, C] (tied head). */

@@ -27,16 +27,26 @@ interface PlannedArray {
   readonly offset: number;
 }
 
-/** The tensors of one future GPUBuffer, laid out one after the other (4-byte elements). */
+/**
+ * The tensors of a part of GPU memory. A `packed` region is one GPUBuffer holding its tensors one
+ * after the other, without gaps (the parameters and their gradients: the flat order of
+ * lib/model.ts, which uploads, downloads and the optimizer's work over the whole use). Any other
+ * region gives each tensor a GPUBuffer of its own. WebGPU's rules for a dispatch ask it: a
+ * binding that is written may not overlap another binding (Chromium), and a buffer may not be
+ * bound both for writing and read-only (Deno's wgpu), so two tensors of one buffer that a kernel
+ * reads and writes would be refused.
+ */
 export class Region {
   readonly name: string;
+  readonly packed: boolean;
   #floats = 0;
   #largest = { name: "", floats: 0 };
-  readonly #arrays: PlannedArray[] = [];
-  #buffer: GPUBuffer | null = null;
+  readonly #arrays: (PlannedArray & { floats: number; label: string })[] = [];
+  #buffers: GPUBuffer[] | null = null;
 
-  constructor(name: string) {
+  constructor(name: string, packed = false) {
     this.name = name;
+    this.packed = packed;
   }
 
   /** Elements laid out so far. */
@@ -49,26 +59,37 @@ export class Region {
     return this.#largest;
   }
 
+  /** The largest buffer the region makes: all of it when packed, else its largest tensor. */
+  get largestBuffer(): number {
+    return this.packed ? this.#floats : this.#largest.floats;
+  }
+
   /** The next `floats` elements, as the tensor `name` (usable once the region is allocated). */
   take(name: string, floats: number): GpuArray {
-    if (this.#buffer !== null) throw new Error(`region ${this.name} is allocated already`);
-    const array: PlannedArray = { buffer: undefined as unknown as GPUBuffer, offset: this.#floats };
+    if (this.#buffers !== null) throw new Error(`region ${this.name} is allocated already`);
+    const array = {
+      buffer: undefined as unknown as GPUBuffer,
+      offset: this.packed ? this.#floats : 0,
+      floats,
+      label: `${this.name}: ${name}`,
+    };
     this.#arrays.push(array);
     this.#floats += floats;
     if (floats > this.#largest.floats) this.#largest = { name, floats };
     return array;
   }
 
-  /** Makes the buffer (storage, copy source and destination, zeroed) and binds the tensors. */
-  allocate(device: GPUDevice): GPUBuffer {
+  /** Makes the buffers (storage, copy source and destination, zeroed) and binds the tensors. */
+  allocate(device: GPUDevice): GPUBuffer[] {
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
-    const buffer = device.createBuffer({
-      label: this.name,
-      size: Math.max(4, this.#floats * 4),
-      usage,
-    });
-    for (const array of this.#arrays) array.buffer = buffer;
-    return this.#buffer = buffer;
+    const make = (label: string, floats: number) =>
+      device.createBuffer({ label, size: Math.max(4, floats * 4), usage });
+    if (this.packed) {
+      const buffer = make(this.name, this.#floats);
+      for (const array of this.#arrays) array.buffer = buffer;
+      return this.#buffers = [buffer];
+    }
+    return this.#buffers = this.#arrays.map((a) => a.buffer = make(a.label, a.floats));
   }
 }
 
@@ -76,9 +97,9 @@ export class Region {
 export class Layout {
   readonly regions: Region[] = [];
 
-  /** A new region of this layout. */
-  region(name: string): Region {
-    const region = new Region(name);
+  /** A new region of this layout (`packed`: tensors without gaps, see {@linkcode Region}). */
+  region(name: string, packed = false): Region {
+    const region = new Region(name, packed);
     this.regions.push(region);
     return region;
   }
@@ -96,10 +117,12 @@ export class Layout {
   check(limits: MemoryLimits, what: string): void {
     const needs = `${what} needs ${formatBytes(this.bytes)} on the GPU`;
     const advice = { text: "use a smaller batch or model", options: SIZE_OPTIONS };
-    const largest = this.regions.reduce((a, b) => (b.floats > a.floats ? b : a));
-    if (largest.floats * 4 > limits.maxBufferSize) {
+    const largest = this.regions.reduce((a, b) => (b.largestBuffer > a.largestBuffer ? b : a));
+    if (largest.largestBuffer * 4 > limits.maxBufferSize) {
       throw new InputError(
-        `${needs}, ${formatBytes(largest.floats * 4)} of it in one buffer (${largest.name}), ` +
+        `${needs}, ${formatBytes(largest.largestBuffer * 4)} of it in one buffer (${
+          largest.packed ? largest.name : `${largest.largest.name} of ${largest.name}`
+        }), ` +
           `more than the adapter's ${formatBytes(limits.maxBufferSize)} (maxBufferSize); ` +
           advice.text,
         { options: advice.options },
@@ -123,7 +146,7 @@ export class Layout {
 
   /** Makes every region's buffer. */
   allocate(device: GPUDevice): GPUBuffer[] {
-    return this.regions.map((r) => r.allocate(device));
+    return this.regions.flatMap((r) => r.allocate(device));
   }
 }
 

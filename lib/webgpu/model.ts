@@ -96,8 +96,8 @@ export function gpuModelLayout(
   limits: MemoryLimits,
 ): GpuModelPlan {
   const layout = new Layout(), B = options.batch ?? 0;
-  const params = layoutParams(layout.region("parameters"), config);
-  const grads = B > 0 ? layoutParams(layout.region("gradients"), config) : null;
+  const params = layoutParams(layout.region("parameters", true), config);
+  const grads = B > 0 ? layoutParams(layout.region("gradients", true), config) : null;
   const acts = B > 0 ? layoutActs(layout, config, B, "train") : null;
   const optimizer = options.optimizer && B > 0
     ? new GpuOptimizer(layout, config, options.optimizer, bindableFloats(limits))
@@ -114,13 +114,47 @@ export function gpuModelBytes(
   return gpuModelLayout(config, options, limits).layout.bytes;
 }
 
-/** Staging buffers of readbacks in flight: the caller may run this many steps ahead. */
-const RING = 3;
+/**
+ * MAP_READ staging buffers used in turn, so that readbacks can be in flight while later steps are
+ * recorded: a slot still mapping when its turn comes again is replaced by a new buffer (the old
+ * one is destroyed once it is read).
+ */
+class StagingRing {
+  readonly #slots: { buffer: GPUBuffer; busy: boolean }[] = [];
+  #next = 0;
 
-/** One staging buffer of the ring and whether a readback is using it. */
-interface Staging {
-  buffer: GPUBuffer;
-  busy: boolean;
+  constructor(
+    readonly device: GPUDevice,
+    readonly label: string,
+    readonly size: number,
+    readonly length: number,
+  ) {}
+
+  /** The next slot's buffer, marked busy (made on first use, or anew when still busy). */
+  take(): GPUBuffer {
+    const at = this.#next;
+    this.#next = (at + 1) % this.length;
+    let slot = this.#slots[at];
+    if (slot === undefined || slot.busy) {
+      const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+      const buffer = this.device.createBuffer({ label: this.label, size: this.size, usage });
+      slot = this.#slots[at] = { buffer, busy: false };
+    }
+    slot.busy = true;
+    return slot.buffer;
+  }
+
+  /** Unmaps a buffer of {@linkcode StagingRing.take} for its next turn. */
+  release(buffer: GPUBuffer): void {
+    if (buffer.mapState === "mapped") buffer.unmap();
+    const slot = this.#slots.find((s) => s.buffer === buffer);
+    if (slot) slot.busy = false;
+    else buffer.destroy(); // replaced while it was mapping
+  }
+
+  destroy(): void {
+    for (const s of this.#slots) s.buffer.destroy();
+  }
 }
 
 /** A GPT whose parameters, training state and activations live on one GPU device. */
@@ -138,9 +172,10 @@ export class GpuModel {
   readonly optimizer: GpuOptimizer | null;
   readonly #acts: GpuActs | null;
   readonly #buffers: GPUBuffer[];
-  /** The readbacks of losses [B·T] and the gradient norm; the next one to use. */
-  readonly #ring: Staging[] = [];
-  #next = 0;
+  /** Readbacks of a step's losses [B·T] and gradient norm (3 in flight). */
+  readonly #losses: StagingRing;
+  /** Readbacks of the state after a step (parameters, m, v: [3P]; 2 in flight), when asked. */
+  readonly #states: StagingRing;
   /** Elements one binding holds (work over the whole gradient goes in stretches of it). */
   readonly #stretch: number;
   /** The batch's tokens as the GPU reads them (u32). */
@@ -178,7 +213,9 @@ export class GpuModel {
     this.optimizer = plan.optimizer;
     this.#acts = plan.acts;
     this.#tokens = new Uint32Array(B * T);
-    for (let i = 0; i < RING && B > 0; i++) this.#ring.push(this.#staging());
+    this.#losses = new StagingRing(this.device, "losses readback", (B * T + 1) * 4, 3);
+    const P = this.parameterCount;
+    this.#states = new StagingRing(this.device, "state readback", 3 * P * 4, 2);
     this.upload(params);
   }
 
@@ -194,18 +231,29 @@ export class GpuModel {
    * One training step on a batch (inputs and targets [B, T]): records and submits at once
    * (the token arrays may be reused as soon as it returns); the promise settles with the loss
    * when the GPU is done. AdamW's lr and Muon's hiddenLr come from the caller's schedule.
+   *
+   * With `onState`, the parameters and the optimizer's moments after the step are copied out in
+   * the same submission, and shown to it (views valid during the call only) before the promise
+   * settles, when the loss is finite: the next step may be submitted meanwhile.
    */
   trainStep(
     inputs: Uint16Array,
     targets: Uint16Array,
     settings: GpuStepSettings,
+    onState?: (state: GpuState, loss: number) => void,
   ): Promise<GpuStepResult> {
     const optimizer = this.#needOptimizer(), B = this.batch, T = this.config.blockSize;
     const [k, params, grads] = [this.kernels, this.params, this.grads!];
+    const state = onState && ((loss: number, copied: Float32Array) => {
+      if (!Number.isFinite(loss)) return;
+      const P = this.parameterCount;
+      const [p, m, v] = [0, 1, 2].map((i) => copied.subarray(i * P, (i + 1) * P));
+      onState({ params: p, m, v }, loss);
+    });
     const result = this.#run(inputs, targets, B, (pass, acts, s) => {
       recordBackward(k, pass, params, grads, acts, s, 1 / (B * T));
       optimizer.record(k, pass, params.flat, grads.flat, settings);
-    });
+    }, state);
     return result.then(({ lossSum, gradNorm }) => ({ loss: lossSum / (B * T), gradNorm }));
   }
 
@@ -238,6 +286,7 @@ export class GpuModel {
     targets: Uint16Array,
     rows: number,
     backward: ((pass: GPUComputePassEncoder, acts: GpuActs, s: GpuPass) => void) | null,
+    onState?: (loss: number, state: Float32Array) => void,
   ): Promise<{ lossSum: number; gradNorm: number }> {
     const acts = this.#needActs(), T = this.config.blockSize, M = rows * T, k = this.kernels;
     if (!(Number.isInteger(rows) && rows >= 1 && rows <= this.batch)) {
@@ -259,36 +308,48 @@ export class GpuModel {
     recordLoss(k, pass, acts, M, s.V);
     backward?.(pass, acts, s);
     pass.end();
-    return this.#readBack(encoder, acts.losses, M);
+    return this.#readBack(encoder, acts.losses, M, onState);
   }
 
   /**
-   * Copies losses [M] and the clip's gradient norm into the next staging buffer, submits the
-   * step, and settles with their sum (in float64, in order, as lib/layers.ts lossForward) once it
-   * maps. When the caller has run a whole ring ahead, that slot gets a new buffer.
+   * Copies losses [M] and the clip's gradient norm into the next staging buffer (and with
+   * `onState` the parameters, m and v into the next state buffer), submits the step, and settles
+   * with the losses' sum (in float64, in order, as lib/layers.ts lossForward) once it maps,
+   * after showing `onState` the mean loss and the state. A slot still busy (the caller ran a
+   * whole ring ahead) gets a new buffer.
    */
-  #readBack(encoder: GPUCommandEncoder, losses: GpuArray, M: number) {
-    let slot = this.#ring[this.#next];
-    if (slot.busy) slot = this.#ring[this.#next] = this.#staging();
-    this.#next = (this.#next + 1) % RING;
-    encoder.copyBufferToBuffer(losses.buffer, losses.offset * 4, slot.buffer, 0, M * 4);
+  #readBack(
+    encoder: GPUCommandEncoder,
+    losses: GpuArray,
+    M: number,
+    onState?: (loss: number, state: Float32Array) => void,
+  ) {
+    const staging = this.#losses.take();
+    encoder.copyBufferToBuffer(losses.buffer, losses.offset * 4, staging, 0, M * 4);
     const norm = this.optimizer?.clipStats;
-    if (norm) encoder.copyBufferToBuffer(norm.buffer, norm.offset * 4, slot.buffer, M * 4, 4);
+    if (norm) encoder.copyBufferToBuffer(norm.buffer, norm.offset * 4, staging, M * 4, 4);
+    const P = this.parameterCount, o = this.optimizer;
+    const state = onState && o ? this.#states.take() : null;
+    if (state) {
+      [this.params.flat, o!.m, o!.v].forEach((a, i) => {
+        encoder.copyBufferToBuffer(a.buffer, a.offset * 4, state, i * P * 4, P * 4);
+      });
+    }
     this.kernels.submit(encoder.finish());
     const rejected = this.device.popErrorScope();
-    slot.busy = true;
-    const mapped = slot.buffer.mapAsync(GPUMapMode.READ, 0, (M + 1) * 4);
-    return Promise.all([rejected, mapped]).then(([error]) => {
+    const mapped = staging.mapAsync(GPUMapMode.READ, 0, (M + 1) * 4);
+    const stateMapped = state?.mapAsync(GPUMapMode.READ);
+    return Promise.all([rejected, mapped, stateMapped]).then(([error]) => {
       if (error !== null) throw new Error(`WebGPU rejected the step: ${error.message}`);
-      const values = new Float32Array(slot.buffer.getMappedRange(0, (M + 1) * 4));
+      const values = new Float32Array(staging.getMappedRange(0, (M + 1) * 4));
       let lossSum = 0;
       for (let i = 0; i < M; i++) lossSum += values[i];
       const gradNorm = norm ? values[M] : NaN;
+      if (state) onState!(lossSum / M, new Float32Array(state.getMappedRange()));
       return { lossSum, gradNorm };
     }).finally(() => {
-      if (slot.buffer.mapState === "mapped") slot.buffer.unmap();
-      slot.busy = false;
-      if (!this.#ring.includes(slot)) slot.buffer.destroy(); // replaced while it was busy
+      this.#losses.release(staging);
+      if (state) this.#states.release(state);
     });
   }
 
@@ -301,16 +362,6 @@ export class GpuModel {
       this.#tokens[i] = ids[i];
     }
     this.device.queue.writeBuffer(to.buffer, to.offset * 4, this.#tokens, 0, n);
-  }
-
-  /** A staging buffer for the losses of a whole batch and the gradient norm. */
-  #staging(): Staging {
-    const size = (this.batch * this.config.blockSize + 1) * 4;
-    const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
-    return {
-      buffer: this.device.createBuffer({ label: "losses readback", size, usage }),
-      busy: false,
-    };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -390,7 +441,8 @@ export class GpuModel {
   /** Frees every buffer of the model (the kernels stay); steps still in flight reject. */
   destroy(): void {
     for (const b of this.#buffers) b.destroy();
-    for (const s of this.#ring) s.buffer.destroy();
+    this.#losses.destroy();
+    this.#states.destroy();
   }
 
   #needActs(): GpuActs {

@@ -2,11 +2,15 @@
  * The machinery under the WebGPU kernels: WGSL compiled once into compute pipelines, buffers
  * bound to them, and the small parameters of every dispatch (sizes, element offsets, scalars).
  *
- * Every kernel has the same binding layout: bindings 0 .. n-1 are storage buffers (all declared
- * `read_write`, so that one buffer may be bound several times in a dispatch, as when every
- * tensor lives in one large buffer), binding n is a uniform block of at most 16 four-byte words.
- * A tensor is a {@linkcode GpuArray}: a buffer and an element offset, which goes to the kernel in
- * its uniform block, so offsets need no alignment.
+ * Every kernel has the same binding layout: bindings 0 .. n-1 are storage buffers, binding n is
+ * a uniform block of at most 16 four-byte words. The WGSL declares every storage binding
+ * `read_write`; one the kernel never assigns to is made `read` when it is compiled (and bound as
+ * read-only storage). A tensor is a {@linkcode GpuArray}: a buffer and an element offset. Each
+ * argument is bound as the window of its buffer that it uses, from the aligned offset at or before
+ * it, and the element offset within that window goes to the kernel in its uniform block. WebGPU
+ * forbids a written binding to overlap any other binding of the same dispatch (Chromium checks;
+ * Deno does not): {@linkcode Pipelines.dispatch} refuses such a dispatch everywhere, and the
+ * memory plans align tensors so that it does not arise (memory.ts TENSOR_ALIGN).
  *
  * Uniform blocks are staged on the CPU, one slot per dispatch, and written to one uniform buffer
  * (bound with a dynamic offset) by {@linkcode Pipelines.submit} right before the queue submits the
@@ -50,6 +54,8 @@ interface Kernel {
   readonly pipeline: GPUComputePipeline;
   readonly layout: GPUBindGroupLayout;
   readonly buffers: number;
+  /** Per storage binding: whether the kernel writes it. */
+  readonly writes: readonly boolean[];
 }
 
 /** The workgroups of a dispatch along x and y (z is 1). */
@@ -141,10 +147,12 @@ export class Pipelines {
     this.#pending++;
     const keys: string[] = [name];
     const entries: GPUBindGroupEntry[] = [];
-    arrays.forEach(([a, count], i) => {
-      const [start, size] = this.#window(name, i, a, count);
+    const windows = arrays.map(([a, count], i) => this.#window(name, i, a, count));
+    checkAliasing(name, kernel.writes, arrays, windows);
+    arrays.forEach(([a], i) => {
+      const [start, size] = windows[i];
       this.#words[slot + i] = a.offset - start / 4;
-      keys.push(`${this.#id(a.buffer)}@${start}`);
+      keys.push(`${this.#id(a.buffer)}@${start}+${size}`);
       entries.push({ binding: i, resource: { buffer: a.buffer, offset: start, size } });
     });
     words.forEach((w, i) => this.#words[slot + arrays.length + i] = w);
@@ -196,8 +204,8 @@ export class Pipelines {
   }
 
   /**
-   * The byte range of `a.buffer` to bind: all of it where the device can bind it whole, else a
-   * window aligned as the device requires that covers the `count` elements used.
+   * The byte range of `a.buffer` to bind: from the aligned offset at or before the tensor to the
+   * end of the `count` elements used (at least 4 bytes), within what the device binds.
    */
   #window(name: string, index: number, a: GpuArray, count: number): [number, number] {
     const { buffer, offset } = a;
@@ -208,17 +216,16 @@ export class Pipelines {
           `but its buffer holds ${elements}`,
       );
     }
-    const limit = this.device.limits.maxStorageBufferBindingSize;
-    if (buffer.size <= limit) return [0, buffer.size];
     const align = this.device.limits.minStorageBufferOffsetAlignment;
     const start = Math.floor((offset * 4) / align) * align;
-    if ((offset + count) * 4 - start > limit) {
+    const size = Math.min(Math.max((offset + count) * 4, start + 4), buffer.size) - start;
+    if (size > this.device.limits.maxStorageBufferBindingSize) {
       throw new RangeError(
         `${name}: buffer argument ${index} spans ${count * 4} bytes, more than this device binds ` +
-          `(${limit})`,
+          `(${this.device.limits.maxStorageBufferBindingSize})`,
       );
     }
-    return [start, Math.floor(Math.min(buffer.size - start, limit) / 4) * 4];
+    return [start, size];
   }
 
   #id(buffer: GPUBuffer): number {
@@ -230,9 +237,11 @@ export class Pipelines {
 
 /** One kernel's pipeline and the layout of its bindings. */
 async function compileKernel(device: GPUDevice, source: KernelSource): Promise<Kernel> {
+  const { code, writes } = readOnlyBindings(source);
   const entries: GPUBindGroupLayoutEntry[] = [];
   for (let i = 0; i < source.buffers; i++) {
-    entries.push({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: "storage" } });
+    const type = writes[i] ? "storage" : "read-only-storage";
+    entries.push({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
   }
   entries.push({
     binding: source.buffers,
@@ -240,7 +249,7 @@ async function compileKernel(device: GPUDevice, source: KernelSource): Promise<K
     buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: PARAM_WORDS * 4 },
   });
   device.pushErrorScope("validation");
-  const module = device.createShaderModule({ label: source.name, code: source.code });
+  const module = device.createShaderModule({ label: source.name, code });
   const layout = device.createBindGroupLayout({ label: source.name, entries });
   const failed = await device.popErrorScope();
   if (failed !== null) {
@@ -252,11 +261,81 @@ async function compileKernel(device: GPUDevice, source: KernelSource): Promise<K
       layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: "main" },
     });
-    return { pipeline, layout, buffers: source.buffers };
+    return { pipeline, layout, buffers: source.buffers, writes };
   } catch (e) {
     throw new Error(
       `the pipeline of kernel ${source.name} cannot be made: ${(e as Error).message}`,
       { cause: e },
     );
+  }
+}
+
+/**
+ * The kernel's WGSL with every storage binding it never assigns to (`name[...] =`, `+=`, ...)
+ * declared `read`, and per binding whether it is written.
+ */
+export function readOnlyBindings(source: KernelSource): { code: string; writes: boolean[] } {
+  const writes: boolean[] = [];
+  const declaration = /@binding\((\d+)\) var<storage, read_write> (\w+)/g;
+  const code = source.code.replace(declaration, (whole, binding: string, name: string) => {
+    const written = assigns(source.code, name);
+    writes[Number(binding)] = written;
+    return written ? whole : `@binding(${binding}) var<storage, read> ${name}`;
+  });
+  for (let i = 0; i < source.buffers; i++) {
+    if (writes[i] === undefined) {
+      throw new Error(`kernel ${source.name}: storage binding ${i} is not declared read_write`);
+    }
+  }
+  return { code, writes };
+}
+
+/** True when the WGSL assigns to an element of array `name` (`name[i] = ...`, `+=`, ...). */
+function assigns(code: string, name: string): boolean {
+  const use = new RegExp(`\\b${name}\\[`, "g");
+  for (let m = use.exec(code); m !== null; m = use.exec(code)) {
+    let depth = 1, at = m.index + m[0].length;
+    while (depth > 0 && at < code.length) {
+      if (code[at] === "[") depth++;
+      else if (code[at] === "]") depth--;
+      at++;
+    }
+    const after = code.slice(at).match(/^\s*([-+*/]?=)(=?)/);
+    if (after !== null && after[2] === "") return true;
+  }
+  return false;
+}
+
+/**
+ * Throws a RangeError when a buffer the kernel writes through one binding is bound again in the
+ * same dispatch: read-only (Deno's wgpu refuses that), or writable over the same bytes (Chromium
+ * refuses a written binding that overlaps any other). Tensors in one packed buffer that a
+ * kernel writes side by side must therefore be one binding (see layernorm_backward_params).
+ */
+function checkAliasing(
+  name: string,
+  writes: readonly boolean[],
+  arrays: readonly (readonly [GpuArray, number])[],
+  windows: readonly [number, number][],
+): void {
+  for (let i = 0; i < arrays.length; i++) {
+    if (!writes[i]) continue;
+    const [start, size] = windows[i];
+    for (let j = 0; j < arrays.length; j++) {
+      if (j === i || arrays[j][0].buffer !== arrays[i][0].buffer) continue;
+      const [other, otherSize] = windows[j];
+      if (!writes[j]) {
+        throw new RangeError(
+          `${name}: buffer argument ${i}, which it writes, shares its buffer with argument ${j}, ` +
+            "which it reads; give them separate buffers",
+        );
+      }
+      if (start < other + otherSize && other < start + size) {
+        throw new RangeError(
+          `${name}: buffer arguments ${i} and ${j}, which it writes, overlap (bytes ` +
+            `${start}..${start + size} and ${other}..${other + otherSize} of one buffer)`,
+        );
+      }
+    }
   }
 }

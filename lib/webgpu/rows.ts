@@ -2,7 +2,8 @@
  * WGSL of the row-wise kernels: LayerNorm (forward, and the backward of its input and of its
  * parameters) and the softmax with cross-entropy. A row kernel gives each row to one workgroup
  * of {@linkcode ROW_THREADS} threads, which stride along the row and combine their partial sums
- * (or maxima) with a tree in workgroup memory; the column sums of the parameter gradients give
+ * (or maxima) with a tree in workgroup memory, or with subgroup operations where the device has
+ * them ({@linkcode SUBGROUP_ROW_HELPERS}); the column sums of the parameter gradients give
  * each workgroup 16 columns and split the rows among 16 lanes per column.
  *
  * Rows are numbered by workgroup, folded into y past 65535 rows: row = wid.y · nwg.x + wid.x.
@@ -17,8 +18,8 @@ export const ROW_THREADS = 128;
 
 /**
  * WGSL helpers of a row kernel: `rowIndex` and the workgroup reductions `reduceSum` and
- * `reduceMax` of one value per thread (every thread gets the result; call them from uniform
- * control flow, as they hold barriers).
+ * `reduceMax` of one value per thread, here the trees `treeSum` and `treeMax` (every thread gets
+ * the result; call them from uniform control flow, as they hold barriers).
  */
 export const ROW_HELPERS = /* wgsl */ `
 const WG = ${ROW_THREADS}u;
@@ -29,6 +30,14 @@ fn rowIndex(wid: vec3u, nwg: vec3u) -> u32 {
 }
 
 fn reduceSum(x: f32, lid: u32) -> f32 {
+  return treeSum(x, lid);
+}
+
+fn reduceMax(x: f32, lid: u32) -> f32 {
+  return treeMax(x, lid);
+}
+
+fn treeSum(x: f32, lid: u32) -> f32 {
   partial[lid] = x;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -40,7 +49,7 @@ fn reduceSum(x: f32, lid: u32) -> f32 {
   return total;
 }
 
-fn reduceMax(x: f32, lid: u32) -> f32 {
+fn treeMax(x: f32, lid: u32) -> f32 {
   partial[lid] = x;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -52,6 +61,60 @@ fn reduceMax(x: f32, lid: u32) -> f32 {
   return best;
 }
 `;
+
+/**
+ * {@linkcode ROW_HELPERS} with subgroup operations, for a device with the "subgroups" feature
+ * ({@linkcode withSubgroups} puts them in a kernel): each subgroup reduces its threads' values at
+ * once (subgroupAdd, subgroupMax), its first thread writes the result to workgroup memory at the
+ * subgroup's index, and every thread combines those few partials, in order. That indexing needs
+ * the subgroups to be aligned runs of consecutive threads, as GPUs form them; WGSL does not
+ * promise it, so each reduction checks (ballot, scan, broadcast), and a workgroup that finds
+ * otherwise takes the tree instead.
+ */
+export const SUBGROUP_ROW_HELPERS = ROW_HELPERS.replace(
+  /fn reduceSum[^]*?\n}\n\nfn reduceMax[^]*?\n}\n/,
+  /* wgsl */ `var<workgroup> scattered: u32;
+
+/** This thread's subgroup size, and its lane; flags a workgroup whose subgroups are not runs. */
+fn subgroupShape(lid: u32) -> vec2u {
+  let b = subgroupBallot(true);
+  let size = countOneBits(b.x) + countOneBits(b.y) + countOneBits(b.z) + countOneBits(b.w);
+  let lane = subgroupExclusiveAdd(1u);
+  let first = subgroupBroadcastFirst(lid);
+  if (first + lane != lid || first % size != 0u) { scattered = 1u; }
+  return vec2u(size, lane);
+}
+
+fn reduceSum(x: f32, lid: u32) -> f32 {
+  let shape = subgroupShape(lid);
+  let s = subgroupAdd(x);
+  if (shape.y == 0u) { partial[lid / shape.x] = s; }
+  if (workgroupUniformLoad(&scattered) != 0u) { return treeSum(x, lid); }
+  var total = 0.0;
+  for (var i = 0u; i < WG / shape.x; i++) { total += partial[i]; }
+  workgroupBarrier();
+  return total;
+}
+
+fn reduceMax(x: f32, lid: u32) -> f32 {
+  let shape = subgroupShape(lid);
+  let s = subgroupMax(x);
+  if (shape.y == 0u) { partial[lid / shape.x] = s; }
+  if (workgroupUniformLoad(&scattered) != 0u) { return treeMax(x, lid); }
+  var best = partial[0];
+  for (var i = 1u; i < WG / shape.x; i++) { best = max(best, partial[i]); }
+  workgroupBarrier();
+  return best;
+}
+`,
+);
+
+/** A kernel with {@linkcode SUBGROUP_ROW_HELPERS} in place of ROW_HELPERS (others unchanged). */
+export function withSubgroups(source: KernelSource): KernelSource {
+  if (!source.code.includes(ROW_HELPERS)) return source;
+  const code = `enable subgroups;\n${source.code.replace(ROW_HELPERS, SUBGROUP_ROW_HELPERS)}`;
+  return { ...source, code };
+}
 
 /** The builtins of a row kernel's entry point. */
 const ROW_ARGS = "@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, " +
@@ -147,21 +210,22 @@ fn main(${ROW_ARGS}) {
  * LayerNorm backward of its parameters (accumulates), column sums over the N rows:
  *   dWeight[i] += Σ_n xhat[n,i] · dout[n,i],   dBias[i] += Σ_n dout[n,i].
  * A workgroup of 16 x 16 threads takes columns 16·wid.x + tx; lane ty sums rows ty, ty+16, ...;
- * a tree over the 16 lanes finishes.
+ * a tree over the 16 lanes finishes. dWeight and dBias are one binding, `dparams`, at words
+ * weight_at and bias_at of it: both are written, and WebGPU forbids two written bindings of a
+ * dispatch to overlap, as the windows of neighbouring tensors of a packed buffer do.
  */
 const layernormBackwardParams: KernelSource = {
   name: "layernorm_backward_params",
-  buffers: 6,
+  buffers: 5,
   code: /* wgsl */ `
-struct Params { o_dweight: u32, o_dbias: u32, o_dout: u32, o_inp: u32, o_mean: u32, o_rstd: u32,
-                N: u32, C: u32 }
-@group(0) @binding(0) var<storage, read_write> dweight: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dbias: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dout: array<f32>;
-@group(0) @binding(3) var<storage, read_write> inp: array<f32>;
-@group(0) @binding(4) var<storage, read_write> mean: array<f32>;
-@group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
+struct Params { o_dparams: u32, o_dout: u32, o_inp: u32, o_mean: u32, o_rstd: u32,
+                weight_at: u32, bias_at: u32, N: u32, C: u32 }
+@group(0) @binding(0) var<storage, read_write> dparams: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dout: array<f32>;
+@group(0) @binding(2) var<storage, read_write> inp: array<f32>;
+@group(0) @binding(3) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
 var<workgroup> sumW: array<f32, 256>; // [lane][column]
 var<workgroup> sumB: array<f32, 256>;
 
@@ -190,8 +254,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) l: vec3
     workgroupBarrier();
   }
   if (l.y == 0u && col < p.C) {
-    dweight[p.o_dweight + col] += sumW[l.x];
-    dbias[p.o_dbias + col] += sumB[l.x];
+    dparams[p.o_dparams + p.weight_at + col] += sumW[l.x];
+    dparams[p.o_dparams + p.bias_at + col] += sumB[l.x];
   }
 }
 `,

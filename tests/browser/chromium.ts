@@ -20,6 +20,13 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
+ * The same flags with WebGPU on: --disable-gpu leaves no hardware adapter, so Chromium offers
+ * SwiftShader's (software; vendor "google", architecture "swiftshader"). Without
+ * `--enable-unsafe-webgpu` headless Chromium on Linux has no adapter at all.
+ */
+export const CHROMIUM_WEBGPU_ARGS = [...CHROMIUM_ARGS, "--enable-unsafe-webgpu"];
+
+/**
  * True when Chromium is there; otherwise says so, as the skip of test `name` (or, with CI=true,
  * as the failure to come).
  */
@@ -32,4 +39,21 @@ export async function chromiumPresent(name: string): Promise<boolean> {
     else console.log(`${name} skipped: ${reason}`);
   }
   return present;
+}
+
+/** The repository's root (the working folder of the commands below). */
+const ROOT = decodeURIComponent(new URL("../../", import.meta.url).pathname);
+
+/** Runs Deno with `args` in the repository's root; its stdout, or an Error naming `what`. */
+export async function runDeno(args: string[], what: string): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  if (out.code !== 0) throw new Error(`${what} failed (exit ${out.code}): ${stderr}`);
+  return new TextDecoder().decode(out.stdout);
 }

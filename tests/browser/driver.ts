@@ -29,6 +29,11 @@ export interface Job {
   tiers: string[] | "best" | "js+best";
   /** Character position to hover after generating. */
   hover: number;
+  /**
+   * A position to hover then too, for its attention strip (one before the heatmaps' window shows
+   * the attention recorded at generation time).
+   */
+  hoverStrip?: number;
   /** Folder for the screenshots (<name>-<tier>.png, or <name>-<variant>-<tier>.png). */
   screenshots: string;
   /** Screenshot file name prefix (default "browser"). */
@@ -51,6 +56,8 @@ export interface Variant {
    * the run to end (a page that does not start is reported in the state it stays in).
    */
   autostart?: boolean;
+  /** A tier to choose in the menu when the page fails to load at the job's (then go on). */
+  fallback?: string;
 }
 
 /** What the page showed, per tier. */
@@ -83,6 +90,10 @@ export interface TierResult {
   labelFont?: number;
   /** The heatmap SVG's drawn width over its own width (1: drawn at its size, not shrunk). */
   svgScale?: number;
+  /** The attention strip at `hoverStrip`: its caption and the canvas's width. */
+  strip?: { caption: string; width: number };
+  /** With a fallback: the page's state, status and error line when it failed to load. */
+  failed?: TierResult["ready"];
   screenshot: string;
 }
 
@@ -192,10 +203,31 @@ async function runPage(
   }${tier}.png`;
   const loaded = ready.state === "ready" ||
     (autostart && (ready.state === "running" || ready.state === "done"));
-  if (!loaded) {
+  if (!loaded && variant?.fallback === undefined) {
     await page.screenshot({ path: screenshot, fullPage: job.fullPage ?? true });
     await page.close();
     return { tier, label, errors, ready, screenshot };
+  }
+  let failed: TierResult["ready"] | undefined;
+  if (!loaded) {
+    // the page stays usable: another tier from the menu loads, and generates
+    failed = { ...ready };
+    await page.selectOption("#tier", variant!.fallback!);
+    await page.waitForFunction(
+      `document.body.dataset.tier === ${JSON.stringify(variant!.fallback)}
+      && document.body.dataset.state === "ready"`,
+      null,
+      { timeout: 20000 },
+    ).catch(() => {});
+    Object.assign(
+      ready,
+      await page.evaluate(`({
+      state: document.body.dataset.state,
+      tier: document.body.dataset.tier,
+      status: document.getElementById("status").textContent,
+      error: ${SHOWN_ERROR},
+    })`),
+    );
   }
   if (!autostart) await page.click("#generate");
   await waitState(page, ["done", "error"], 60000);
@@ -227,9 +259,29 @@ async function runPage(
       `[...document.querySelectorAll("#heatmaps .row-mark")].filter((m) => m.getAttribute("d")).length`,
     );
   }
+  let strip: TierResult["strip"];
+  const early = page.locator(`#output span[data-i="${job.hoverStrip}"]`);
+  if (job.hoverStrip !== undefined && await early.count() === 1) {
+    await early.hover();
+    strip = await page.evaluate(`({
+      caption: document.getElementById("strip-caption").textContent,
+      width: document.getElementById("strip").width,
+    })`) as TierResult["strip"];
+  }
   await page.screenshot({ path: screenshot, fullPage: job.fullPage ?? true });
   await page.close();
-  return { tier, label, errors, ready, clicked: !autostart, ...shown, marked, screenshot };
+  return {
+    tier,
+    label,
+    errors,
+    ready,
+    ...(failed === undefined ? {} : { failed }),
+    clicked: !autostart,
+    ...shown,
+    marked,
+    strip,
+    screenshot,
+  };
 }
 
 if (import.meta.main) {
