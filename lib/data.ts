@@ -242,3 +242,32 @@ export async function sha256Hex(
   const digest = await crypto.subtle.digest("SHA-256", bytes);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/**
+ * The token ids of a training text (InputErrors saying what to do when a character is outside the
+ * vocabulary, or the training split holds no window of blockSize + 1).
+ */
+export function trainingTokens(
+  model: { config: ModelConfig; tokenizer: Tokenizer },
+  data: string | Uint16Array,
+): Uint16Array {
+  let tokens: Uint16Array;
+  try {
+    tokens = tokensOf(model, data, "the training text");
+  } catch (e) {
+    if (!(e instanceof InputError) || !/outside the model's vocabulary/.test(e.message)) throw e;
+    throw new InputError(
+      `${e.message}, or grow the vocabulary first: extendVocabulary(model, text)`,
+    );
+  }
+  const T = model.config.blockSize, train = splitIndex(tokens.length);
+  if (train < T + 1) {
+    throw new InputError(
+      `the training split (the first 90% of the text) has ${train} characters, fewer than blockSize + 1 = ${
+        T + 1
+      }; use a longer text or a smaller blockSize`,
+      { options: ["blockSize"] },
+    );
+  }
+  return tokens;
+}

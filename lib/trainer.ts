@@ -10,7 +10,7 @@
 import { AdamW, learningRate, type Schedule } from "./adam.ts";
 import { Muon, newtonSchulzFloats } from "./muon.ts";
 import { Checkpoint, encodeCheckpoint } from "./checkpoint.ts";
-import { evalTokensOf, randomBatch, sha256Hex, splitIndex, tokensOf } from "./data.ts";
+import { evalTokensOf, randomBatch, sha256Hex, splitIndex, trainingTokens } from "./data.ts";
 import { BareGPTError, InputError, WeightsError } from "./errors.ts";
 import { evaluateTokens, type Evaluation } from "./evaluate.ts";
 import { isShared } from "./kernels/arena.ts";
@@ -49,8 +49,12 @@ export type {
 
 /** A step submitted to the GPU: its report to come, and the batch generator's state before it. */
 interface GpuStep {
+  index: number; // in the run: 0 for the first step
   info: Promise<StepInfo>;
   rngBefore: Uint32Array;
+  updates: number; // the optimizer's update count after it
+  /** Its state arrived before it was reported, and waits in the trainer's early buffer. */
+  early: boolean;
 }
 
 /**
@@ -99,10 +103,12 @@ export class Trainer {
   /** The pass of a training step (its dropout's seed changes every step). */
   readonly #pass: Pass;
   #step = 0;
-  /** Steps submitted to the GPU (one more than #step while run() has one ahead). */
-  #submitted = 0;
-  /** Counts the GPU's set-backs: the state read back from a step submitted before is stale. */
-  #epoch = 0;
+  /** Steps submitted to the GPU and not yet reported, oldest first (run() keeps one ahead). */
+  #inFlight: GpuStep[] = [];
+  /** The step whose report is being waited for: its state goes into the model as it arrives. */
+  #awaited: GpuStep | null = null;
+  /** States [params | m | v] read back before their step was reported, by the step's parity. */
+  readonly #early: (Float32Array | undefined)[] = [];
   /** True from a restore to the step after it. */
   #restored = false;
   #closed = false;
@@ -153,24 +159,7 @@ export class Trainer {
     options: TrainerOptions = {},
   ): Promise<Trainer> {
     const o = trainSettings(options);
-    let tokens: Uint16Array;
-    try {
-      tokens = tokensOf(model, data, "the training text");
-    } catch (e) {
-      if (!(e instanceof InputError) || !/outside the model's vocabulary/.test(e.message)) throw e;
-      throw new InputError(
-        `${e.message}, or grow the vocabulary first: extendVocabulary(model, text)`,
-      );
-    }
-    const T = model.config.blockSize, train = splitIndex(tokens.length);
-    if (train < T + 1) {
-      throw new InputError(
-        `the training split (the first 90% of the text) has ${train} characters, fewer than blockSize + 1 = ${
-          T + 1
-        }; use a longer text or a smaller blockSize`,
-        { options: ["blockSize"] },
-      );
-    }
+    const tokens = trainingTokens(model, data);
     if (webGpuChosen()) {
       const gpu = await trainingCopy(model, o);
       try {
@@ -220,7 +209,10 @@ export class Trainer {
   /** One optimizer step on a random batch, with what it did; throws when the loss is not finite. */
   async #trainStep(): Promise<StepInfo> {
     const gpu = this.#gpu;
-    if (gpu !== null) return await this.#settleGpu(gpu, this.#submitGpu(gpu), null);
+    if (gpu !== null) {
+      this.#submitGpu(gpu);
+      return await this.#settleGpu(gpu);
+    }
     this.#checkOpen("create a new one");
     const model = this.#model, o = this.settings, B = o.batch, T = model.config.blockSize;
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
@@ -239,8 +231,8 @@ export class Trainer {
 
   /**
    * Submits a step on the GPU, on a batch drawn now: one submission (gradients, clip, update, and
-   * a copy of the new state). It settles once its loss and state are read back, the state copied
-   * into the model and the optimizer when the loss is finite; later steps may be submitted before.
+   * a copy of the new state). Its state goes into the model and the optimizer when it is
+   * reported (#settleGpu), never before; later steps may be submitted meanwhile.
    */
   #submitGpu(gpu: GpuModel): GpuStep {
     this.#checkOpen("create a new one");
@@ -248,58 +240,77 @@ export class Trainer {
     const rngBefore = this.#rng.state.slice();
     randomBatch(this.#inputs, this.#targets, this.trainTokens, o.batch, T, this.#rng);
     // the rates of lib/train.ts update: the schedule's, and Muon's at muonLr · lr / peak
-    const step = this.#submitted++, lr = learningRate(this.#schedule, step);
+    const index = this.#step + this.#inFlight.length, lr = learningRate(this.#schedule, index);
     const hiddenLr = (o.muonLr * lr) / this.#schedule.lr;
-    const [model, optimizer, epoch] = [this.#model, this.#optimizer, this.#epoch];
-    let updates = 0;
-    const result = gpu.trainStep(
-      this.#inputs,
-      this.#targets,
-      { lr, hiddenLr, clip: o.clip },
-      (s) => {
-        if (epoch !== this.#epoch) return; // the GPU was set back meanwhile
-        model.flat.set(s.params);
-        optimizer.m.set(s.m);
-        optimizer.v.set(s.v);
-        optimizer.t = updates;
-      },
-    );
-    updates = gpu.stepsTaken;
-    const info = result.then(({ loss, gradNorm }) => ({ step: step + 1, loss, lr, gradNorm }));
-    return { info, rngBefore };
+    const step: GpuStep = { index, info: null!, rngBefore, updates: 0, early: false };
+    let result;
+    try {
+      result = gpu.trainStep(this.#inputs, this.#targets, { lr, hiddenLr, clip: o.clip }, (s) => {
+        if (this.#awaited === step) return this.#commit(step, s.params, s.m, s.v);
+        const P = s.params.length;
+        const early = this.#early[index % 2] ??= new Float32Array(3 * P);
+        [s.params, s.m, s.v].forEach((a, i) => early.set(a, i * P));
+        step.early = true;
+      });
+    } catch (e) {
+      this.#rng.state.set(rngBefore);
+      throw e;
+    }
+    step.updates = gpu.stepsTaken;
+    step.info = result.then(({ loss, gradNorm }) => ({ step: index + 1, loss, lr, gradNorm }));
+    step.info.catch(() => {}); // awaited when reported or dropped (never, if the trainer closes)
+    this.#inFlight.push(step);
+    return step;
+  }
+
+  /** A step's state into the model and the optimizer. */
+  #commit(step: GpuStep, params: Float32Array, m: Float32Array, v: Float32Array): void {
+    this.#model.flat.set(params);
+    this.#optimizer.m.set(m);
+    this.#optimizer.v.set(v);
+    this.#optimizer.t = step.updates;
   }
 
   /**
-   * Waits for the oldest step submitted and reports it. On a loss that is not finite (or a failed
-   * step) the GPU is set back to the last good state, dropping `later` too, and it throws.
+   * Waits for the oldest step submitted, takes its state and reports it. On a loss that is not
+   * finite (or a failed step) every step in flight is dropped, the GPU set back to the last good
+   * state, and it throws.
    */
-  async #settleGpu(gpu: GpuModel, step: GpuStep, later: GpuStep | null): Promise<StepInfo> {
+  async #settleGpu(gpu: GpuModel): Promise<StepInfo> {
+    const step = this.#inFlight[0];
     let info: StepInfo;
     try {
+      this.#awaited = step;
       info = await step.info;
       this.#checkLoss(info.loss);
     } catch (e) {
-      if (later !== null) await this.#dropGpu(gpu, later);
-      else this.#setBack(gpu);
+      await this.#dropGpu(gpu, true);
       throw e;
+    } finally {
+      this.#awaited = null;
     }
+    if (step.early) {
+      const early = this.#early[step.index % 2]!, P = early.length / 3;
+      const [p, m, v] = [0, 1, 2].map((i) => early.subarray(i * P, (i + 1) * P));
+      this.#commit(step, p, m, v);
+    }
+    this.#inFlight.shift();
     this.#step++;
     return info;
   }
 
-  /** Drops a step submitted and not reported: waits for it, then sets the GPU and data back. */
-  async #dropGpu(gpu: GpuModel, step: GpuStep): Promise<void> {
-    this.#epoch++; // its state is not taken into the model
-    await step.info.catch(() => {});
-    this.#rng.state.set(step.rngBefore);
-    this.#setBack(gpu);
-  }
-
-  /** The GPU takes the model's and the optimizer's state again (steps since are undone). */
-  #setBack(gpu: GpuModel): void {
-    this.#epoch++;
-    this.#submitted = this.#step;
-    if (this.#closed) return;
+  /**
+   * Drops every step submitted and not reported (but a `failed` first one's batch stays drawn,
+   * as on the CPU): waits for them, then sets the GPU, the optimizer's count and the batch
+   * generator back to the last step reported.
+   */
+  async #dropGpu(gpu: GpuModel, failed = false): Promise<void> {
+    const dropped = this.#inFlight;
+    this.#inFlight = [];
+    await Promise.all(dropped.map((s) => s.info.catch(() => {})));
+    const first = dropped[failed ? 1 : 0];
+    if (first) this.#rng.state.set(first.rngBefore);
+    if (dropped.length === 0 || this.#closed) return;
     const optimizer = this.#optimizer;
     gpu.upload(weightsOf(this.#model), float32(optimizer.m), float32(optimizer.v));
     gpu.stepsTaken = optimizer.t;
@@ -345,17 +356,14 @@ export class Trainer {
     // on the GPU the next step is submitted before this one is reported, so the GPU never waits
     // for a readback (a run that stops or fails with one ahead drops it: nothing reported is lost)
     const gpu = this.#gpu, aborted = () => options.signal?.aborted === true;
-    let ahead: GpuStep | null = null;
     try {
       for (let i = 0; i < steps; i++) {
-        if (aborted() && ahead === null) return { steps: i, loss, aborted: true };
+        if (aborted() && this.#inFlight.length === 0) return { steps: i, loss, aborted: true };
         let info: StepInfo;
         if (gpu !== null) {
-          const step = ahead ?? this.#submitGpu(gpu);
-          ahead = null;
-          const next = i + 1 < steps && !aborted() ? this.#submitGpu(gpu) : null;
-          info = await this.#settleGpu(gpu, step, next); // drops next when it throws
-          ahead = next;
+          if (this.#inFlight.length === 0) this.#submitGpu(gpu);
+          if (i + 1 < steps && !aborted()) this.#submitGpu(gpu);
+          info = await this.#settleGpu(gpu);
         } else info = await this.#trainStep();
         loss = info.loss;
         await options.onProgress?.(info);
@@ -365,7 +373,7 @@ export class Trainer {
         }
       }
     } finally {
-      if (ahead !== null) await this.#dropGpu(gpu!, ahead);
+      if (gpu !== null) await this.#dropGpu(gpu);
     }
     return { steps, loss, aborted: false };
   }
@@ -413,7 +421,10 @@ export class Trainer {
   checkpoint(facts: Record<string, string> = {}): Uint8Array {
     this.#checkOpen("its state is gone; checkpoint before closing");
     const { threads, ...recipe } = this.settings;
-    return encodeCheckpoint(this.#model, this.#optimizer, this.#rng, this.#step, {
+    // with a step ahead (run() on the GPU), the batch generator as it was before that step's batch
+    const ahead = this.#inFlight[0], rng = ahead ? new Rng(0) : this.#rng;
+    if (ahead) rng.state.set(ahead.rngBefore);
+    return encodeCheckpoint(this.#model, this.#optimizer, rng, this.#step, {
       ...facts,
       corpus_sha256: this.corpusSha256,
       train_settings: JSON.stringify(recipe),
@@ -429,7 +440,7 @@ export class Trainer {
    */
   restore(bytes: Uint8Array): { step: number; threads?: string; kernels?: string } {
     this.#checkOpen("create a new one");
-    if (this.#submitted !== this.#step && this.#gpu !== null) {
+    if (this.#inFlight.length > 0) {
       throw new InputError("restore a checkpoint between runs, not while one is taking steps");
     }
     let ckpt: Checkpoint;
@@ -456,7 +467,7 @@ export class Trainer {
       this.#gpu.stepsTaken = ckpt.adamT;
     }
     this.#rng.state.set(ckpt.rngState);
-    this.#step = this.#submitted = ckpt.step;
+    this.#step = ckpt.step;
     this.#restored = true;
     return { step: ckpt.step, threads: ckpt.metadata.threads, kernels: ckpt.metadata.kernels };
   }

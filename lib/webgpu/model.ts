@@ -297,16 +297,22 @@ export class GpuModel {
     this.device.pushErrorScope("validation");
     const encoder = this.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    const s = gpuPass(this.config, rows);
-    if (backward) {
-      for (const [part, n] of stretches(this.grads!.flat, this.parameterCount, this.#stretch)) {
-        k.fill(pass, part, n, 0);
+    try {
+      const s = gpuPass(this.config, rows);
+      if (backward) {
+        for (const [part, n] of stretches(this.grads!.flat, this.parameterCount, this.#stretch)) {
+          k.fill(pass, part, n, 0);
+        }
       }
+      const x = recordTrunk(k, pass, this.params, acts, s);
+      recordHead(k, pass, this.params, acts, x, M, s);
+      recordLoss(k, pass, acts, M, s.V);
+      backward?.(pass, acts, s);
+    } catch (e) {
+      pass.end();
+      this.device.popErrorScope(); // a recording refused (a RangeError) is never submitted
+      throw e;
     }
-    const x = recordTrunk(k, pass, this.params, acts, s);
-    recordHead(k, pass, this.params, acts, x, M, s);
-    recordLoss(k, pass, acts, M, s.V);
-    backward?.(pass, acts, s);
     pass.end();
     return this.#readBack(encoder, acts.losses, M, onState);
   }

@@ -10,7 +10,7 @@
  * it, and the element offset within that window goes to the kernel in its uniform block. WebGPU
  * forbids a written binding to overlap any other binding of the same dispatch (Chromium checks;
  * Deno does not): {@linkcode Pipelines.dispatch} refuses such a dispatch everywhere, and the
- * memory plans align tensors so that it does not arise (memory.ts TENSOR_ALIGN).
+ * memory plans give every written tensor a buffer of its own so that it does not arise (memory.ts).
  *
  * Uniform blocks are staged on the CPU, one slot per dispatch, and written to one uniform buffer
  * (bound with a dynamic offset) by {@linkcode Pipelines.submit} right before the queue submits the
