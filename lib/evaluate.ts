@@ -7,6 +7,7 @@
  */
 
 import { InputError } from "./errors.ts";
+import { eventLoopTurns } from "./turns.ts";
 import { windowBatch, windowCount } from "./data.ts";
 
 /** The model's loss on a text. */
@@ -67,16 +68,14 @@ export async function evaluateTokens(
     });
   }
   const windows = evalWindows(tokens.length, T, maxWindows);
-  let sum = 0, last = performance.now();
+  let sum = 0;
+  const turn = eventLoopTurns();
   for (let first = 0; first < windows.length; first += runner.B) {
     const count = Math.min(runner.B, windows.length - first);
     windowBatch(runner.inputs, runner.targets, tokens, windows, first, count, T);
     sum += await runner.lossSum(count);
     onProgress?.(first + count, windows.length);
-    if (performance.now() - last > 15) {
-      await new Promise((resolve) => setTimeout(resolve, 0));
-      last = performance.now();
-    }
+    await turn();
   }
   const loss = sum / (windows.length * T);
   const tokenCount = windows.length * T;

@@ -9,6 +9,7 @@
 import { modelOf, nonFiniteLogits } from "./api.ts";
 import { allFinite } from "./checkpoint.ts";
 import { InputError } from "./errors.ts";
+import { eventLoopTurns } from "./turns.ts";
 import {
   type InspectOptions,
   type InspectResult,
@@ -130,18 +131,14 @@ async function* stream(m: GPT, ids: Uint16Array, count: number, rng: Rng, o: Gen
     return;
   }
   const vocab = m.tokenizer.vocab;
-  const cache = takeCache(m);
-  let last = performance.now();
+  const cache = takeCache(m), turn = eventLoopTurns();
   try {
     for (const step of decodeSteps(m, ids, { ...o, tokens: count, rng, cache })) {
       if (o.signal?.aborted) return;
       // NaN or Inf logits (weights that overflow) draw nonsense: an error instead (one pass, V)
       if (!allFinite(step.logits)) throw nonFiniteLogits();
       yield vocab[step.id];
-      if (performance.now() - last > 15) {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        last = performance.now();
-      }
+      await turn();
     }
   } finally {
     giveCache(m, cache);
@@ -321,13 +318,10 @@ export async function* inspectStream(
   checkString("prompt", prompt);
   options = checkOptions(options, "options", "inspectStream");
   if (!webGpuChosen()) {
-    let last = performance.now();
+    const turn = eventLoopTurns();
     for (const step of inspectSteps(m, prompt, options)) {
       yield step;
-      if (performance.now() - last > 15) {
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        last = performance.now();
-      }
+      await turn();
     }
     return;
   }

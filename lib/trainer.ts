@@ -36,6 +36,7 @@ import { checkKernelMemory } from "./activations.ts";
 import { WorkerPool } from "./pool.ts";
 import { Rng } from "./rng.ts";
 import { gradients, update } from "./train.ts";
+import { eventLoopTurns } from "./turns.ts";
 import { float32, gpuEvaluation, trainingCopy, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
 import type { GpuModel } from "./webgpu/model.ts";
 
@@ -352,7 +353,8 @@ export class Trainer {
     if (!Number.isInteger(steps) || steps < 0) {
       throw new InputError(`run steps ${steps} is not a whole number of steps; use 0 or more`);
     }
-    let loss = NaN, last = performance.now();
+    let loss = NaN;
+    const turn = eventLoopTurns();
     // on the GPU the next step is submitted before this one is reported, so the GPU never waits
     // for a readback (a run that stops or fails with one ahead drops it: nothing reported is lost)
     const gpu = this.#gpu, aborted = () => options.signal?.aborted === true;
@@ -367,10 +369,7 @@ export class Trainer {
         } else info = await this.#trainStep();
         loss = info.loss;
         await options.onProgress?.(info);
-        if (performance.now() - last > 15) {
-          await new Promise((resolve) => setTimeout(resolve, 0));
-          last = performance.now();
-        }
+        await turn();
       }
     } finally {
       if (gpu !== null) await this.#dropGpu(gpu);
