@@ -24,7 +24,8 @@
  *   {@linkcode textColumnsHtml} and {@linkcode picture} (an SVG or HTML document that shows
  *   itself in a Jupyter notebook) are here too, for notebooks (`notebooks/tour.ipynb`).
  * - Kernels: {@linkcode selectKernels} (a tier, shared or plain memory, or "webgpu": training,
- *   evaluation and generation on the GPU), {@linkcode bestKernels}, {@linkcode webgpuAdapter}.
+ *   evaluation and generation on the GPU), {@linkcode bestKernels}, {@linkcode webgpuAdapter},
+ *   {@linkcode describeAdapter}.
  * - Options: {@linkcode MODEL_OPTIONS}, {@linkcode TRAIN_OPTIONS}, {@linkcode SAMPLING_OPTIONS}
  *   (every range and default, from which the CLI's flags take theirs).
  * - Errors: {@linkcode InputError} (bad input), {@linkcode WeightsError} (a bad weights file),
@@ -64,6 +65,7 @@ export {
   bestKernels,
   createModel,
   createTrainer,
+  describeAdapter,
   evaluate,
   type KernelChoice,
   type KernelOptions,

@@ -16,7 +16,8 @@
  * `--json FILE` also writes the figures as JSON; `--tier` forces a kernel tier; `--quick` runs
  * fewer steps (for a smoke test). `--tier webgpu` reports the WebGPU tier instead, on the
  * adapter found (`webgpu_bench.ts`: the adapter, training steps of the default model and of
- * nanoGPT's configuration, matrix-product TFLOP/s); the CPU rows are left out.
+ * nanoGPT's configuration, the default step on the CPU beside it, matrix-product TFLOP/s); the
+ * other CPU rows are left out.
  *
  * @module
  */
@@ -65,9 +66,11 @@ const WARMUP = quick ? 1 : 12;
 const cores = navigator.hardwareConcurrency ?? 1;
 
 if (values.tier === "webgpu") {
-  const { corpus, config } = await defaultRun(await corpusPath(values.corpus));
+  const run = await defaultRun(await corpusPath(values.corpus));
+  const { corpus, config } = run;
+  const cpuModel = () => defaultModel(run, 1);
   try {
-    await webgpuReport({ tokens: corpus.tokens, config, quick, json: values.json });
+    await webgpuReport({ tokens: corpus.tokens, config, cpuModel, quick, json: values.json });
   } catch (e) {
     // no adapter, or a device that fails: one line, not a stack trace
     console.error(`error: ${(e as Error).message.split("\n")[0]}`);

@@ -7,6 +7,8 @@
  *   of nanoGPT's Shakespeare configuration (6 layers, d_model 384, 6 heads, block 256, batch
  *   64 x 256; batch 1 x 256 on a software adapter, where a full step takes minutes, and the row
  *   says so);
+ * - the same default step on this machine's CPU path (the fastest WebAssembly tier, on all cores,
+ *   as `train --threads N` takes it), and the GPU's speed-up over it (target: 5x on a GPU);
  * - TFLOP/s (2·M·K·N / time) of the matrix products Y[M,N] = X[M,K]·W[K,N] of both models'
  *   layers at M = B·T, timed over many dispatches recorded in one submission and waiting for
  *   `device.queue.onSubmittedWorkDone()` (M = 2048 and few repetitions on a software adapter).
@@ -24,12 +26,16 @@ import { GpuKernels } from "../lib/webgpu/kernels.ts";
 import { formatBytes } from "../lib/webgpu/memory.ts";
 import { GpuModel, gpuModelBytes, type GpuOptimizerOptions } from "../lib/webgpu/model.ts";
 import { gpuArray } from "../lib/webgpu/pipelines.ts";
+import { setupKernels } from "../lib/kernels/dispatch.ts";
+import { Trainer } from "../lib/trainer.ts";
 import { stats } from "./common.ts";
 
 /** What the WebGPU report reads: the corpus's tokens and the default model's config. */
 export interface WebGpuBenchInput {
   tokens: Uint16Array;
   config: ModelConfig;
+  /** A new default model (with its tokenizer), for the CPU's step. */
+  cpuModel: () => GPT;
   /** Fewer steps and repetitions (a smoke test). */
   quick: boolean;
   /** Also write the figures here as JSON. */
@@ -112,6 +118,37 @@ async function pipelinedMs(
 }
 
 /**
+ * The default model's AdamW step (batch 16) on the CPU: the fastest WebAssembly tier on all
+ * `threads`, after `warmup` steps (in which the matmul variants are timed and chosen).
+ */
+async function cpuStepTimes(
+  model: GPT,
+  tokens: Uint16Array,
+  threads: number,
+  warmup: number,
+  steps: number,
+) {
+  const tier = setupKernels();
+  const trainer = await Trainer.create(model, tokens, {
+    threads,
+    steps: 1000,
+    batch: 16,
+    optimizer: "adamw",
+  });
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < warmup + steps; i++) {
+      const t0 = performance.now();
+      await trainer.step();
+      if (i >= warmup) times.push(performance.now() - t0);
+    }
+  } finally {
+    trainer.close();
+  }
+  return { tier, threads: trainer.threads, ...stats(times) };
+}
+
+/**
  * ms of one product Y[M,N] = X[M,K]·W[K,N]: `reps` dispatches in one submission, after one
  * waited-for warm-up dispatch.
  */
@@ -176,6 +213,8 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
   }
   kernels.destroy();
   gpu.device.destroy();
+  const cores = navigator.hardwareConcurrency ?? 1;
+  const cpu = await cpuStepTimes(input.cpuModel(), tokens, cores, quick ? 1 : 5, quick ? 3 : 10);
 
   const fmt = (x: number, d = 1) => x.toFixed(d);
   const P = (c: ModelConfig) => `${(parameterCount(c) / 1e6).toFixed(1)}M parameters`;
@@ -194,6 +233,12 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
     `| the same, steps in a row as \`train\` takes them (the next submitted before each loss is read, the state copied back; mean of ${steps}) | ${
       fmt(pipelined, 0)
     } ms |`,
+    `| the same step on this machine's CPU: ${cpu.tier} kernels, ${cpu.threads} threads (median / min / max of ${cpu.n}) | ${
+      row(cpu)
+    } |`,
+    `| the GPU's speed-up over the CPU: steps in a row / waited for (target 5x) | ${
+      fmt(cpu.median / pipelined)
+    }x / ${fmt(cpu.median / small.median)}x |`,
     `| training step with AdamW, nanoGPT's 6 x 384 (${P(large)}), batch ${largeBatch} x 256${
       soft ? " (not 64: a full step takes minutes on a software adapter)" : ""
     } (median / min / max of ${big.n}) | ${row(big)} |`,
@@ -217,6 +262,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
       trainStepMs: {
         default: { batch: 16, ...small },
         defaultPipelined: { batch: 16, mean: pipelined, n: steps },
+        defaultCpu: { batch: 16, ...cpu },
         nanoGPT: { batch: largeBatch, ...big },
       },
       nanoGPTBytesBatch64: largeBytes,

@@ -11,6 +11,7 @@ import {
   createTrainer,
   DECAYS,
   decodeCorpus,
+  describeAdapter,
   extendVocabulary,
   InputError,
   type Model,
@@ -220,15 +221,13 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
     let signal: "SIGINT" | "SIGTERM" | "SIGHUP" | undefined;
     const exitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
     const listeners: [Deno.Signal, () => void][] = [];
-    /** The path being written now (its temporary file is removed on a second signal). */
-    let writing: string | undefined;
-    const write = async (path: string, bytes: Uint8Array) => {
+    /** The path being written now, and its write (its temporary file goes on a second signal). */
+    let writing: string | undefined, written: Promise<void> | undefined;
+    const write = (path: string, bytes: Uint8Array) => {
       writing = path;
-      try {
-        await writeFileAtomic(path, bytes);
-      } finally {
-        writing = undefined;
-      }
+      return written = writeFileAtomic(path, bytes).finally(() => {
+        writing = written = undefined;
+      });
     };
     /** Thrown out of an evaluation that a signal interrupts (at its next batch). */
     const interrupted = new Error("interrupted by a signal");
@@ -245,8 +244,12 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
         );
       }
       for (const name of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-        const listener = () => {
+        const listener = async () => {
           if (signal !== undefined) {
+            // a write in flight may create its temporary file after it is removed: let it
+            // settle first, for a moment at most
+            const moment = new Promise((resolve) => setTimeout(resolve, 250));
+            if (written) await Promise.race([written.catch(() => {}), moment]);
             if (writing !== undefined) {
               try {
                 Deno.removeSync(tempPath(writing));
@@ -323,13 +326,7 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
             : "AdamW"
         }, weight decay ${weightDecay}, betas (${beta1}, ${beta2}), clip ${clip}, dropout ${dropout}, seed ${seed}, ${trainer.threads} thread${
           trainer.threads > 1 ? "s" : ""
-        }, kernels ${tier}${
-          adapter
-            ? ` (${shown(adapter.description)}${adapter.software ? ", a software adapter" : ""}${
-              adapter.subgroups ? ", subgroups" : ""
-            })`
-            : ""
-        }`,
+        }, kernels ${tier}${adapter ? ` (${shown(describeAdapter(adapter))})` : ""}`,
       );
       const nTrain = trainer.trainTokens.length, nVal = trainer.valTokens.length;
       log(

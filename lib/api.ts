@@ -42,7 +42,7 @@ import { chooseWebGpu, gpuEvaluation, type KernelChoice, webGpuChosen } from "./
 export type { KernelTier } from "./kernels/mod.ts";
 
 export type { KernelChoice, WebGpuAdapter } from "./webgpu/backend.ts";
-export { webgpuAdapter } from "./webgpu/backend.ts";
+export { describeAdapter, webgpuAdapter } from "./webgpu/backend.ts";
 
 export type { Model } from "./model.ts";
 

@@ -30,7 +30,7 @@ import {
   softmaxCrossEntropy,
   softmaxCrossEntropyBackward,
 } from "./kernels/dispatch.ts";
-import { Rng } from "./rng.ts";
+import { dropoutScale, Rng } from "./rng.ts";
 
 type F = FloatArray;
 
@@ -149,7 +149,7 @@ export interface Dropout {
 
 /** x[B, T, C] *= mask, the mask drawn for this step at `site` (kept for the backward). */
 export function dropoutForward(x: F, mask: F, d: Dropout, site: number, s: Pass) {
-  const threshold = Math.round(d.p * 0x100000000), keep = 1 / (1 - d.p), row = s.T * s.C;
+  const { threshold, keep } = dropoutScale(d.p), row = s.T * s.C;
   for (let b = 0; b < s.B; b++) {
     const rng = new Rng(d.seed * 0x10000 + (d.firstRow + b) * 64 + site);
     for (let i = b * row; i < (b + 1) * row; i++) mask[i] = rng.nextU32() < threshold ? 0 : keep;

@@ -59,3 +59,19 @@ export class Rng {
 function rotl(x: number, k: number): number {
   return (x << k) | (x >>> (32 - k));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dropout's draws (lib/layers.ts dropoutForward, and the GPU's masks in lib/webgpu/dropout.ts)
+
+/**
+ * The seed of a step's dropout masks in a run of `seed`: ((seed + 1) mod 2¹⁵) · 2¹⁶ + step, as
+ * the batches are drawn from seed + 1; the masks need nothing saved to resume.
+ */
+export function dropoutSeed(seed: number, step: number): number {
+  return ((seed + 1) % 0x8000) * 0x10000 + step;
+}
+
+/** At rate p, a draw (u32) below `threshold` drops its element; a kept one is scaled by `keep`. */
+export function dropoutScale(p: number): { threshold: number; keep: number } {
+  return { threshold: Math.round(p * 0x100000000), keep: 1 / (1 - p) };
+}

@@ -34,7 +34,7 @@ import {
 } from "./options.ts";
 import { checkKernelMemory } from "./activations.ts";
 import { WorkerPool } from "./pool.ts";
-import { Rng } from "./rng.ts";
+import { dropoutSeed, Rng } from "./rng.ts";
 import { gradients, update } from "./train.ts";
 import { eventLoopTurns } from "./turns.ts";
 import { float32, gpuEvaluation, trainingCopy, webGpuChosen, weightsOf } from "./webgpu/backend.ts";
@@ -219,7 +219,7 @@ export class Trainer {
     randomBatch(this.#inputs, this.#targets, this.trainTokens, B, T, this.#rng);
     // this step's dropout masks come from (seed, step): nothing to save for a resume
     const drop = this.#pass.dropout;
-    if (drop !== null) drop.seed = ((o.seed + 1) % 0x8000) * 0x10000 + this.#step;
+    if (drop !== null) drop.seed = dropoutSeed(o.seed, this.#step);
     const lossSum = this.#pool
       ? await this.#pool.forwardBackward(this.#inputs, this.#targets, 1 / (B * T), drop)
       : gradients(model, this.#acts!, this.#pass, 1 / (B * T));
@@ -244,9 +244,10 @@ export class Trainer {
     const index = this.#step + this.#inFlight.length, lr = learningRate(this.#schedule, index);
     const hiddenLr = (o.muonLr * lr) / this.#schedule.lr;
     const step: GpuStep = { index, info: null!, rngBefore, updates: 0, early: false };
+    const settings = { lr, hiddenLr, clip: o.clip, dropoutSeed: dropoutSeed(o.seed, index) };
     let result;
     try {
-      result = gpu.trainStep(this.#inputs, this.#targets, { lr, hiddenLr, clip: o.clip }, (s) => {
+      result = gpu.trainStep(this.#inputs, this.#targets, settings, (s) => {
         if (this.#awaited === step) return this.#commit(step, s.params, s.m, s.v);
         const P = s.params.length;
         const early = this.#early[index % 2] ??= new Float32Array(3 * P);

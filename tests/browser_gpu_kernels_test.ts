@@ -1,5 +1,6 @@
 // The WebGPU kernels in headless Chromium, on SwiftShader (--enable-unsafe-webgpu): the gradients
-// of two small models through the GPU path (every kernel of the forward and backward) against
+// of three small models (one with dropout) through the GPU path (every kernel of the forward and
+// backward, the dropout masks' too) against
 // the float64 CPU backward, with the row reductions on subgroup operations where the adapter
 // offers "subgroups" (SwiftShader does), and on the workgroup-memory tree (lavapipe, in
 // tests/webgpu_*.ts, has no subgroups). Chromium also enforces WebGPU's rules on bindings that
@@ -48,7 +49,7 @@ Deno.test({
     assert(/swiftshader/i.test(report.adapter), `not SwiftShader: ${report.adapter}`);
     // with subgroups offered, both reductions are checked; the two sum in different orders
     const kinds = report.subgroupsOffered ? [true, false] : [false];
-    assert(report.cases.length === 2 * kinds.length, `${report.cases.length} cases`);
+    assert(report.cases.length === 3 * kinds.length, `${report.cases.length} cases`);
     for (const c of report.cases) {
       console.log(
         `  ${c.config}, ${c.subgroups ? "subgroups" : "tree"}: gradients within ${

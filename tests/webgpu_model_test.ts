@@ -24,7 +24,7 @@ import {
   parameterSpecs,
 } from "../lib/model.ts";
 import { Muon } from "../lib/muon.ts";
-import { Rng } from "../lib/rng.ts";
+import { dropoutSeed, Rng } from "../lib/rng.ts";
 import { promptOrStart } from "../lib/sample.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
 import { gradients, update } from "../lib/train.ts";
@@ -157,6 +157,53 @@ gpuTest("gradients: central differences on the GPU, and the float64 CPU backward
   model.destroy();
 });
 
+gpuTest(
+  "gradients through dropout 0.3: the float64 CPU backward with the same masks",
+  async (k) => {
+    const c = TINY, B = 3, M = B * c.blockSize, p = 0.3, seed = dropoutSeed(5, 17);
+    const rng = new Rng(12);
+    const cpu = new GPT(c, { dtype: "float64" });
+    const params = Float32Array.from({ length: parameterCount(c) }, () => rng.normal(0, 0.5));
+    cpu.flat.set(params);
+    const model = new GpuModel(k, c, params, { batch: B, dropout: p });
+    const [inputs, targets] = [randomIds(M, c.vocabSize, rng), randomIds(M, c.vocabSize, rng)];
+    const gpuLoss = await model.forwardBackward(inputs, targets, 1 / M, seed);
+    const grads = await model.downloadGradients();
+    const acts = cpu.activations(B, { dropout: true });
+    acts.inputs.set(inputs);
+    acts.targets.set(targets);
+    cpu.zeroGrad();
+    const pass = batchPass(c, B, { p, seed, firstRow: 0 });
+    const cpuLoss = forward(cpu, acts, pass);
+    backward(cpu, acts, pass, 1 / M);
+    const exact = worstTensor(c, grads, cpu.gradFlat);
+    console.log(
+      `  losses ${gpuLoss / M} (GPU), ${cpuLoss / M} (CPU); gradients ${
+        exact.worst.toExponential(2)
+      } (${exact.where})`,
+    );
+    assert(Math.abs(gpuLoss - cpuLoss) <= 1e-5 * cpuLoss, `loss ${gpuLoss} vs ${cpuLoss}`);
+    assert(exact.worst <= 1e-4, `gradients of ${exact.where} differ by ${exact.worst}`);
+    // without the seed (an evaluation's forward) there is no dropout: another loss
+    const plainActs = cpu.activations(B);
+    plainActs.inputs.set(inputs);
+    plainActs.targets.set(targets);
+    const plain = forward(cpu, plainActs, batchPass(c, B));
+    assert(Math.abs((await model.evaluateLoss(inputs, targets, B)) - plain) <= 1e-5 * plain);
+    assert(Math.abs(plain - cpuLoss) > 1e-3 * plain, "dropout changed nothing");
+    model.destroy();
+    // a training step with dropout needs its seed; a rate past 0.9 is refused
+    const optimizer = { name: "adamw" as const, ...ADAMW };
+    const trained = new GpuModel(k, c, params, { batch: B, dropout: p, optimizer });
+    throws(
+      () => trained.trainStep(inputs, targets, { lr: 1e-3, clip: 1 }),
+      /^RangeError: this GPU model has dropout: give each step its dropoutSeed$/,
+    );
+    trained.destroy();
+    throws(() => new GpuModel(k, c, params, { batch: B, dropout: 0.95 }), /dropout 0.95 is not in/);
+  },
+);
+
 // ---------------------------------------------------------------------------------------------
 // Training: five steps on the GPU and on the CPU, from the same weights and batches
 
@@ -178,23 +225,27 @@ const MUON = { ...ADAMW, momentum: 0.95, steps: 5 };
  * and on the GPU, the five GPU steps submitted back to back before any loss is awaited (more
  * than the readback ring holds). Returns both models' final state and the losses.
  */
-async function fiveSteps(k: GpuKernels, optimizer: GpuOptimizerOptions) {
+async function fiveSteps(k: GpuKernels, optimizer: GpuOptimizerOptions, dropout = 0) {
   const tokenizer = Tokenizer.fromText(TEXT), ids = tokenizer.encode(TEXT);
   const c = { ...SMALL, vocabSize: tokenizer.size }, B = 4, T = c.blockSize, steps = 5;
   const cpu = new GPT(c, { tokenizer }).init(7);
-  const gpu = new GpuModel(k, c, Float32Array.from(cpu.flat), { batch: B, optimizer });
+  const gpu = new GpuModel(k, c, Float32Array.from(cpu.flat), { batch: B, optimizer, dropout });
   const alloc = (n: number) => new Float32Array(n);
   const cpuOptimizer = optimizer.name === "adamw"
     ? new AdamW(c, alloc, optimizer)
     : new Muon(c, alloc, optimizer);
   const schedule: Schedule = { lr: 4e-3, minLr: 0, warmup: 2, steps, decay: "linear", cooldown: 1 };
-  const acts = cpu.activations(B), pass = batchPass(c, B), rng = new Rng(8);
+  const acts = cpu.activations(B, { dropout: dropout > 0 }), rng = new Rng(8);
+  const pass = batchPass(c, B, dropout > 0 ? { p: dropout, seed: 0, firstRow: 0 } : null);
   const cpuLosses: number[] = [], gpuSteps = [];
   for (let step = 0; step < steps; step++) {
     randomBatch(acts.inputs, acts.targets, ids, B, T, rng);
+    const seed = dropoutSeed(0, step);
+    if (pass.dropout) pass.dropout.seed = seed;
     gpuSteps.push(gpu.trainStep(acts.inputs, acts.targets, {
       lr: learningRate(schedule, step),
       clip: 1,
+      dropoutSeed: seed,
     }));
     cpuLosses.push(gradients(cpu, acts, pass, 1 / (B * T)) / (B * T));
     await update(cpu, cpuOptimizer, schedule, { clip: 1, muonLr: schedule.lr }, step);
@@ -203,9 +254,16 @@ async function fiveSteps(k: GpuKernels, optimizer: GpuOptimizerOptions) {
   return { c, cpu, cpuOptimizer, gpu, cpuLosses, results, acts };
 }
 
-for (const optimizer of [{ name: "adamw", ...ADAMW }, { name: "muon", ...MUON }] as const) {
-  gpuTest(`five training steps with ${optimizer.name}: the GPU agrees with the CPU`, async (k) => {
-    const { c, cpu, cpuOptimizer, gpu, cpuLosses, results } = await fiveSteps(k, optimizer);
+const RECIPES = [
+  [{ name: "adamw", ...ADAMW }, 0],
+  [{ name: "muon", ...MUON }, 0],
+  [{ name: "adamw", ...ADAMW }, 0.2],
+] as const;
+for (const [optimizer, dropout] of RECIPES) {
+  const recipe = `${optimizer.name}${dropout > 0 ? ` and dropout ${dropout}` : ""}`;
+  gpuTest(`five training steps with ${recipe}: the GPU agrees with the CPU`, async (k) => {
+    const run = await fiveSteps(k, optimizer, dropout);
+    const { c, cpu, cpuOptimizer, gpu, cpuLosses, results } = run;
     results.forEach(({ loss }, i) => {
       assert(Math.abs(loss - cpuLosses[i]) <= 1e-4, `step ${i + 1}: ${loss} vs ${cpuLosses[i]}`);
     });
@@ -217,7 +275,7 @@ for (const optimizer of [{ name: "adamw", ...ADAMW }, { name: "muon", ...MUON }]
     const params = worstTensor(c, state.params, cpu.flat);
     const m = worstTensor(c, state.m, cpuOptimizer.m);
     console.log(
-      `  ${optimizer.name}: losses ${results.map((r) => r.loss.toFixed(4)).join(" ")}; ` +
+      `  ${recipe}: losses ${results.map((r) => r.loss.toFixed(4)).join(" ")}; ` +
         `parameters ${params.worst.toExponential(2)} (${params.where}), ` +
         `m ${m.worst.toExponential(2)} (${m.where})`,
     );

@@ -19,10 +19,12 @@
 
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert";
 import * as ref from "../lib/tensor.ts";
-import { embeddingBackward, embeddingForward, type Pass } from "../lib/layers.ts";
-import { Rng } from "../lib/rng.ts";
+import { dropoutForward, embeddingBackward, embeddingForward, type Pass } from "../lib/layers.ts";
+import { dropoutScale, dropoutSeed, Rng } from "../lib/rng.ts";
 import { type GpuContext, requestGpu } from "../lib/webgpu/device.ts";
+import { maskWords } from "../lib/webgpu/dropout.ts";
 import { attentionScratchSize, GpuKernels } from "../lib/webgpu/kernels.ts";
+import { shifted } from "../lib/webgpu/memory.ts";
 import { type GpuArray, gpuArray, Pipelines } from "../lib/webgpu/pipelines.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -477,6 +479,63 @@ gpuTest("add, addInPlace, scaleInPlace and sumSquares", async (k) => {
     const wantTotal = [ref.sumSquares(f64(c), n)];
     // a sum of n float32 terms: relative to the total itself
     expectClose(`sumSquares ${n}`, await download(total, 1), wantTotal, TOL);
+  }
+});
+
+gpuTest("dropout: the CPU's masks bit for bit, applied in place and out of place", async (k) => {
+  // [rows, sites, T, C, p, step seed]: rows past 1023 carry b · 64 + site into the seed's high
+  // word, and rows of 37 elements end inside a word of bits
+  const cases = [
+    [3, 5, 4, 8, 0.2, dropoutSeed(0, 7)],
+    [1030, 2, 1, 37, 0.5, 0xffff],
+    [2, 1, 16, 64, 0.9, dropoutSeed(41, 123456)],
+  ];
+  for (const [rows, sites, T, C, p, seed] of cases) {
+    const rowLen = T * C, words = maskWords(rowLen), n = rows * rowLen;
+    const masks = upload(new Uint32Array(sites * rows * words));
+    const x = random(n, 51), { threshold, keep } = dropoutScale(p);
+    const [out, inPlace] = [upload(new Float32Array(n)), upload(x)];
+    const last = shifted(masks, (sites - 1) * rows * words);
+    await record((pass) => {
+      k.dropoutMasks(pass, masks, rows, sites, rowLen, seed, threshold);
+      k.dropout(pass, out, upload(x), last, rows, rowLen, keep);
+      k.dropout(pass, inPlace, inPlace, last, rows, rowLen, keep);
+    });
+    const bits = new Uint32Array((await download(masks, sites * rows * words)).buffer);
+    const shape: Pass = {
+      B: rows,
+      T,
+      C,
+      H: 1,
+      V: 1,
+      start: 0,
+      rows: T,
+      cached: false,
+      dropout: null,
+    };
+    let dropped = 0;
+    for (let site = 0; site < sites; site++) {
+      const want = Float32Array.from(x), mask = new Float32Array(n);
+      dropoutForward(want, mask, { p, seed, firstRow: 0 }, site, shape);
+      for (let i = 0; i < n; i++) {
+        const j = i % rowLen,
+          word = bits[(site * rows + Math.floor(i / rowLen)) * words + (j >> 5)];
+        const kept = ((word >>> (j & 31)) & 1) === 1;
+        if (kept !== (mask[i] !== 0)) {
+          throw new Error(`site ${site}, element ${i}: the GPU's mask differs`);
+        }
+        if (!kept) dropped++;
+      }
+      if (site === sites - 1) {
+        assertEquals(await download(out, n), want);
+        assertEquals(await download(inPlace, n), want);
+      }
+    }
+    const rate = dropped / (sites * n);
+    console.log(
+      `  ${rows} rows x ${rowLen}, ${sites} sites, p ${p}: masks equal, ${rate.toFixed(3)} dropped`,
+    );
+    assert(Math.abs(rate - p) < 0.05, `dropped ${rate}, not about ${p}`);
   }
 });
 

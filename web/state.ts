@@ -12,6 +12,7 @@
 
 import {
   bestKernels,
+  describeAdapter,
   type InspectStep,
   type KernelChoice,
   type Model,
@@ -134,13 +135,10 @@ export async function chooseKernels(
 
 /**
  * The kernels as the page names them: the tier, or `webgpu (<adapter>, software adapter,
- * subgroups)` (the last two where they apply).
+ * subgroups)` (the last two where they apply), as the CLI does.
  */
 export function kernelsName(k: Kernels): string {
-  if (k.adapter === undefined) return k.tier;
-  const { description, vendor, software, subgroups } = k.adapter;
-  const notes = [description || vendor, software && "software adapter", subgroups && "subgroups"];
-  return `${k.tier} (${notes.filter((x) => x).join(", ")})`;
+  return k.adapter === undefined ? k.tier : `${k.tier} (${describeAdapter(k.adapter)})`;
 }
 
 /** What the page's modules share (one object, so that each of them can update it). */

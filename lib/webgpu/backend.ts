@@ -105,6 +105,22 @@ export interface WebGpuAdapter {
 }
 
 /**
+ * How the CLI and the page name an adapter: its description (or its vendor), then "software
+ * adapter" and "subgroups" where they apply.
+ *
+ * @example
+ * ```ts
+ * import { describeAdapter } from "@baregpt/baregpt";
+ * const a = { description: "llvmpipe", vendor: "mesa", software: true, subgroups: false };
+ * console.log(describeAdapter(a)); // llvmpipe, software adapter
+ * ```
+ */
+export function describeAdapter(a: WebGpuAdapter): string {
+  const notes = [a.description || a.vendor, a.software && "software adapter"];
+  return [...notes, a.subgroups && "subgroups"].filter((x) => x).join(", ");
+}
+
+/**
  * Opens the GPU that the "webgpu" kernels use (once; later calls answer at once) and says what
  * it is. Call it after `selectKernels("webgpu")` to fail early, before any work, when there is
  * no adapter.
@@ -189,16 +205,10 @@ export function giveGpuCache(model: GPT, cache: GpuKVCache): void {
 }
 
 /**
- * The trainer's model on the GPU, with its batch and optimizer, holding the model's weights (one
- * line of InputError for what the GPU does not do, and when there is no adapter).
+ * The trainer's model on the GPU, with its batch, optimizer and dropout, holding the model's
+ * weights (one line of InputError for what the GPU does not do, and when there is no adapter).
  */
 export async function trainingCopy(model: GPT, o: TrainSettings): Promise<GpuModel> {
-  if (o.dropout > 0) {
-    throw new InputError(
-      `dropout ${o.dropout} is not available on the webgpu kernels; use dropout 0, or train on the CPU's kernels (relaxed)`,
-      { options: ["dropout"] },
-    );
-  }
   if (o.threads > 1) {
     throw new InputError(
       `threads ${o.threads}: the webgpu kernels train on one GPU, without worker threads; use threads 1`,
@@ -210,5 +220,6 @@ export async function trainingCopy(model: GPT, o: TrainSettings): Promise<GpuMod
   const optimizer: GpuOptimizerOptions = o.optimizer === "muon"
     ? { name: "muon", beta1, beta2, weightDecay, momentum: o.muonMomentum, steps: o.muonSteps }
     : { name: "adamw", beta1, beta2, weightDecay };
-  return new GpuModel(kernels, model.config, weightsOf(model), { batch: o.batch, optimizer });
+  const options = { batch: o.batch, optimizer, dropout: o.dropout };
+  return new GpuModel(kernels, model.config, weightsOf(model), options);
 }

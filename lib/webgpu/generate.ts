@@ -29,7 +29,7 @@
 
 import type { Rng } from "../rng.ts";
 import { drawIndex, nextDistribution, type SamplingOptions } from "../sample.ts";
-import { type GpuActs, layoutActs, recordHead, recordTrunk } from "./layers.ts";
+import { type GpuActs, gpuPass, layoutActs, recordHead, recordTrunk } from "./layers.ts";
 import { Layout, shifted } from "./memory.ts";
 import type { GpuModel } from "./model.ts";
 
@@ -113,15 +113,7 @@ export class GpuKVCache {
     device.pushErrorScope("validation");
     const encoder = device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    const s = {
-      B: 1,
-      T: c.blockSize,
-      C,
-      H: c.nHeads,
-      V,
-      start: this.length,
-      rows: n,
-    };
+    const s = { ...gpuPass(c, 1), start: this.length, rows: n };
     const last = recordTrunk(k, pass, params, a, s);
     const rows = allLogits ? n : 1;
     recordHead(k, pass, params, a, shifted(last, (n - rows) * C), rows, s);

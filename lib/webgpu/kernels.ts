@@ -33,6 +33,7 @@
 
 import type { AdamWStep } from "../tensor.ts";
 import { ATTENTION_SOURCES } from "./attention.ts";
+import { DROPOUT_SOURCES, maskGroups, maskWords } from "./dropout.ts";
 import { ELEMENT_THREADS, ELEMENTWISE_SOURCES, sumSquaresGroups } from "./elementwise.ts";
 import {
   MATMUL_FORMS,
@@ -95,6 +96,7 @@ export class GpuKernels {
       ...ROW_SOURCES,
       ...ELEMENTWISE_SOURCES,
       ...UPDATE_SOURCES,
+      ...DROPOUT_SOURCES,
     ];
     const subgroups = options.subgroups ?? device.features.has("subgroups");
     if (subgroups && !device.features.has("subgroups")) {
@@ -249,14 +251,8 @@ export class GpuKernels {
     N: number,
     C: number,
   ): void {
-    const arrays: [A, number][] = [
-      [out, N * C],
-      [mean, N],
-      [rstd, N],
-      [inp, N * C],
-      [weight, C],
-      [bias, C],
-    ];
+    const arrays: [A, number][] = [[out, N * C], [mean, N], [rstd, N], [inp, N * C]];
+    arrays.push([weight, C], [bias, C]);
     this.pipes.dispatch(pass, "layernorm_forward", arrays, [N, C], [], itemGroups(N));
   }
 
@@ -417,6 +413,35 @@ export class GpuKernels {
     this.pipes.dispatch(pass, "sum_squares_total", second, [groups], [], [1, 1]);
   }
 
+  /**
+   * The dropout masks of a step (lib/layers.ts dropoutForward's, as bits: see dropout.ts):
+   * masks[sites, rows, ⌈rowLen/32⌉] of rows of rowLen = T·C elements, a draw below
+   * `threshold` dropping its element.
+   */
+  dropoutMasks(
+    pass: P,
+    masks: A,
+    rows: number,
+    sites: number,
+    rowLen: number,
+    seed: number,
+    threshold: number,
+  ) {
+    const seedWords = [(seed % 0x10000) * 0x10000, Math.floor(seed / 0x10000)];
+    const words = [rows, sites, rowLen, maskWords(rowLen), ...seedWords, threshold];
+    const n = sites * rows * maskWords(rowLen), groups = maskGroups(rows * sites);
+    this.pipes.dispatch(pass, "dropout_masks", [[masks, n]], words, [], groups);
+  }
+
+  /** out[rows, rowLen] = inp · mask · keep, a mask of dropoutMasks (out may be inp). */
+  dropout(pass: P, out: A, inp: A, mask: A, rows: number, rowLen: number, keep: number): void {
+    const n = rows * rowLen, bits: [A, number] = [mask, rows * maskWords(rowLen)];
+    const [words, groups] = [[n, rowLen, maskWords(rowLen)], elementGroups(n)];
+    if (out === inp) {
+      this.pipes.dispatch(pass, "dropout_in_place", [[out, n], bits], words, [keep], groups);
+    } else this.pipes.dispatch(pass, "dropout", [[out, n], [inp, n], bits], words, [keep], groups);
+  }
+
   /** x[n] = value. */
   fill(pass: P, x: A, n: number, value: number): void {
     this.pipes.dispatch(pass, "fill", [[x, n]], [n], [value], elementGroups(n));
@@ -446,14 +471,8 @@ export class GpuKernels {
   /** Newton–Schulz's quintic in place: poly[n,n] = b·gram + c·poly + a·I (poly holding gram²). */
   newtonSchulzPoly(pass: P, poly: A, gram: A, n: number, a: number, b: number, c: number): void {
     const arrays: [A, number][] = [[poly, n * n], [gram, n * n]];
-    this.pipes.dispatch(
-      pass,
-      "newton_schulz_poly",
-      arrays,
-      [n * n, n],
-      [a, b, c],
-      elementGroups(n * n),
-    );
+    const [words, groups] = [[n * n, n], elementGroups(n * n)];
+    this.pipes.dispatch(pass, "newton_schulz_poly", arrays, words, [a, b, c], groups);
   }
 
   /** Muon's update of n parameters: param = shrink·param - step·ortho. */

@@ -7,12 +7,15 @@
  * Shapes: B sequences, T positions (block_size), C = d_model, H heads, V characters. A pass
  * computes rows `start .. start+rows-1` of each sequence (training: all T; a KV cache: its new
  * rows), M = B·rows. Parameter gradients accumulate; `dResidual` carries the residual stream's
- * gradient backward, updated in place. No dropout.
+ * gradient backward, updated in place. A training pass may have dropout, with the CPU's masks
+ * (dropout.ts): at site 2l block l's attention output, 2l + 1 its MLP output, 2L the embedding.
  *
  * @module
  */
 
 import { type ModelConfig, parameterSpecs } from "../model.ts";
+import { dropoutScale } from "../rng.ts";
+import { maskWords } from "./dropout.ts";
 import type { GpuKernels } from "./kernels.ts";
 import { attentionScratchSize } from "./kernels.ts";
 import { type Layout, type Region, shifted } from "./memory.ts";
@@ -109,6 +112,7 @@ export interface GpuScratch {
   dFc: A; // [M, 4C]
   dFcGelu: A; // [M, 4C]
   attnScratch: A; // [B, H, T, T]  the score gradients
+  dDropped: A; // [M, C]  a gradient through a dropout mask (empty without dropout)
   dResidual: A; // [M, C]
   dLogits: A; // [M, V]
 }
@@ -124,12 +128,15 @@ export interface GpuActs {
   logits: A; // [M, V]
   probs: A; // [M, V]  (empty in a KV cache)
   losses: A; // [M]  (empty in a KV cache)
+  /** Dropout's masks as bits [2L + 1, B, ⌈T·C/32⌉] (empty without dropout). */
+  masks: A;
   scratch: GpuScratch;
 }
 
 /**
  * Lays out the activations of B sequences: "train" (targets, the loss and the backward's
- * gradients) or "cache" (one sequence's forward: a KV cache). Region names start with `prefix`.
+ * gradients, with `dropout` its masks) or "cache" (one sequence's forward: a KV cache). Region
+ * names start with `prefix`.
  */
 export function layoutActs(
   layout: Layout,
@@ -137,6 +144,7 @@ export function layoutActs(
   B: number,
   use: "train" | "cache",
   prefix = "",
+  dropout = false,
 ): GpuActs {
   const T = c.blockSize, C = c.dModel, V = c.vocabSize, H = c.nHeads, M = B * T;
   const train = use === "train";
@@ -167,6 +175,11 @@ export function layoutActs(
   const logits = main.take("logits", M * V);
   const probs = main.take("probs", train ? M * V : 0);
   const losses = main.take("losses", train ? M : 0);
+  const sites = 2 * c.nLayers + 1, drop = train && dropout;
+  const masks = layout.region(`${prefix}dropout masks`).take(
+    "masks",
+    drop ? sites * B * maskWords(T * C) : 0,
+  );
   const back = layout.region(`${prefix}backward`);
   const grad = (name: string, n: number) => back.take(name, train ? n : 0);
   const scratch = {
@@ -176,10 +189,11 @@ export function layoutActs(
     dFc: grad("dFc", M * 4 * C),
     dFcGelu: grad("dFcGelu", M * 4 * C),
     attnScratch: grad("attn scratch", attentionScratchSize(B, T, H)),
+    dDropped: grad("dDropped", drop ? M * C : 0),
     dResidual: grad("dResidual", M * C),
     dLogits: grad("dLogits", M * V),
   };
-  return { B, inputs, targets, encoded, blocks, lnf, logits, probs, losses, scratch };
+  return { B, inputs, targets, encoded, blocks, lnf, logits, probs, losses, masks, scratch };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,19 +209,33 @@ export interface GpuPass {
   /** First position computed, and how many (training: 0 and T). */
   start: number;
   rows: number;
+  /** A training pass's dropout, or null. */
+  dropout: GpuDropout | null;
 }
 
-/** The pass over B whole sequences (training and evaluation). */
-export function gpuPass(c: ModelConfig, B: number): GpuPass {
-  return {
-    B,
-    T: c.blockSize,
-    C: c.dModel,
-    H: c.nHeads,
-    V: c.vocabSize,
-    start: 0,
-    rows: c.blockSize,
-  };
+/** Dropout at rate p with the masks of one step: its seed is lib/layers.ts dropoutSeed's. */
+export interface GpuDropout {
+  p: number;
+  seed: number;
+  /** Where the masks go: the activations' masks. */
+  masks: A;
+}
+
+/** The pass over B whole sequences (training and evaluation), with dropout when given. */
+export function gpuPass(c: ModelConfig, B: number, dropout: GpuDropout | null = null): GpuPass {
+  const T = c.blockSize;
+  return { B, T, C: c.dModel, H: c.nHeads, V: c.vocabSize, start: 0, rows: T, dropout };
+}
+
+/** The mask of dropout site `site` of a pass with dropout (see the module's comment). */
+function siteMask(s: GpuPass, site: number): A {
+  return shifted(s.dropout!.masks, site * s.B * maskWords(s.T * s.C));
+}
+
+/** x[B, T, C] *= the mask of `site` (in place; out = x · mask when out is given). */
+function recordDropout(k: GpuKernels, pass: P, s: GpuPass, site: number, x: A, out = x): void {
+  const keep = dropoutScale(s.dropout!.p).keep;
+  k.dropout(pass, out, x, siteMask(s, site), s.B, s.T * s.C, keep);
 }
 
 /**
@@ -215,19 +243,27 @@ export function gpuPass(c: ModelConfig, B: number): GpuPass {
  * [M, C]. In a KV cache (start > 0) each block's qkv rows start.. are appended to the cache.
  */
 export function recordTrunk(k: GpuKernels, pass: P, p: GpuParams, a: GpuActs, s: GpuPass): A {
-  const { B, C } = s;
+  const { B, C } = s, L = p.blocks.length, drop = s.dropout;
+  if (drop) {
+    const threshold = dropoutScale(drop.p).threshold;
+    k.dropoutMasks(pass, drop.masks, B, 2 * L + 1, s.T * C, drop.seed, threshold);
+  }
   // x[b, t] = wte[token] + wpe[start + t]: the kernel adds wpe row t mod rows, so shift wpe
   const wpe = shifted(p.wpe, s.start * C);
   k.embeddingForward(pass, a.encoded, a.inputs, p.wte, wpe, B, s.rows, C, s.V);
+  if (drop) recordDropout(k, pass, s, 2 * L, a.encoded);
   let x = a.encoded;
-  for (let l = 0; l < p.blocks.length; l++) {
-    blockForward(k, pass, a.blocks[l], p.blocks[l], x, s);
+  for (let l = 0; l < L; l++) {
+    blockForward(k, pass, a.blocks[l], p.blocks[l], x, s, 2 * l);
     x = a.blocks[l].residualOut;
   }
   return x;
 }
 
-/** One transformer block: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), into a.residualOut. */
+/**
+ * One transformer block: x = x + drop(attn(ln_1(x))); x = x + drop(mlp(ln_2(x))), into
+ * a.residualOut, the dropout masks (with dropout) those of sites `site` and `site + 1`.
+ */
 function blockForward(
   k: GpuKernels,
   pass: P,
@@ -235,6 +271,7 @@ function blockForward(
   p: GpuBlockParams,
   x: A,
   s: GpuPass,
+  site: number,
 ) {
   const { B, T, C, H } = s, M = B * s.rows;
   k.layernormForward(pass, a.ln1.out, a.ln1.mean, a.ln1.rstd, x, p.ln1.weight, p.ln1.bias, M, C);
@@ -242,6 +279,7 @@ function blockForward(
   k.matmul(pass, qkvRows, a.ln1.out, p.qkv.weight, p.qkv.bias, M, C, 3 * C);
   k.attentionForward(pass, a.attnOut, a.attnProbs, a.qkv, B, T, C, H, s.start, s.rows);
   k.matmul(pass, a.residualAttn, a.attnOut, p.attnProj.weight, p.attnProj.bias, M, C, C);
+  if (s.dropout) recordDropout(k, pass, s, site, a.residualAttn);
   k.addInPlace(pass, a.residualAttn, x, M * C);
 
   const ln2 = a.ln2;
@@ -259,6 +297,7 @@ function blockForward(
   k.matmul(pass, a.fc, ln2.out, p.fc.weight, p.fc.bias, M, C, 4 * C);
   k.geluForward(pass, a.fcGelu, a.fc, M * 4 * C);
   k.matmul(pass, a.residualOut, a.fcGelu, p.mlpProj.weight, p.mlpProj.bias, M, 4 * C, C);
+  if (s.dropout) recordDropout(k, pass, s, site + 1, a.residualOut);
   k.addInPlace(pass, a.residualOut, a.residualAttn, M * C);
 }
 
@@ -338,8 +377,9 @@ export function recordBackward(
   );
   for (let l = L - 1; l >= 0; l--) {
     const x = l === 0 ? a.encoded : a.blocks[l - 1].residualOut;
-    blockBackward(k, pass, g.blocks[l], d, a.blocks[l], p.blocks[l], x, s);
+    blockBackward(k, pass, g.blocks[l], d, a.blocks[l], p.blocks[l], x, s, 2 * l);
   }
+  if (s.dropout) recordDropout(k, pass, s, 2 * L, d.dResidual);
   k.embeddingBackward(pass, g.wte, g.wpe, d.dResidual, a.inputs, B, T, C, V);
 }
 
@@ -353,10 +393,18 @@ function blockBackward(
   p: GpuBlockParams,
   x: A,
   s: GpuPass,
+  site: number,
 ) {
   const { B, T, C, H } = s, M = B * T;
-  // MLP: out = residualAttn + gelu(ln_2(residualAttn) · W_fc + b_fc) · W_proj + b_proj
-  linearBackward(k, pass, d.dFcGelu, g.mlpProj, d.dResidual, a.fcGelu, p.mlpProj, M, 4 * C, C);
+  // the gradient of a branch's output, through its dropout mask when the forward used one
+  const throughMask = (at: number) => {
+    if (!s.dropout) return d.dResidual;
+    recordDropout(k, pass, s, at, d.dResidual, d.dDropped);
+    return d.dDropped;
+  };
+  // MLP: out = residualAttn + drop(gelu(ln_2(residualAttn) · W_fc + b_fc) · W_proj + b_proj)
+  const dMlp = throughMask(site + 1);
+  linearBackward(k, pass, d.dFcGelu, g.mlpProj, dMlp, a.fcGelu, p.mlpProj, M, 4 * C, C);
   k.geluBackward(pass, d.dFc, a.fc, d.dFcGelu, M * 4 * C);
   linearBackward(k, pass, d.dLn, g.fc, d.dFc, a.ln2.out, p.fc, M, C, 4 * C);
   const ln2 = a.ln2, ln1 = a.ln1;
@@ -373,8 +421,9 @@ function blockBackward(
     M,
     C,
   );
-  // attention: residualAttn = x + attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj
-  linearBackward(k, pass, d.dAttnOut, g.attnProj, d.dResidual, a.attnOut, p.attnProj, M, C, C);
+  // attention: residualAttn = x + drop(attention(ln_1(x) · W_qkv + b_qkv) · W_proj + b_proj)
+  const dAttn = throughMask(site);
+  linearBackward(k, pass, d.dAttnOut, g.attnProj, dAttn, a.attnOut, p.attnProj, M, C, C);
   k.attentionBackward(pass, d.dQkv, d.attnScratch, d.dAttnOut, a.qkv, a.attnProbs, B, T, C, H);
   linearBackward(k, pass, d.dLn, g.qkv, d.dQkv, a.ln1.out, p.qkv, M, C, 3 * C);
   k.layernormBackward(

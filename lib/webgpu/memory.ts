@@ -93,9 +93,15 @@ export class Region {
   }
 }
 
-/** The regions of a GPU model (or of a KV cache): what they take, checked, then allocated. */
+/**
+ * The regions of a GPU model (or of a KV cache): what they take, checked, then allocated. The
+ * staging buffers that results are read back through are made apart (MAP_READ, see
+ * {@linkcode StagingRing}), but counted and checked here too.
+ */
 export class Layout {
   readonly regions: Region[] = [];
+  /** Staging buffers, one packed region each: counted and checked, not allocated here. */
+  readonly staged: Region[] = [];
 
   /** A new region of this layout (`packed`: tensors without gaps, see {@linkcode Region}). */
   region(name: string, packed = false): Region {
@@ -104,9 +110,18 @@ export class Layout {
     return region;
   }
 
-  /** Bytes of all the regions. */
+  /** Counts `count` staging buffers of `floats` elements each, made apart from the regions. */
+  stage(name: string, floats: number, count = 1): void {
+    for (let i = 0; i < count; i++) {
+      const r = new Region(name, true);
+      r.take(name, floats);
+      this.staged.push(r);
+    }
+  }
+
+  /** Bytes of all the regions and staging buffers. */
   get bytes(): number {
-    return this.regions.reduce((sum, r) => sum + r.floats * 4, 0);
+    return [...this.regions, ...this.staged].reduce((sum, r) => sum + r.floats * 4, 0);
   }
 
   /**
@@ -117,7 +132,8 @@ export class Layout {
   check(limits: MemoryLimits, what: string): void {
     const needs = `${what} needs ${formatBytes(this.bytes)} on the GPU`;
     const advice = { text: "use a smaller batch or model", options: SIZE_OPTIONS };
-    const largest = this.regions.reduce((a, b) => (b.largestBuffer > a.largestBuffer ? b : a));
+    const all = [...this.regions, ...this.staged];
+    const largest = all.reduce((a, b) => (b.largestBuffer > a.largestBuffer ? b : a));
     if (largest.largestBuffer * 4 > limits.maxBufferSize) {
       throw new InputError(
         `${needs}, ${formatBytes(largest.largestBuffer * 4)} of it in one buffer (${
@@ -174,4 +190,47 @@ export function formatBytes(bytes: number): string {
   if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(1)} GiB`;
   if (bytes >= 2 ** 20) return `${Math.round(bytes / 2 ** 20)} MiB`;
   return `${Math.max(1, Math.round(bytes / 1024))} KiB`;
+}
+
+/**
+ * MAP_READ staging buffers used in turn, so that readbacks can be in flight while later steps are
+ * recorded: a slot still mapping when its turn comes again is replaced by a new buffer (the old
+ * one is destroyed once it is read).
+ */
+export class StagingRing {
+  readonly #slots: { buffer: GPUBuffer; busy: boolean }[] = [];
+  #next = 0;
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly label: string,
+    readonly size: number,
+    readonly length: number,
+  ) {}
+
+  /** The next slot's buffer, marked busy (made on first use, or anew when still busy). */
+  take(): GPUBuffer {
+    const at = this.#next;
+    this.#next = (at + 1) % this.length;
+    let slot = this.#slots[at];
+    if (slot === undefined || slot.busy) {
+      const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+      const buffer = this.device.createBuffer({ label: this.label, size: this.size, usage });
+      slot = this.#slots[at] = { buffer, busy: false };
+    }
+    slot.busy = true;
+    return slot.buffer;
+  }
+
+  /** Unmaps a buffer of {@linkcode StagingRing.take} for its next turn. */
+  release(buffer: GPUBuffer): void {
+    if (buffer.mapState === "mapped") buffer.unmap();
+    const slot = this.#slots.find((s) => s.buffer === buffer);
+    if (slot) slot.busy = false;
+    else buffer.destroy(); // replaced while it was mapping
+  }
+
+  destroy(): void {
+    for (const s of this.#slots) s.buffer.destroy();
+  }
 }

@@ -47,7 +47,7 @@ import {
   recordLoss,
   recordTrunk,
 } from "./layers.ts";
-import { bindableFloats, Layout, type MemoryLimits, stretches } from "./memory.ts";
+import { bindableFloats, Layout, type MemoryLimits, StagingRing, stretches } from "./memory.ts";
 import type { GpuArray } from "./pipelines.ts";
 import { GpuOptimizer, type GpuOptimizerOptions, type GpuStepSettings } from "./step.ts";
 
@@ -59,6 +59,11 @@ export interface GpuModelOptions {
   batch?: number;
   /** The optimizer of {@linkcode GpuModel.trainStep} (default none: no m and v). */
   optimizer?: GpuOptimizerOptions;
+  /**
+   * Dropout's rate in training steps, 0 .. 0.9 (default 0): the masks of lib/layers.ts
+   * dropoutForward, drawn on the GPU from each step's `dropoutSeed`.
+   */
+  dropout?: number;
 }
 
 /** What one training step did. */
@@ -98,12 +103,19 @@ export function gpuModelLayout(
   const layout = new Layout(), B = options.batch ?? 0;
   const params = layoutParams(layout.region("parameters", true), config);
   const grads = B > 0 ? layoutParams(layout.region("gradients", true), config) : null;
-  const acts = B > 0 ? layoutActs(layout, config, B, "train") : null;
+  const dropout = (options.dropout ?? 0) > 0;
+  const acts = B > 0 ? layoutActs(layout, config, B, "train", "", dropout) : null;
   const optimizer = options.optimizer && B > 0
     ? new GpuOptimizer(layout, config, options.optimizer, bindableFloats(limits))
     : null;
+  // the readback rings of trainStep: the losses and gradient norm, and the state after a step
+  if (B > 0) layout.stage("losses readback", B * config.blockSize + 1, LOSS_SLOTS);
+  if (optimizer) layout.stage("state readback", 3 * parameterCount(config), STATE_SLOTS);
   return { layout, params, grads, acts, optimizer };
 }
+
+/** Readbacks of losses, and of the state after a step, that may be in flight at once. */
+const LOSS_SLOTS = 3, STATE_SLOTS = 2;
 
 /** Bytes of GPU memory a model of `config` with `options` takes (its buffers, all of them). */
 export function gpuModelBytes(
@@ -114,49 +126,6 @@ export function gpuModelBytes(
   return gpuModelLayout(config, options, limits).layout.bytes;
 }
 
-/**
- * MAP_READ staging buffers used in turn, so that readbacks can be in flight while later steps are
- * recorded: a slot still mapping when its turn comes again is replaced by a new buffer (the old
- * one is destroyed once it is read).
- */
-class StagingRing {
-  readonly #slots: { buffer: GPUBuffer; busy: boolean }[] = [];
-  #next = 0;
-
-  constructor(
-    readonly device: GPUDevice,
-    readonly label: string,
-    readonly size: number,
-    readonly length: number,
-  ) {}
-
-  /** The next slot's buffer, marked busy (made on first use, or anew when still busy). */
-  take(): GPUBuffer {
-    const at = this.#next;
-    this.#next = (at + 1) % this.length;
-    let slot = this.#slots[at];
-    if (slot === undefined || slot.busy) {
-      const usage = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
-      const buffer = this.device.createBuffer({ label: this.label, size: this.size, usage });
-      slot = this.#slots[at] = { buffer, busy: false };
-    }
-    slot.busy = true;
-    return slot.buffer;
-  }
-
-  /** Unmaps a buffer of {@linkcode StagingRing.take} for its next turn. */
-  release(buffer: GPUBuffer): void {
-    if (buffer.mapState === "mapped") buffer.unmap();
-    const slot = this.#slots.find((s) => s.buffer === buffer);
-    if (slot) slot.busy = false;
-    else buffer.destroy(); // replaced while it was mapping
-  }
-
-  destroy(): void {
-    for (const s of this.#slots) s.buffer.destroy();
-  }
-}
-
 /** A GPT whose parameters, training state and activations live on one GPU device. */
 export class GpuModel {
   readonly config: Readonly<ModelConfig>;
@@ -164,6 +133,8 @@ export class GpuModel {
   readonly device: GPUDevice;
   /** Sequences per batch (0: generation only). */
   readonly batch: number;
+  /** Dropout's rate in training steps (0: none). */
+  readonly dropout: number;
   readonly parameterCount: number;
   /** The parameters [P] and their named views. */
   readonly params: GpuParams;
@@ -172,9 +143,9 @@ export class GpuModel {
   readonly optimizer: GpuOptimizer | null;
   readonly #acts: GpuActs | null;
   readonly #buffers: GPUBuffer[];
-  /** Readbacks of a step's losses [B·T] and gradient norm (3 in flight). */
+  /** Readbacks of a step's losses [B·T] and gradient norm. */
   readonly #losses: StagingRing;
-  /** Readbacks of the state after a step (parameters, m, v: [3P]; 2 in flight), when asked. */
+  /** Readbacks of the state after a step (parameters, m, v: [3P]), when asked. */
   readonly #states: StagingRing;
   /** Elements one binding holds (work over the whole gradient goes in stretches of it). */
   readonly #stretch: number;
@@ -192,12 +163,14 @@ export class GpuModel {
     options: GpuModelOptions = {},
   ) {
     validateConfig(config);
-    const B = options.batch ?? 0;
+    const B = options.batch ?? 0, p = options.dropout ?? 0;
     if (!(Number.isInteger(B) && B >= 0)) throw new RangeError(`batch ${B} is not a count`);
+    if (!(p >= 0 && p <= 0.9)) throw new RangeError(`dropout ${p} is not in 0 .. 0.9`);
     this.config = Object.freeze({ ...config });
     this.kernels = kernels;
     this.device = kernels.device;
     this.batch = B;
+    this.dropout = p;
     const plan = gpuModelLayout(config, options, this.device.limits);
     this.params = plan.params;
     this.parameterCount = parameterCount(config);
@@ -213,9 +186,9 @@ export class GpuModel {
     this.optimizer = plan.optimizer;
     this.#acts = plan.acts;
     this.#tokens = new Uint32Array(B * T);
-    this.#losses = new StagingRing(this.device, "losses readback", (B * T + 1) * 4, 3);
+    this.#losses = new StagingRing(this.device, "losses readback", (B * T + 1) * 4, LOSS_SLOTS);
     const P = this.parameterCount;
-    this.#states = new StagingRing(this.device, "state readback", 3 * P * 4, 2);
+    this.#states = new StagingRing(this.device, "state readback", 3 * P * 4, STATE_SLOTS);
     this.upload(params);
   }
 
@@ -250,25 +223,45 @@ export class GpuModel {
       const [p, m, v] = [0, 1, 2].map((i) => copied.subarray(i * P, (i + 1) * P));
       onState({ params: p, m, v }, loss);
     });
-    const result = this.#run(inputs, targets, B, (pass, acts, s) => {
-      recordBackward(k, pass, params, grads, acts, s, 1 / (B * T));
-      optimizer.record(k, pass, params.flat, grads.flat, settings);
-    }, state);
+    const seed = settings.dropoutSeed;
+    if (this.dropout > 0 && seed === undefined) {
+      throw new RangeError("this GPU model has dropout: give each step its dropoutSeed");
+    }
+    const result = this.#run(
+      inputs,
+      targets,
+      B,
+      (pass, acts, s) => {
+        recordBackward(k, pass, params, grads, acts, s, 1 / (B * T));
+        optimizer.record(k, pass, params.flat, grads.flat, settings);
+      },
+      state,
+      seed,
+    );
     return result.then(({ lossSum, gradNorm }) => ({ loss: lossSum / (B * T), gradNorm }));
   }
 
   /**
    * Zeroes the gradients, then accumulates those of lossScale · (sum of the losses) of the
    * batch, without an update (lib/train.ts `gradients`); settles with the sum of the losses.
+   * With a `dropoutSeed` (a model with dropout), through that step's dropout masks.
    */
   async forwardBackward(
     inputs: Uint16Array,
     targets: Uint16Array,
     lossScale = 1 / (this.batch * this.config.blockSize),
+    dropoutSeed?: number,
   ): Promise<number> {
-    const { lossSum } = await this.#run(inputs, targets, this.batch, (pass, acts, s) => {
-      recordBackward(this.kernels, pass, this.params, this.grads!, acts, s, lossScale);
-    });
+    const { lossSum } = await this.#run(
+      inputs,
+      targets,
+      this.batch,
+      (pass, acts, s) => {
+        recordBackward(this.kernels, pass, this.params, this.grads!, acts, s, lossScale);
+      },
+      undefined,
+      dropoutSeed,
+    );
     return lossSum;
   }
 
@@ -279,7 +272,8 @@ export class GpuModel {
 
   /**
    * Records, in one pass, the forward and the loss of `rows` sequences, and with a `backward`
-   * zeroes the gradients first and records it after; submits, and reads back the losses.
+   * zeroes the gradients first and records it after; submits, and reads back the losses. With a
+   * `dropoutSeed` (only for a backward of the whole batch) the forward has this step's dropout.
    */
   #run(
     inputs: Uint16Array,
@@ -287,6 +281,7 @@ export class GpuModel {
     rows: number,
     backward: ((pass: GPUComputePassEncoder, acts: GpuActs, s: GpuPass) => void) | null,
     onState?: (loss: number, state: Float32Array) => void,
+    dropoutSeed?: number,
   ): Promise<{ lossSum: number; gradNorm: number }> {
     const acts = this.#needActs(), T = this.config.blockSize, M = rows * T, k = this.kernels;
     if (!(Number.isInteger(rows) && rows >= 1 && rows <= this.batch)) {
@@ -298,7 +293,9 @@ export class GpuModel {
     const encoder = this.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     try {
-      const s = gpuPass(this.config, rows);
+      const drop = dropoutSeed !== undefined && this.dropout > 0 && backward !== null;
+      const dropout = drop ? { p: this.dropout, seed: dropoutSeed, masks: acts.masks } : null;
+      const s = gpuPass(this.config, rows, dropout);
       if (backward) {
         for (const [part, n] of stretches(this.grads!.flat, this.parameterCount, this.#stretch)) {
           k.fill(pass, part, n, 0);

@@ -50,6 +50,8 @@ export interface GpuStepSettings {
   hiddenLr?: number;
   /** Clip the gradient's global L2 norm to this (0: off). */
   clip: number;
+  /** The step's dropout seed (lib/layers.ts dropoutSeed): needed when the model has dropout. */
+  dropoutSeed?: number;
 }
 
 /** A stretch of the flat parameters that AdamW updates with one dispatch. */

@@ -1,13 +1,14 @@
 // The browser side of tests/browser_gpu_test.ts, bundled for Chromium: on the page's WebGPU
 // adapter (SwiftShader in the tests), the gradients of small models through the GPU path, with
 // the row reductions on subgroup operations (where the device has them) and on the
-// workgroup-memory tree, against the float64 CPU backward of lib/model.ts. The result is put in
+// workgroup-memory tree, and through dropout (the masks drawn on the GPU), against the float64
+// CPU backward of lib/model.ts with the same masks. The result is put in
 // `globalThis.gpuKernels` (see GpuKernelsReport).
 
 import { batchPass } from "../../lib/activations.ts";
 import { setupKernels } from "../../lib/kernels/dispatch.ts";
 import { backward, forward, GPT, type ModelConfig, parameterCount } from "../../lib/model.ts";
-import { Rng } from "../../lib/rng.ts";
+import { dropoutSeed, Rng } from "../../lib/rng.ts";
 import { requestGpu } from "../../lib/webgpu/device.ts";
 import { GpuKernels } from "../../lib/webgpu/kernels.ts";
 import { GpuModel } from "../../lib/webgpu/model.ts";
@@ -31,10 +32,12 @@ export interface GpuKernelsReport {
   error?: string;
 }
 
-const CONFIGS: ModelConfig[] = [
-  { vocabSize: 5, blockSize: 4, dModel: 8, nLayers: 2, nHeads: 2 },
+/** The models, each with its dropout rate. */
+const CONFIGS: [ModelConfig, number][] = [
+  [{ vocabSize: 5, blockSize: 4, dModel: 8, nLayers: 2, nHeads: 2 }, 0],
   // rows wider than a workgroup (C = 320 > 128 threads, V = 200, T = 160 attention rows)
-  { vocabSize: 200, blockSize: 160, dModel: 320, nLayers: 1, nHeads: 4 },
+  [{ vocabSize: 200, blockSize: 160, dModel: 320, nLayers: 1, nHeads: 4 }, 0],
+  [{ vocabSize: 7, blockSize: 12, dModel: 24, nLayers: 2, nHeads: 2 }, 0.25],
 ];
 
 async function run(): Promise<GpuKernelsReport> {
@@ -47,31 +50,34 @@ async function run(): Promise<GpuKernelsReport> {
   };
   for (const subgroups of gpu.subgroups ? [true, false] : [false]) {
     const kernels = await GpuKernels.create(gpu.device, { subgroups });
-    for (const c of CONFIGS) {
+    for (const [c, p] of CONFIGS) {
       const B = 2, M = B * c.blockSize, rng = new Rng(7);
       const params = Float32Array.from({ length: parameterCount(c) }, () => rng.normal(0, 0.3));
       const ids = () =>
         Uint16Array.from({ length: M }, () => Math.floor(rng.random() * c.vocabSize));
       const [inputs, targets] = [ids(), ids()];
-      const model = new GpuModel(kernels, c, params, { batch: B });
-      const lossSum = await model.forwardBackward(inputs, targets);
+      const model = new GpuModel(kernels, c, params, { batch: B, dropout: p });
+      const seed = dropoutSeed(3, 9), dropout = p > 0 ? { p, seed, firstRow: 0 } : null;
+      const lossSum = await model.forwardBackward(inputs, targets, 1 / M, p > 0 ? seed : undefined);
       const grads = await model.downloadGradients();
       model.destroy();
       const cpu = new GPT(c, { dtype: "float64" });
       cpu.flat.set(params);
-      const acts = cpu.activations(B);
+      const acts = cpu.activations(B, { dropout: p > 0 });
       acts.inputs.set(inputs);
       acts.targets.set(targets);
       cpu.zeroGrad();
-      const cpuSum = forward(cpu, acts, batchPass(c, B));
-      backward(cpu, acts, batchPass(c, B), 1 / M);
+      const cpuSum = forward(cpu, acts, batchPass(c, B, dropout));
+      backward(cpu, acts, batchPass(c, B, dropout), 1 / M);
       let scale = 0, diff = 0;
       for (let i = 0; i < grads.length; i++) {
         scale = Math.max(scale, Math.abs(cpu.gradFlat[i]));
         diff = Math.max(diff, Math.abs(grads[i] - cpu.gradFlat[i]));
       }
       report.cases.push({
-        config: `d_model ${c.dModel}, block ${c.blockSize}, vocab ${c.vocabSize}`,
+        config: `d_model ${c.dModel}, block ${c.blockSize}, vocab ${c.vocabSize}${
+          p > 0 ? `, dropout ${p}` : ""
+        }`,
         subgroups: kernels.subgroups,
         worst: diff / (1 + scale),
         loss: lossSum / M,
