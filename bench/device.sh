@@ -6,17 +6,30 @@
 # BENCH_ARGS=--quick BENCH_TIMEOUT=900 NANOGPT_ARGS="--batch 1 --eval-every 2 --max-windows 1").
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# the loaders, only where the machine has none (never over a system's own)
-if ! ldconfig -p | grep -q libvulkan.so.1; then
+# the loaders, only where the machine has none (never over a system's own; grep reads the whole
+# listing: with -q it stops early, ldconfig dies of SIGPIPE, and pipefail would say "none")
+if ! ldconfig -p | grep libvulkan.so.1 >/dev/null; then
   for f in .device/gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
 nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f "$nvidia_icd" ]; then export VK_DRIVER_FILES=$nvidia_icd; fi
+# NVIDIA's driver by name, for new loaders (VK_DRIVER_FILES) and old ones (VK_ICD_FILENAMES)
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && [ -f "$nvidia_icd" ]; then
+  export VK_DRIVER_FILES=$nvidia_icd VK_ICD_FILENAMES=$nvidia_icd
+fi
 if ! command -v deno >/dev/null; then
   mkdir -p /tmp/baregpt-deno
-  xz -dc .device/deno.xz >/tmp/baregpt-deno/deno && chmod +x /tmp/baregpt-deno/deno
+  bin=/tmp/baregpt-deno/deno
+  # xz, or Python's lzma where the image has no xz
+  xz -dc .device/deno.xz >"$bin" 2>/dev/null ||
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      .device/deno.xz "$bin"
+  chmod +x "$bin"
   export PATH=/tmp/baregpt-deno:$PATH
+fi
+if ! deno --version >/dev/null; then
+  echo "error: no Deno: run bench/device_prepare.sh first, and carry .device" >&2
+  exit 2
 fi
 XDG_RUNTIME_DIR=$(mktemp -d)
 export XDG_RUNTIME_DIR

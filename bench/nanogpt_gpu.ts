@@ -67,6 +67,14 @@ const { values } = parseArgs({
 const seconds = Number(values.seconds), batch = Number(values.batch);
 const evalEvery = Number(values["eval-every"]);
 const maxWindows = values["max-windows"] === undefined ? undefined : Number(values["max-windows"]);
+for (
+  const [name, x] of [["seconds", seconds], ["batch", batch], ["eval-every", evalEvery]] as const
+) {
+  if (!(Number.isInteger(x) && x > 0)) {
+    console.error(`error: --${name} ${values[name]} is not a positive integer`);
+    Deno.exit(2);
+  }
+}
 
 try {
   await main();

@@ -119,16 +119,18 @@ async function pipelinedMs(
 
 /**
  * The default model's AdamW step (batch 16) on the CPU: the fastest WebAssembly tier on all
- * `threads`, after `warmup` steps (in which the matmul variants are timed and chosen).
+ * `threads`, after `warmup` steps (in which the matmul variants are timed and chosen). The model
+ * is made once the kernels are set up, in their memory, where the worker threads share it.
  */
 async function cpuStepTimes(
-  model: GPT,
+  newModel: () => GPT,
   tokens: Uint16Array,
   threads: number,
   warmup: number,
   steps: number,
 ) {
   const tier = setupKernels();
+  const model = newModel();
   const trainer = await Trainer.create(model, tokens, {
     threads,
     steps: 1000,
@@ -214,7 +216,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
   kernels.destroy();
   gpu.device.destroy();
   const cores = navigator.hardwareConcurrency ?? 1;
-  const cpu = await cpuStepTimes(input.cpuModel(), tokens, cores, quick ? 1 : 5, quick ? 3 : 10);
+  const cpu = await cpuStepTimes(input.cpuModel, tokens, cores, quick ? 1 : 5, quick ? 3 : 10);
 
   const fmt = (x: number, d = 1) => x.toFixed(d);
   const P = (c: ModelConfig) => `${(parameterCount(c) / 1e6).toFixed(1)}M parameters`;
@@ -237,8 +239,8 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
       row(cpu)
     } |`,
     `| the GPU's speed-up over the CPU: steps in a row / waited for (target 5x) | ${
-      fmt(cpu.median / pipelined)
-    }x / ${fmt(cpu.median / small.median)}x |`,
+      (cpu.median / pipelined).toPrecision(2)
+    }x / ${(cpu.median / small.median).toPrecision(2)}x |`,
     `| training step with AdamW, nanoGPT's 6 x 384 (${P(large)}), batch ${largeBatch} x 256${
       soft ? " (not 64: a full step takes minutes on a software adapter)" : ""
     } (median / min / max of ${big.n}) | ${row(big)} |`,

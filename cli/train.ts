@@ -216,8 +216,9 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
     // stop, wherever it is: between steps, in an evaluation (which stops at its next batch), in
     // the final evaluation (the checkpoint is then at the last step: resuming only evaluates and
     // saves) or while saving (the save finishes); it always exits with 128 + the signal's number.
-    // A second stops at once, removing the temporary file of a write in progress (every file is
-    // written atomically, so nothing is left half-written).
+    // A second stops within a moment (a write in flight gets a quarter of a second to settle),
+    // removing the temporary file of a write still in progress (every file is written
+    // atomically, so nothing is left half-written).
     let signal: "SIGINT" | "SIGTERM" | "SIGHUP" | undefined;
     const exitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
     const listeners: [Deno.Signal, () => void][] = [];

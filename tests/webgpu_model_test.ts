@@ -201,6 +201,13 @@ gpuTest(
     );
     trained.destroy();
     throws(() => new GpuModel(k, c, params, { batch: B, dropout: 0.95 }), /dropout 0.95 is not in/);
+    // and a seed for a model without dropout is a mistake, not a silent no-op
+    const plainGpu = new GpuModel(k, c, params, { batch: B });
+    await rejects(
+      plainGpu.forwardBackward(inputs, targets, 1 / M, seed),
+      /^RangeError: this GPU model has no dropout: give no dropoutSeed$/,
+    );
+    plainGpu.destroy();
   },
 );
 

@@ -51,8 +51,8 @@ fn rotl(x: u32, k: u32) -> u32 {
   return (x << k) | (x >> (32u - k));
 }
 
-// splitmix32's i-th output from s (lib/rng.ts, the Rng constructor)
-fn mix(s: u32) -> u32 {
+// splitmix32's output for the state s (lib/rng.ts, the Rng constructor)
+fn splitmix(s: u32) -> u32 {
   var z = (s ^ (s >> 16u)) * 0x85ebca6bu;
   z = (z ^ (z >> 13u)) * 0xc2b2ae35u;
   return z ^ (z >> 16u);
@@ -69,10 +69,10 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
   let low = p.seedLow + r;
   let high = p.seedHigh + select(0u, 1u, low < r);
   let s = low ^ high;
-  var s0 = mix(s + ${golden(1)}u);
-  var s1 = mix(s + ${golden(2)}u);
-  var s2 = mix(s + ${golden(3)}u);
-  var s3 = mix(s + ${golden(4)}u);
+  var s0 = splitmix(s + ${golden(1)}u);
+  var s1 = splitmix(s + ${golden(2)}u);
+  var s2 = splitmix(s + ${golden(3)}u);
+  var s3 = splitmix(s + ${golden(4)}u);
   let base = p.o_masks + id * p.words;
   for (var w = 0u; w < p.words; w++) {
     var bits = 0u;

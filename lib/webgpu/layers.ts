@@ -213,7 +213,7 @@ export interface GpuPass {
   dropout: GpuDropout | null;
 }
 
-/** Dropout at rate p with the masks of one step: its seed is lib/layers.ts dropoutSeed's. */
+/** Dropout at rate p with the masks of one step: its seed is lib/rng.ts dropoutSeed's. */
 export interface GpuDropout {
   p: number;
   seed: number;

@@ -252,6 +252,9 @@ export class GpuModel {
     lossScale = 1 / (this.batch * this.config.blockSize),
     dropoutSeed?: number,
   ): Promise<number> {
+    if (dropoutSeed !== undefined && this.dropout === 0) {
+      throw new RangeError("this GPU model has no dropout: give no dropoutSeed");
+    }
     const { lossSum } = await this.#run(
       inputs,
       targets,
