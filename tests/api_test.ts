@@ -72,6 +72,7 @@ Deno.test("public API: mod.ts exports exactly the deliberate surface", async () 
     "createModel",
     "createTrainer",
     "decodeCorpus",
+    "describeAdapter",
     "describeRange",
     "displayChar",
     "evaluate",
