@@ -68,9 +68,9 @@ const cores = navigator.hardwareConcurrency ?? 1;
 if (values.tier === "webgpu") {
   const run = await defaultRun(await corpusPath(values.corpus));
   const { corpus, config } = run;
-  const cpuModel = () => defaultModel(run, 1);
+  const newModel = () => defaultModel(run, 1);
   try {
-    await webgpuReport({ tokens: corpus.tokens, config, cpuModel, quick, json: values.json });
+    await webgpuReport({ tokens: corpus.tokens, config, newModel, quick, json: values.json });
   } catch (e) {
     // no adapter, or a device that fails: one line, not a stack trace
     console.error(`error: ${(e as Error).message.split("\n")[0]}`);

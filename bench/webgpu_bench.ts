@@ -3,7 +3,8 @@
  *
  * - the adapter: its description, and whether it is a software one (lavapipe, SwiftShader);
  * - training step with AdamW (one submission, waited for; median / min / max after warm-up) of
- *   the default model (batch 16 x 128), then its steps in a row as `Trainer.run` takes them, and
+ *   the default model (batch 16 x 128), then its steps through the trainer as `train` takes them
+ *   (`Trainer.run`), and
  *   of nanoGPT's Shakespeare configuration (6 layers, d_model 384, 6 heads, block 256, batch
  *   64 x 256; batch 1 x 256 on a software adapter, where a full step takes minutes, and the row
  *   says so);
@@ -26,7 +27,7 @@ import { GpuKernels } from "../lib/webgpu/kernels.ts";
 import { formatBytes } from "../lib/webgpu/memory.ts";
 import { GpuModel, gpuModelBytes, type GpuOptimizerOptions } from "../lib/webgpu/model.ts";
 import { gpuArray } from "../lib/webgpu/pipelines.ts";
-import { setupKernels } from "../lib/kernels/dispatch.ts";
+import { bestKernels, selectKernels } from "../lib/api.ts";
 import { Trainer } from "../lib/trainer.ts";
 import { stats } from "./common.ts";
 
@@ -34,8 +35,8 @@ import { stats } from "./common.ts";
 export interface WebGpuBenchInput {
   tokens: Uint16Array;
   config: ModelConfig;
-  /** A new default model (with its tokenizer), for the CPU's step. */
-  cpuModel: () => GPT;
+  /** A new default model (with its tokenizer), for the trainer's steps on the GPU and the CPU. */
+  newModel: () => GPT;
   /** Fewer steps and repetitions (a smoke test). */
   quick: boolean;
   /** Also write the figures here as JSON. */
@@ -75,45 +76,21 @@ async function stepTimes(
 }
 
 /**
- * ms a step when steps follow each other as `Trainer.run` takes them: each submitted before the
- * last one's loss is read, the parameters and moments copied back with it (after one warm-up).
+ * ms a step of the trainer on the GPU as `train` takes them (`Trainer.run`: each step submitted
+ * before the last one is reported, its state taken into the model when it is), after one warm-up
+ * step: the default model, batch 16, AdamW.
  */
-async function pipelinedMs(
-  kernels: GpuKernels,
-  tokens: Uint16Array,
-  config: ModelConfig,
-  B: number,
-  steps: number,
-): Promise<number> {
-  const cpu = new GPT(config).init(1);
-  const model = new GpuModel(kernels, config, cpu.flat as Float32Array, {
-    batch: B,
-    optimizer: ADAMW,
-  });
-  const T = config.blockSize, P = model.parameterCount;
-  const inputs = new Uint16Array(B * T), targets = new Uint16Array(B * T), rng = new Rng(0);
-  const mirror = new Float32Array(3 * P);
-  const step = () => {
-    randomBatch(inputs, targets, tokens, B, T, rng);
-    return model.trainStep(inputs, targets, { lr: 1e-3, clip: 1 }, (s) => {
-      mirror.set(s.params);
-      mirror.set(s.m, P);
-      mirror.set(s.v, 2 * P);
-    });
-  };
+async function trainerStepMs(newModel: () => GPT, tokens: Uint16Array, steps: number) {
+  selectKernels("webgpu");
+  const options = { batch: 16, steps: 1000, optimizer: "adamw" } as const;
+  const trainer = await Trainer.create(newModel(), tokens, options);
   try {
-    await step();
+    await trainer.run({ steps: 1 });
     const t0 = performance.now();
-    let ahead = step();
-    for (let i = 1; i < steps; i++) {
-      const next = step();
-      await ahead;
-      ahead = next;
-    }
-    await ahead;
+    await trainer.run({ steps });
     return (performance.now() - t0) / steps;
   } finally {
-    model.destroy();
+    trainer.close();
   }
 }
 
@@ -129,7 +106,7 @@ async function cpuStepTimes(
   warmup: number,
   steps: number,
 ) {
-  const tier = setupKernels();
+  const tier = selectKernels(bestKernels(), { reset: true }); // webgpu off
   const model = newModel();
   const trainer = await Trainer.create(model, tokens, {
     threads,
@@ -194,7 +171,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
   const [warmup, steps] = quick || soft ? [1, 3] : [5, 10];
   const largeBatch = soft ? 1 : 64;
   const small = await stepTimes(kernels, tokens, config, 16, warmup, steps);
-  const pipelined = await pipelinedMs(kernels, tokens, config, 16, steps);
+  const pipelined = await trainerStepMs(input.newModel, tokens, steps);
   const big = await stepTimes(kernels, tokens, large, largeBatch, 1, soft ? 2 : steps);
   // products of the layers (c_attn, c_fc, mlp.c_proj) at M = B·T
   const reps = quick || soft ? 3 : 50;
@@ -216,7 +193,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
   kernels.destroy();
   gpu.device.destroy();
   const cores = navigator.hardwareConcurrency ?? 1;
-  const cpu = await cpuStepTimes(input.cpuModel, tokens, cores, quick ? 1 : 5, quick ? 3 : 10);
+  const cpu = await cpuStepTimes(input.newModel, tokens, cores, quick ? 1 : 5, quick ? 3 : 10);
 
   const fmt = (x: number, d = 1) => x.toFixed(d);
   const P = (c: ModelConfig) => `${(parameterCount(c) / 1e6).toFixed(1)}M parameters`;
@@ -232,7 +209,7 @@ export async function webgpuReport(input: WebGpuBenchInput): Promise<void> {
     `| training step with AdamW, default model (${
       P(config)
     }), batch 16 x 128 (median / min / max of ${small.n}) | ${row(small)} |`,
-    `| the same, steps in a row as \`train\` takes them (the next submitted before each loss is read, the state copied back; mean of ${steps}) | ${
+    `| the same through the trainer, steps in a row as \`train\` takes them (\`Trainer.run\`: the next submitted before each loss is read, the state taken into the model; mean of ${steps}) | ${
       fmt(pipelined, 0)
     } ms |`,
     `| the same step on this machine's CPU: ${cpu.tier} kernels, ${cpu.threads} threads (median / min / max of ${cpu.n}) | ${

@@ -249,8 +249,10 @@ export async function train(v: Values, context: TrainContext = {}): Promise<void
           if (signal !== undefined) {
             // a write in flight may create its temporary file after it is removed: let it
             // settle first, for a moment at most
-            const moment = new Promise((resolve) => setTimeout(resolve, 250));
-            if (written) await Promise.race([written.catch(() => {}), moment]);
+            if (written) {
+              const moment = new Promise((resolve) => setTimeout(resolve, 250));
+              await Promise.race([written.catch(() => {}), moment]);
+            }
             if (writing !== undefined) {
               try {
                 Deno.removeSync(tempPath(writing));

@@ -223,7 +223,8 @@ export class GpuModel {
       const [p, m, v] = [0, 1, 2].map((i) => copied.subarray(i * P, (i + 1) * P));
       onState({ params: p, m, v }, loss);
     });
-    const seed = settings.dropoutSeed;
+    // the seed is ignored by a model without dropout (a trainer gives it every step)
+    const seed = this.dropout > 0 ? settings.dropoutSeed : undefined;
     if (this.dropout > 0 && seed === undefined) {
       throw new RangeError("this GPU model has dropout: give each step its dropoutSeed");
     }
@@ -276,7 +277,8 @@ export class GpuModel {
   /**
    * Records, in one pass, the forward and the loss of `rows` sequences, and with a `backward`
    * zeroes the gradients first and records it after; submits, and reads back the losses. With a
-   * `dropoutSeed` (only for a backward of the whole batch) the forward has this step's dropout.
+   * `dropoutSeed` (given only for a backward of the whole batch, by a model with dropout) the
+   * forward has this step's dropout.
    */
   #run(
     inputs: Uint16Array,
@@ -296,8 +298,9 @@ export class GpuModel {
     const encoder = this.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
     try {
-      const drop = dropoutSeed !== undefined && this.dropout > 0 && backward !== null;
-      const dropout = drop ? { p: this.dropout, seed: dropoutSeed, masks: acts.masks } : null;
+      const dropout = dropoutSeed === undefined
+        ? null
+        : { p: this.dropout, seed: dropoutSeed, masks: acts.masks };
       const s = gpuPass(this.config, rows, dropout);
       if (backward) {
         for (const [part, n] of stretches(this.grads!.flat, this.parameterCount, this.#stretch)) {

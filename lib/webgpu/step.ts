@@ -50,7 +50,7 @@ export interface GpuStepSettings {
   hiddenLr?: number;
   /** Clip the gradient's global L2 norm to this (0: off). */
   clip: number;
-  /** The step's dropout seed (lib/rng.ts dropoutSeed): needed when the model has dropout. */
+  /** The step's dropout seed (lib/rng.ts dropoutSeed): needed when the model has dropout, ignored without. */
   dropoutSeed?: number;
 }
 
